@@ -1,0 +1,330 @@
+# cython: boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
+"""Direct 2-D convolution on NHWC arrays: forward, data gradient and weight gradient.
+
+The arithmetic is done by the register-tiled micro-kernels of ``_conv_kernels.h``; this
+module splits the work into independent tiles, builds each tile's input pointers (a zero
+row wherever a tap falls into padding, so no padded copy of the input is made), runs the
+tiles with ``prange`` and writes the results. Every output element is computed by exactly
+one task in an order fixed by the data, so results do not depend on the thread count.
+
+The arrays arrive validated and packed by ``fastcnn.functional``; nothing here checks
+shapes again.
+"""
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+from libc.stdlib cimport calloc, free, malloc
+
+cdef extern from "_conv_kernels.h" nogil:
+    int FC_TILE_PIXELS
+    int FC_TILE_CHANNELS
+    int fc_cpu_isa()
+    int fc_vector_length(int isa, int itemsize)
+    void fc_forward_tile_f32(int isa, int nv, const float *const *xptr, int ntaps, int cin,
+                             const float *w, float *tile)
+    void fc_forward_tile_f64(int isa, int nv, const double *const *xptr, int ntaps, int cin,
+                             const double *w, double *tile)
+    void fc_weight_grad_tile_f32(int isa, int nv, int tc, const float *const *xrows,
+                                 const float *const *dyrows, const int *rowlen, int nrows,
+                                 long xstride, long dystride, float *tile)
+    void fc_weight_grad_tile_f64(int isa, int nv, int tc, const double *const *xrows,
+                                 const double *const *dyrows, const int *rowlen, int nrows,
+                                 long xstride, long dystride, double *tile)
+
+TILE_PIXELS = FC_TILE_PIXELS
+TILE_CHANNELS = FC_TILE_CHANNELS
+ISA_NAMES = {0: "baseline (16-byte vectors)", 1: "AVX2+FMA", 2: "AVX-512"}
+
+
+def cpu_isa():
+    """The best SIMD level of this CPU: 0 baseline, 1 AVX2+FMA, 2 AVX-512."""
+    return fc_cpu_isa()
+
+
+def vector_length(int isa, int itemsize):
+    """Elements per SIMD vector at ``isa`` for elements of ``itemsize`` bytes."""
+    return fc_vector_length(isa, itemsize)
+
+
+cdef inline void _forward_tile(int isa, int nv, const floating *const *xptr, int ntaps,
+                               int cin, const floating *w, floating *tile) noexcept nogil:
+    if floating is float:
+        fc_forward_tile_f32(isa, nv, xptr, ntaps, cin, w, tile)
+    else:
+        fc_forward_tile_f64(isa, nv, xptr, ntaps, cin, w, tile)
+
+
+cdef inline void _weight_grad_tile(int isa, int nv, int tc, const floating *const *xrows,
+                                   const floating *const *dyrows, const int *rowlen,
+                                   int nrows, long xstride, long dystride,
+                                   floating *tile) noexcept nogil:
+    if floating is float:
+        fc_weight_grad_tile_f32(isa, nv, tc, xrows, dyrows, rowlen, nrows, xstride,
+                                dystride, tile)
+    else:
+        fc_weight_grad_tile_f64(isa, nv, tc, xrows, dyrows, rowlen, nrows, xstride,
+                                dystride, tile)
+
+
+def conv2d_forward(
+    const floating[:, :, :, ::1] x,       # IN (N, H, W, C)
+    const floating[:, :, :, ::1] wpack,   # IN (K blocks, R*S, C, block width)
+    const floating[::1] bias,             # IN (K blocks * block width,), zero-padded
+    floating[:, :, :, ::1] out,           # OUT (N, Ho, Wo, K)
+    int kernel_h, int kernel_w,
+    int stride_h, int stride_w,
+    int pad_top, int pad_left,
+    int dilation_h, int dilation_w,
+    bint relu, int isa, int nv, int n_threads,
+):
+    """out = conv(x, w) + bias (then max(., 0) when ``relu``), one tile per task."""
+    cdef:
+        Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2]
+        int C = x.shape[3]
+        Py_ssize_t Ho = out.shape[1], Wo = out.shape[2], K = out.shape[3]
+        Py_ssize_t n_pixels = Ho * Wo
+        int block = wpack.shape[3]
+        Py_ssize_t n_kblocks = wpack.shape[0]
+        int ntaps = kernel_h * kernel_w
+        Py_ssize_t n_ptiles = (n_pixels + FC_TILE_PIXELS - 1) // FC_TILE_PIXELS
+        Py_ssize_t n_tasks = n_images * n_ptiles * n_kblocks
+        Py_ssize_t task, n, ptile, kblock, p, p_first, p_end, k, k0, k_end, oh, ow, ih, iw
+        int i, r, s
+        const floating *xbase = &x[0, 0, 0, 0]
+        const floating *wbase = &wpack[0, 0, 0, 0]
+        const floating *bbase = &bias[0]
+        floating *obase = &out[0, 0, 0, 0]
+        floating *zeros
+        const floating **ptrs
+        const floating **all_ptrs
+        floating *tile
+        floating *all_tiles
+        floating value
+        Py_ssize_t q
+
+    if n_tasks == 0:
+        return
+    zeros = <floating *> calloc(C, sizeof(floating))
+    all_ptrs = <const floating **> malloc(n_threads * ntaps * FC_TILE_PIXELS * sizeof(floating *))
+    all_tiles = <floating *> malloc(n_threads * FC_TILE_PIXELS * block * sizeof(floating))
+    try:
+        if zeros == NULL or all_ptrs == NULL or all_tiles == NULL:
+            raise MemoryError()
+        for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
+            ptrs = all_ptrs + threadid() * ntaps * FC_TILE_PIXELS
+            tile = all_tiles + threadid() * FC_TILE_PIXELS * block
+            kblock = task % n_kblocks
+            ptile = (task // n_kblocks) % n_ptiles
+            n = task // (n_kblocks * n_ptiles)
+            # The last tile is shifted back to stay full: it recomputes a few pixels of
+            # the previous tile and stores only its own.
+            p_first = ptile * FC_TILE_PIXELS
+            p_end = min(p_first + FC_TILE_PIXELS, n_pixels)
+            p = max(0, min(p_first, n_pixels - FC_TILE_PIXELS))
+            for i in range(FC_TILE_PIXELS):
+                oh = min(p + i, n_pixels - 1) // Wo
+                ow = min(p + i, n_pixels - 1) % Wo
+                for r in range(kernel_h):
+                    ih = oh * stride_h - pad_top + r * dilation_h
+                    for s in range(kernel_w):
+                        iw = ow * stride_w - pad_left + s * dilation_w
+                        if 0 <= ih < H and 0 <= iw < W:
+                            ptrs[(r * kernel_w + s) * FC_TILE_PIXELS + i] = (
+                                xbase + ((n * H + ih) * W + iw) * C)
+                        else:
+                            ptrs[(r * kernel_w + s) * FC_TILE_PIXELS + i] = zeros
+            _forward_tile(isa, nv, ptrs, ntaps, C, wbase + kblock * ntaps * C * block, tile)
+            k0 = kblock * block
+            k_end = min(k0 + block, K)
+            for q in range(p_first, p_end):
+                i = q - p
+                for k in range(k0, k_end):
+                    value = tile[i * block + k - k0] + bbase[k]
+                    if relu and value < 0:
+                        value = 0
+                    obase[(n * n_pixels + q) * K + k] = value
+    finally:
+        free(zeros)
+        free(all_ptrs)
+        free(all_tiles)
+
+
+def conv2d_backward_data_phase(
+    const floating[:, :, :, ::1] dy,      # IN (N, Ho, Wo, K)
+    const floating[:, :, :, ::1] wpack,   # IN (C blocks, n taps, K, block width)
+    const int[::1] tap_row,               # IN dy row offset of each tap
+    const int[::1] tap_col,               # IN dy column offset of each tap
+    floating[:, :, :, ::1] dx,            # OUT (N, H, W, C)
+    int row0, int col0, int stride_h, int stride_w,
+    int isa, int nv, int n_threads,
+):
+    """Data gradient for the input pixels (row0 + stride_h*j, col0 + stride_w*l).
+
+    Within one stride phase every pixel sees the same taps of the (180-degree rotated,
+    channel-transposed) filter, at dy offset (j + tap_row[t], l + tap_col[t]); offsets
+    outside dy read zeros, which is the zero-padded delta without materialising it.
+    """
+    cdef:
+        Py_ssize_t n_images = dy.shape[0], Ho = dy.shape[1], Wo = dy.shape[2]
+        int K = dy.shape[3]
+        Py_ssize_t H = dx.shape[1], W = dx.shape[2], C = dx.shape[3]
+        Py_ssize_t Hj = (H - row0 + stride_h - 1) // stride_h
+        Py_ssize_t Wj = (W - col0 + stride_w - 1) // stride_w
+        Py_ssize_t n_pixels = Hj * Wj
+        int block = wpack.shape[3]
+        Py_ssize_t n_cblocks = wpack.shape[0]
+        int ntaps = tap_row.shape[0]
+        Py_ssize_t n_ptiles = (n_pixels + FC_TILE_PIXELS - 1) // FC_TILE_PIXELS
+        Py_ssize_t n_tasks = n_images * n_ptiles * n_cblocks
+        Py_ssize_t task, n, ptile, cblock, p, p_first, p_end, c, c0, c_end, jh, jw, oh, ow
+        int i, t
+        const floating *dybase = &dy[0, 0, 0, 0]
+        const floating *wbase = &wpack[0, 0, 0, 0]
+        floating *dxbase = &dx[0, 0, 0, 0]
+        floating *dxpix
+        floating *zeros
+        const floating **ptrs
+        const floating **all_ptrs
+        floating *tile
+        floating *all_tiles
+        Py_ssize_t q
+
+    if n_tasks == 0 or ntaps == 0:
+        return
+    zeros = <floating *> calloc(K, sizeof(floating))
+    all_ptrs = <const floating **> malloc(n_threads * ntaps * FC_TILE_PIXELS * sizeof(floating *))
+    all_tiles = <floating *> malloc(n_threads * FC_TILE_PIXELS * block * sizeof(floating))
+    try:
+        if zeros == NULL or all_ptrs == NULL or all_tiles == NULL:
+            raise MemoryError()
+        for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
+            ptrs = all_ptrs + threadid() * ntaps * FC_TILE_PIXELS
+            tile = all_tiles + threadid() * FC_TILE_PIXELS * block
+            cblock = task % n_cblocks
+            ptile = (task // n_cblocks) % n_ptiles
+            n = task // (n_cblocks * n_ptiles)
+            p_first = ptile * FC_TILE_PIXELS
+            p_end = min(p_first + FC_TILE_PIXELS, n_pixels)
+            p = max(0, min(p_first, n_pixels - FC_TILE_PIXELS))
+            for i in range(FC_TILE_PIXELS):
+                jh = min(p + i, n_pixels - 1) // Wj
+                jw = min(p + i, n_pixels - 1) % Wj
+                for t in range(ntaps):
+                    oh = jh + tap_row[t]
+                    ow = jw + tap_col[t]
+                    if 0 <= oh < Ho and 0 <= ow < Wo:
+                        ptrs[t * FC_TILE_PIXELS + i] = dybase + ((n * Ho + oh) * Wo + ow) * K
+                    else:
+                        ptrs[t * FC_TILE_PIXELS + i] = zeros
+            _forward_tile(isa, nv, ptrs, ntaps, K, wbase + cblock * ntaps * K * block, tile)
+            c0 = cblock * block
+            c_end = min(c0 + block, C)
+            for q in range(p_first, p_end):
+                i = q - p
+                jh = q // Wj
+                jw = q % Wj
+                dxpix = dxbase + ((n * H + row0 + jh * stride_h) * W + col0 + jw * stride_w) * C
+                for c in range(c0, c_end):
+                    dxpix[c] = tile[i * block + c - c0]
+    finally:
+        free(zeros)
+        free(all_ptrs)
+        free(all_tiles)
+
+
+def conv2d_backward_weights(
+    const floating[:, :, :, ::1] x,       # IN (N, H, W, C)
+    const floating[:, :, :, ::1] dy,      # IN (N, Ho, Wo, Kp), Kp a multiple of the block
+    floating[:, :, :, :, ::1] partial,    # OUT (n_chunks, R, S, C, K)
+    int stride_h, int stride_w,
+    int pad_top, int pad_left,
+    int dilation_h, int dilation_w,
+    int block, int isa, int nv, int n_threads,
+):
+    """partial[chunk, r, s, c, k] = sum over the chunk's images and the pixels of x * dy.
+
+    Each task owns one (chunk, tap, channel tile, output-channel block) tile and reduces
+    over its pixels in a fixed order. The caller sums the chunks in index order.
+    """
+    cdef:
+        Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2]
+        Py_ssize_t C = x.shape[3]
+        Py_ssize_t Ho = dy.shape[1], Wo = dy.shape[2], Kp = dy.shape[3]
+        Py_ssize_t n_chunks = partial.shape[0]
+        int kernel_h = partial.shape[1], kernel_w = partial.shape[2]
+        Py_ssize_t K = partial.shape[4]
+        int tc = min(FC_TILE_CHANNELS, C)
+        Py_ssize_t n_ctiles = (C + FC_TILE_CHANNELS - 1) // FC_TILE_CHANNELS
+        Py_ssize_t n_kblocks = Kp // block
+        Py_ssize_t chunk_len = (n_images + n_chunks - 1) // n_chunks
+        Py_ssize_t n_tasks = n_chunks * kernel_h * kernel_w * n_ctiles * n_kblocks
+        Py_ssize_t task, rest, chunk, ctile, kblock, c, c_first, c0, k, k0, k_end
+        Py_ssize_t n, oh, ih, ow_lo, ow_hi, num
+        int r, s, i, nrows
+        const floating *xbase = &x[0, 0, 0, 0]
+        const floating *dybase = &dy[0, 0, 0, 0]
+        floating *pbase = &partial[0, 0, 0, 0, 0]
+        const floating **xrows
+        const floating **dyrows
+        int *rowlen
+        floating *tile
+        const floating **all_xrows
+        const floating **all_dyrows
+        int *all_rowlen
+        floating *all_tiles
+
+    if n_tasks == 0:
+        return
+    all_xrows = <const floating **> malloc(n_threads * chunk_len * Ho * sizeof(floating *))
+    all_dyrows = <const floating **> malloc(n_threads * chunk_len * Ho * sizeof(floating *))
+    all_rowlen = <int *> malloc(n_threads * chunk_len * Ho * sizeof(int))
+    all_tiles = <floating *> malloc(n_threads * FC_TILE_CHANNELS * block * sizeof(floating))
+    try:
+        if all_xrows == NULL or all_dyrows == NULL or all_rowlen == NULL or all_tiles == NULL:
+            raise MemoryError()
+        for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
+            xrows = all_xrows + threadid() * chunk_len * Ho
+            dyrows = all_dyrows + threadid() * chunk_len * Ho
+            rowlen = all_rowlen + threadid() * chunk_len * Ho
+            tile = all_tiles + threadid() * FC_TILE_CHANNELS * block
+            kblock = task % n_kblocks
+            rest = task // n_kblocks
+            ctile = rest % n_ctiles
+            rest = rest // n_ctiles
+            s = rest % kernel_w
+            rest = rest // kernel_w
+            r = rest % kernel_h
+            chunk = rest // kernel_h
+            # Channels [c0, c0 + tc); the last tile is shifted back to stay full and
+            # stores only the channels from c_first on.
+            c_first = ctile * FC_TILE_CHANNELS
+            c0 = min(c_first, C - tc)
+            k0 = kblock * block
+            # Output columns whose tap (r, s) lands inside the image.
+            num = pad_left - s * dilation_w
+            ow_lo = 0 if num <= 0 else (num + stride_w - 1) // stride_w
+            ow_hi = -1 if W - 1 + num < 0 else min(Wo - 1, (W - 1 + num) // stride_w)
+            nrows = 0
+            if ow_hi >= ow_lo:
+                for n in range(chunk * chunk_len, min((chunk + 1) * chunk_len, n_images)):
+                    for oh in range(Ho):
+                        ih = oh * stride_h - pad_top + r * dilation_h
+                        if ih < 0 or ih >= H:
+                            continue
+                        xrows[nrows] = xbase + (((n * H + ih) * W
+                                                 + ow_lo * stride_w - num) * C + c0)
+                        dyrows[nrows] = dybase + ((n * Ho + oh) * Wo + ow_lo) * Kp + k0
+                        rowlen[nrows] = ow_hi - ow_lo + 1
+                        nrows = nrows + 1
+            _weight_grad_tile(isa, nv, tc, xrows, dyrows, rowlen, nrows,
+                              stride_w * C, Kp, tile)
+            k_end = min(k0 + block, K)
+            for c in range(c_first, min(c_first + FC_TILE_CHANNELS, C)):
+                i = c - c0
+                for k in range(k0, k_end):
+                    pbase[(((chunk * kernel_h + r) * kernel_w + s) * C + c) * K + k] = (
+                        tile[i * block + k - k0])
+    finally:
+        free(all_xrows)
+        free(all_dyrows)
+        free(all_rowlen)
+        free(all_tiles)

@@ -1,0 +1,132 @@
+/* Instantiates the micro-kernels of _conv_microkernel.h for AVX-512, AVX2+FMA and a
+ * portable 16-byte-vector baseline, in float and double, and picks one at run time.
+ * One build runs on any x86-64 (no -march flag needed); other CPUs get the baseline. */
+#ifndef FASTCNN_CONV_KERNELS_H
+#define FASTCNN_CONV_KERNELS_H
+
+#define FC_TILE_PIXELS 8
+#define FC_TILE_CHANNELS 8
+
+enum { FC_ISA_BASELINE = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2 };
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define FC_X86 1
+#else
+#define FC_X86 0
+#endif
+
+/* baseline: 16-byte vectors (SSE2 on x86-64, NEON elsewhere, scalar code otherwise) */
+#define FC_T float
+#define FC_VBYTES 16
+#define FC_NAME(x) x##_f32_base
+#include "_conv_microkernel.h"
+#undef FC_T
+#undef FC_VBYTES
+#undef FC_NAME
+#define FC_T double
+#define FC_VBYTES 16
+#define FC_NAME(x) x##_f64_base
+#include "_conv_microkernel.h"
+#undef FC_T
+#undef FC_VBYTES
+#undef FC_NAME
+
+#if FC_X86
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define FC_T float
+#define FC_VBYTES 32
+#define FC_NAME(x) x##_f32_avx2
+#include "_conv_microkernel.h"
+#undef FC_T
+#undef FC_VBYTES
+#undef FC_NAME
+#define FC_T double
+#define FC_VBYTES 32
+#define FC_NAME(x) x##_f64_avx2
+#include "_conv_microkernel.h"
+#undef FC_T
+#undef FC_VBYTES
+#undef FC_NAME
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512dq,avx2,fma")
+#define FC_T float
+#define FC_VBYTES 64
+#define FC_NAME(x) x##_f32_avx512
+#include "_conv_microkernel.h"
+#undef FC_T
+#undef FC_VBYTES
+#undef FC_NAME
+#define FC_T double
+#define FC_VBYTES 64
+#define FC_NAME(x) x##_f64_avx512
+#include "_conv_microkernel.h"
+#undef FC_T
+#undef FC_VBYTES
+#undef FC_NAME
+#pragma GCC pop_options
+#endif
+
+/* The best instruction set this CPU supports. */
+static int fc_cpu_isa(void)
+{
+#if FC_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f"))
+        return FC_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return FC_ISA_AVX2;
+#endif
+    return FC_ISA_BASELINE;
+}
+
+/* Elements per vector of the given instruction set and element size. */
+static int fc_vector_length(int isa, int itemsize)
+{
+    int bytes = isa == FC_ISA_AVX512 ? 64 : isa == FC_ISA_AVX2 ? 32 : 16;
+    return bytes / itemsize;
+}
+
+#if FC_X86
+#define FC_DISPATCH(T, FN, ARGS)                          \
+    switch (isa) {                                        \
+        case FC_ISA_AVX512: FN##_##T##_avx512 ARGS; break; \
+        case FC_ISA_AVX2: FN##_##T##_avx2 ARGS; break;     \
+        default: FN##_##T##_base ARGS;                     \
+    }
+#else
+#define FC_DISPATCH(T, FN, ARGS) FN##_##T##_base ARGS;
+#endif
+
+static void fc_forward_tile_f32(int isa, int nv, const float *const *xptr, int ntaps, int cin,
+                                const float *w, float *tile)
+{
+    FC_DISPATCH(f32, forward_tile, (nv, xptr, ntaps, cin, w, tile))
+}
+
+static void fc_forward_tile_f64(int isa, int nv, const double *const *xptr, int ntaps, int cin,
+                                const double *w, double *tile)
+{
+    FC_DISPATCH(f64, forward_tile, (nv, xptr, ntaps, cin, w, tile))
+}
+
+static void fc_weight_grad_tile_f32(int isa, int nv, int tc, const float *const *xrows,
+                                    const float *const *dyrows, const int *rowlen, int nrows,
+                                    long xstride, long dystride, float *tile)
+{
+    FC_DISPATCH(f32, weight_grad_tile,
+                (nv, tc, xrows, dyrows, rowlen, nrows, xstride, dystride, tile))
+}
+
+static void fc_weight_grad_tile_f64(int isa, int nv, int tc, const double *const *xrows,
+                                    const double *const *dyrows, const int *rowlen, int nrows,
+                                    long xstride, long dystride, double *tile)
+{
+    FC_DISPATCH(f64, weight_grad_tile,
+                (nv, tc, xrows, dyrows, rowlen, nrows, xstride, dystride, tile))
+}
+
+#undef FC_DISPATCH
+#endif

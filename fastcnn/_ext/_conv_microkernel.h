@@ -1,0 +1,147 @@
+/* Register-tiled convolution micro-kernels, written once and instantiated by
+ * _conv_kernels.h for each (element type, vector width, instruction set).
+ *
+ * The including file defines FC_T (float or double), FC_VBYTES (vector size in bytes)
+ * and FC_NAME(x) (appends a unique suffix), and sets the instruction set with
+ * `#pragma GCC target`. Each vector width needs its own instantiation: a 64-byte vector
+ * in a function compiled without AVX-512 is emulated and dozens of times slower.
+ *
+ * Forward tile: FC_TILE_PIXELS output pixels x (nv vectors of output channels), held in
+ * registers. For each tap and input channel, nv weight vectors are loaded and every
+ * pixel's input value is broadcast against them: nv loads + 8 broadcasts feed 8*nv FMAs.
+ * The caller gives, per tap, one input pointer per pixel (a zero row where the tap falls
+ * into padding), so padding, stride, dilation and the phases of the strided data gradient
+ * all run through the same loop.
+ *
+ * Weight-gradient tile: tc input channels x (nv vectors of output channels), reduced over
+ * a list of pixel rows: per pixel, nv delta vectors are loaded and tc input values
+ * broadcast against them.
+ */
+#define FC_V ((int)(FC_VBYTES / sizeof(FC_T)))
+
+typedef FC_T FC_NAME(vec) __attribute__((vector_size(FC_VBYTES)));
+
+static inline FC_NAME(vec) FC_NAME(load)(const FC_T *p)
+{
+    FC_NAME(vec) v;
+    __builtin_memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+static inline void FC_NAME(store)(FC_T *p, FC_NAME(vec) v)
+{
+    __builtin_memcpy(p, &v, sizeof(v));
+}
+
+static inline __attribute__((always_inline)) void FC_NAME(forward_tile_impl)(
+    const int nv, const FC_T *const *xptr, int ntaps, int cin, const FC_T *w, FC_T *tile)
+{
+    typedef FC_NAME(vec) vec;
+    const int kb = nv * FC_V;
+    vec acc[FC_TILE_PIXELS][2];
+#pragma GCC unroll 16
+    for (int i = 0; i < FC_TILE_PIXELS; i++) {
+        acc[i][0] = (vec){0};
+        acc[i][1] = (vec){0};
+    }
+    for (int t = 0; t < ntaps; t++) {
+        const FC_T *x[FC_TILE_PIXELS];
+#pragma GCC unroll 16
+        for (int i = 0; i < FC_TILE_PIXELS; i++)
+            x[i] = xptr[t * FC_TILE_PIXELS + i];
+        const FC_T *wt = w + (long)t * cin * kb;
+        for (int c = 0; c < cin; c++) {
+            const vec w0 = FC_NAME(load)(wt + (long)c * kb);
+            const vec w1 = nv > 1 ? FC_NAME(load)(wt + (long)c * kb + FC_V) : w0;
+#pragma GCC unroll 16
+            for (int i = 0; i < FC_TILE_PIXELS; i++) {
+                const FC_T b = x[i][c];
+                acc[i][0] += w0 * b;
+                if (nv > 1)
+                    acc[i][1] += w1 * b;
+            }
+        }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < FC_TILE_PIXELS; i++) {
+        FC_NAME(store)(tile + i * kb, acc[i][0]);
+        if (nv > 1)
+            FC_NAME(store)(tile + i * kb + FC_V, acc[i][1]);
+    }
+}
+
+static void FC_NAME(forward_tile)(int nv, const FC_T *const *xptr, int ntaps, int cin,
+                                  const FC_T *w, FC_T *tile)
+{
+    if (nv == 1)
+        FC_NAME(forward_tile_impl)(1, xptr, ntaps, cin, w, tile);
+    else
+        FC_NAME(forward_tile_impl)(2, xptr, ntaps, cin, w, tile);
+}
+
+static inline __attribute__((always_inline)) void FC_NAME(weight_grad_tile_impl)(
+    const int nv, const int tc, const FC_T *const *xrows, const FC_T *const *dyrows,
+    const int *rowlen, int nrows, long xstride, long dystride, FC_T *tile)
+{
+    typedef FC_NAME(vec) vec;
+    const int kb = nv * FC_V;
+    vec acc[FC_TILE_CHANNELS][2];
+#pragma GCC unroll 16
+    for (int i = 0; i < FC_TILE_CHANNELS; i++) {
+        acc[i][0] = (vec){0};
+        acc[i][1] = (vec){0};
+    }
+    for (int row = 0; row < nrows; row++) {
+        const FC_T *x = xrows[row];
+        const FC_T *dy = dyrows[row];
+        for (int p = rowlen[row]; p > 0; p--) {
+            const vec d0 = FC_NAME(load)(dy);
+            const vec d1 = nv > 1 ? FC_NAME(load)(dy + FC_V) : d0;
+#pragma GCC unroll 16
+            for (int i = 0; i < tc; i++) {
+                const FC_T b = x[i];
+                acc[i][0] += d0 * b;
+                if (nv > 1)
+                    acc[i][1] += d1 * b;
+            }
+            x += xstride;
+            dy += dystride;
+        }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < tc; i++) {
+        FC_NAME(store)(tile + i * kb, acc[i][0]);
+        if (nv > 1)
+            FC_NAME(store)(tile + i * kb + FC_V, acc[i][1]);
+    }
+}
+
+#define FC_WGRAD_CASE(NV, TC)                                                            \
+    case TC:                                                                             \
+        FC_NAME(weight_grad_tile_impl)(NV, TC, xrows, dyrows, rowlen, nrows, xstride,    \
+                                       dystride, tile);                                  \
+        break;
+
+static void FC_NAME(weight_grad_tile)(int nv, int tc, const FC_T *const *xrows,
+                                      const FC_T *const *dyrows, const int *rowlen, int nrows,
+                                      long xstride, long dystride, FC_T *tile)
+{
+    if (nv == 1) {
+        switch (tc) {
+            FC_WGRAD_CASE(1, 1) FC_WGRAD_CASE(1, 2) FC_WGRAD_CASE(1, 3) FC_WGRAD_CASE(1, 4)
+            FC_WGRAD_CASE(1, 5) FC_WGRAD_CASE(1, 6) FC_WGRAD_CASE(1, 7)
+            default: FC_NAME(weight_grad_tile_impl)(1, FC_TILE_CHANNELS, xrows, dyrows, rowlen,
+                                                    nrows, xstride, dystride, tile);
+        }
+    } else {
+        switch (tc) {
+            FC_WGRAD_CASE(2, 1) FC_WGRAD_CASE(2, 2) FC_WGRAD_CASE(2, 3) FC_WGRAD_CASE(2, 4)
+            FC_WGRAD_CASE(2, 5) FC_WGRAD_CASE(2, 6) FC_WGRAD_CASE(2, 7)
+            default: FC_NAME(weight_grad_tile_impl)(2, FC_TILE_CHANNELS, xrows, dyrows, rowlen,
+                                                    nrows, xstride, dystride, tile);
+        }
+    }
+}
+
+#undef FC_WGRAD_CASE
+#undef FC_V

@@ -1,0 +1,54 @@
+"""Thread-count resolution: the one place that decides how many threads a kernel gets."""
+import os
+
+
+_in_forked_child = False
+
+
+def _mark_forked_child():
+    # GNU OpenMP's thread pool does not survive fork(): a child that starts a parallel
+    # region can hang waiting for threads that do not exist. Children run serially.
+    global _in_forked_child
+    _in_forked_child = True
+
+
+os.register_at_fork(after_in_child=_mark_forked_child)
+
+
+def openmp_enabled():
+    """Whether the extension was built with OpenMP."""
+    return bool(FASTCNN_OPENMP_ENABLED)
+
+
+def _cpu_count():
+    # Cgroup- and affinity-aware count of usable CPUs (as joblib/loky compute it).
+    from joblib import cpu_count
+
+    return max(1, cpu_count(only_physical_cores=False))
+
+
+def effective_n_threads(n_threads=None):
+    """Resolve ``n_threads`` to a positive thread count.
+
+    None: as many threads as OpenMP would use (``OMP_NUM_THREADS`` and
+    ``threadpoolctl.threadpool_limits(..., user_api="openmp")`` are honoured), capped by the
+    usable cores (cgroup quota, affinity). A negative value means all usable cores but
+    ``-n_threads - 1`` (``-1`` is all of them). Returns 1 without OpenMP and in a child
+    process made by ``fork`` after OpenMP was used.
+    """
+    if n_threads is not None:
+        if isinstance(n_threads, bool) or not isinstance(n_threads, (int,)) and not (
+            hasattr(n_threads, "__index__")
+        ):
+            raise TypeError(f"n_threads must be an int or None, got {n_threads!r}")
+        n_threads = int(n_threads)
+        if n_threads == 0:
+            raise ValueError("n_threads=0 is invalid: use None (all cores), a positive count, "
+                             "or a negative one (-1 = all cores, -2 = all but one)")
+    if not FASTCNN_OPENMP_ENABLED or _in_forked_child:
+        return 1
+    if n_threads is None:
+        return max(1, min(omp_get_max_threads(), _cpu_count()))
+    if n_threads < 0:
+        return max(1, _cpu_count() + 1 + n_threads)
+    return n_threads
