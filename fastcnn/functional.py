@@ -39,6 +39,9 @@ __all__ = ["conv2d", "conv2d_backward", *_pool_all, *_act_all]
 # partial sums (added in chunk order), so small layers still use every core. Fixed, so
 # the arithmetic does not depend on the thread count.
 _MIN_WEIGHT_GRAD_TASKS = 64
+# The weight gradient walks the batch in steps of about this many bytes of x and dy, so
+# that each step stays in cache while every tile reads it.
+_WEIGHT_GRAD_STEP_BYTES = 256 * 1024
 
 
 def _resolve_isa(isa):
@@ -243,9 +246,10 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, dilation=1, need_dx=True, n_t
     n_chunks = max(1, min(n, -(-_MIN_WEIGHT_GRAD_TASKS // n_tiles)))
     partial = np.empty((n_chunks, kh, kw, c, k), dtype=dtype)
     if n:
+        images_per_step = max(1, _WEIGHT_GRAD_STEP_BYTES // (dy_padded[0].nbytes + x[0].nbytes))
         _conv.conv2d_backward_weights(x, dy_padded, partial, stride[0], stride[1], pads[0],
-                                      pads[2], dilation[0], dilation[1], block, w_isa, w_nv,
-                                      n_threads)
+                                      pads[2], dilation[0], dilation[1], block, images_per_step,
+                                      w_isa, w_nv, n_threads)
         dw = partial[0] if n_chunks == 1 else partial.sum(axis=0)
     else:
         dw = np.zeros((kh, kw, c, k), dtype=dtype)

@@ -238,12 +238,15 @@ def conv2d_backward_weights(
     int stride_h, int stride_w,
     int pad_top, int pad_left,
     int dilation_h, int dilation_w,
-    int block, int isa, int nv, int n_threads,
+    int block, int images_per_step, int isa, int nv, int n_threads,
 ):
     """partial[chunk, r, s, c, k] = sum over the chunk's images and the pixels of x * dy.
 
-    Each task owns one (chunk, tap, channel tile, output-channel block) tile and reduces
-    over its pixels in a fixed order. The caller sums the chunks in index order.
+    Each task owns one (chunk, tap, channel tile, output-channel block) accumulator tile.
+    The batch is walked a few images at a time (``images_per_step``), every task adding
+    those images to its tile, so that the images' x and dy stay in cache while all the
+    tiles use them. The reduction order is fixed by the data: the result does not depend
+    on the thread count. The caller sums the chunks in index order.
     """
     cdef:
         Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2]
@@ -256,9 +259,11 @@ def conv2d_backward_weights(
         Py_ssize_t n_ctiles = (C + FC_TILE_CHANNELS - 1) // FC_TILE_CHANNELS
         Py_ssize_t n_kblocks = Kp // block
         Py_ssize_t chunk_len = (n_images + n_chunks - 1) // n_chunks
-        Py_ssize_t n_tasks = n_chunks * kernel_h * kernel_w * n_ctiles * n_kblocks
-        Py_ssize_t task, rest, chunk, ctile, kblock, c, c_first, c0, k, k0, k_end
-        Py_ssize_t n, oh, ih, ow_lo, ow_hi, num
+        Py_ssize_t tiles_per_chunk = kernel_h * kernel_w * n_ctiles * n_kblocks
+        Py_ssize_t n_tasks = n_chunks * tiles_per_chunk
+        Py_ssize_t tile_size = FC_TILE_CHANNELS * block
+        Py_ssize_t step, n_steps, task, rest, chunk, ctile, kblock, c, c_first, c0, k, k0
+        Py_ssize_t n, n_first, n_end, oh, ih, ow_lo, ow_hi, num
         int r, s, i, nrows
         const floating *xbase = &x[0, 0, 0, 0]
         const floating *dybase = &dy[0, 0, 0, 0]
@@ -266,26 +271,62 @@ def conv2d_backward_weights(
         const floating **xrows
         const floating **dyrows
         int *rowlen
-        floating *tile
+        floating *acc
         const floating **all_xrows
         const floating **all_dyrows
         int *all_rowlen
-        floating *all_tiles
+        floating *all_acc
 
     if n_tasks == 0:
         return
-    all_xrows = <const floating **> malloc(n_threads * chunk_len * Ho * sizeof(floating *))
-    all_dyrows = <const floating **> malloc(n_threads * chunk_len * Ho * sizeof(floating *))
-    all_rowlen = <int *> malloc(n_threads * chunk_len * Ho * sizeof(int))
-    all_tiles = <floating *> malloc(n_threads * FC_TILE_CHANNELS * block * sizeof(floating))
+    images_per_step = max(1, min(images_per_step, chunk_len))
+    n_steps = (chunk_len + images_per_step - 1) // images_per_step
+    all_xrows = <const floating **> malloc(n_threads * images_per_step * Ho * sizeof(floating *))
+    all_dyrows = <const floating **> malloc(n_threads * images_per_step * Ho * sizeof(floating *))
+    all_rowlen = <int *> malloc(n_threads * images_per_step * Ho * sizeof(int))
+    all_acc = <floating *> calloc(n_tasks * tile_size, sizeof(floating))
     try:
-        if all_xrows == NULL or all_dyrows == NULL or all_rowlen == NULL or all_tiles == NULL:
+        if all_xrows == NULL or all_dyrows == NULL or all_rowlen == NULL or all_acc == NULL:
             raise MemoryError()
-        for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
-            xrows = all_xrows + threadid() * chunk_len * Ho
-            dyrows = all_dyrows + threadid() * chunk_len * Ho
-            rowlen = all_rowlen + threadid() * chunk_len * Ho
-            tile = all_tiles + threadid() * FC_TILE_CHANNELS * block
+        for step in range(n_steps):
+            for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
+                xrows = all_xrows + threadid() * images_per_step * Ho
+                dyrows = all_dyrows + threadid() * images_per_step * Ho
+                rowlen = all_rowlen + threadid() * images_per_step * Ho
+                acc = all_acc + task * tile_size
+                kblock = task % n_kblocks
+                rest = task // n_kblocks
+                ctile = rest % n_ctiles
+                rest = rest // n_ctiles
+                s = rest % kernel_w
+                rest = rest // kernel_w
+                r = rest % kernel_h
+                chunk = rest // kernel_h
+                # Channels [c0, c0 + tc): the last tile is shifted back to stay full.
+                c0 = min(ctile * FC_TILE_CHANNELS, C - tc)
+                k0 = kblock * block
+                # Output columns whose tap (r, s) lands inside the image.
+                num = pad_left - s * dilation_w
+                ow_lo = 0 if num <= 0 else (num + stride_w - 1) // stride_w
+                ow_hi = -1 if W - 1 + num < 0 else min(Wo - 1, (W - 1 + num) // stride_w)
+                n_first = chunk * chunk_len + step * images_per_step
+                n_end = min(n_first + images_per_step, (chunk + 1) * chunk_len, n_images)
+                nrows = 0
+                if ow_hi >= ow_lo:
+                    for n in range(n_first, n_end):
+                        for oh in range(Ho):
+                            ih = oh * stride_h - pad_top + r * dilation_h
+                            if ih < 0 or ih >= H:
+                                continue
+                            xrows[nrows] = xbase + (((n * H + ih) * W
+                                                     + ow_lo * stride_w - num) * C + c0)
+                            dyrows[nrows] = dybase + ((n * Ho + oh) * Wo + ow_lo) * Kp + k0
+                            rowlen[nrows] = ow_hi - ow_lo + 1
+                            nrows = nrows + 1
+                if nrows > 0:
+                    _weight_grad_tile(isa, nv, tc, xrows, dyrows, rowlen, nrows,
+                                      stride_w * C, Kp, acc)
+        for task in range(n_tasks):
             kblock = task % n_kblocks
             rest = task // n_kblocks
             ctile = rest % n_ctiles
@@ -294,37 +335,17 @@ def conv2d_backward_weights(
             rest = rest // kernel_w
             r = rest % kernel_h
             chunk = rest // kernel_h
-            # Channels [c0, c0 + tc); the last tile is shifted back to stay full and
-            # stores only the channels from c_first on.
             c_first = ctile * FC_TILE_CHANNELS
             c0 = min(c_first, C - tc)
             k0 = kblock * block
-            # Output columns whose tap (r, s) lands inside the image.
-            num = pad_left - s * dilation_w
-            ow_lo = 0 if num <= 0 else (num + stride_w - 1) // stride_w
-            ow_hi = -1 if W - 1 + num < 0 else min(Wo - 1, (W - 1 + num) // stride_w)
-            nrows = 0
-            if ow_hi >= ow_lo:
-                for n in range(chunk * chunk_len, min((chunk + 1) * chunk_len, n_images)):
-                    for oh in range(Ho):
-                        ih = oh * stride_h - pad_top + r * dilation_h
-                        if ih < 0 or ih >= H:
-                            continue
-                        xrows[nrows] = xbase + (((n * H + ih) * W
-                                                 + ow_lo * stride_w - num) * C + c0)
-                        dyrows[nrows] = dybase + ((n * Ho + oh) * Wo + ow_lo) * Kp + k0
-                        rowlen[nrows] = ow_hi - ow_lo + 1
-                        nrows = nrows + 1
-            _weight_grad_tile(isa, nv, tc, xrows, dyrows, rowlen, nrows,
-                              stride_w * C, Kp, tile)
-            k_end = min(k0 + block, K)
+            acc = all_acc + task * tile_size
+            # A shifted last tile stores only the channels from c_first on.
             for c in range(c_first, min(c_first + FC_TILE_CHANNELS, C)):
-                i = c - c0
-                for k in range(k0, k_end):
+                for k in range(k0, min(k0 + block, K)):
                     pbase[(((chunk * kernel_h + r) * kernel_w + s) * C + c) * K + k] = (
-                        tile[i * block + k - k0])
+                        acc[(c - c0) * block + k - k0])
     finally:
         free(all_xrows)
         free(all_dyrows)
         free(all_rowlen)
-        free(all_tiles)
+        free(all_acc)

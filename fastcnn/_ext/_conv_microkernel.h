@@ -13,9 +13,9 @@
  * into padding), so padding, stride, dilation and the phases of the strided data gradient
  * all run through the same loop.
  *
- * Weight-gradient tile: tc input channels x (nv vectors of output channels), reduced over
- * a list of pixel rows: per pixel, nv delta vectors are loaded and tc input values
- * broadcast against them.
+ * Weight-gradient tile: tc input channels x (nv vectors of output channels), loaded from
+ * and added back to `tile`, reduced over a list of pixel rows: per pixel, nv delta vectors
+ * are loaded and tc input values broadcast against them.
  */
 #define FC_V ((int)(FC_VBYTES / sizeof(FC_T)))
 
@@ -87,9 +87,9 @@ static inline __attribute__((always_inline)) void FC_NAME(weight_grad_tile_impl)
     const int kb = nv * FC_V;
     vec acc[FC_TILE_CHANNELS][2];
 #pragma GCC unroll 16
-    for (int i = 0; i < FC_TILE_CHANNELS; i++) {
-        acc[i][0] = (vec){0};
-        acc[i][1] = (vec){0};
+    for (int i = 0; i < tc; i++) {
+        acc[i][0] = FC_NAME(load)(tile + i * kb);
+        acc[i][1] = nv > 1 ? FC_NAME(load)(tile + i * kb + FC_V) : acc[i][0];
     }
     for (int row = 0; row < nrows; row++) {
         const FC_T *x = xrows[row];

@@ -1,0 +1,279 @@
+"""conv2d and conv2d_backward against naive NumPy references, on every SIMD path."""
+import numpy as np
+import pytest
+
+from fastcnn import functional as F
+from fastcnn._checks import int_pair, padding_amounts
+from fastcnn._ext import _conv
+
+ISAS = list(range(_conv.cpu_isa() + 1))
+TOLERANCE = {np.float32: dict(rtol=2e-4, atol=2e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}
+
+
+def naive_geometry(x_shape, w_shape, stride, padding, dilation):
+    _, h, w, _ = x_shape
+    r, s = w_shape[:2]
+    stride, dilation = int_pair(stride, "stride"), int_pair(dilation, "dilation")
+    pads = padding_amounts(padding, (h, w), (r, s), stride, dilation)
+    ho = (h + pads[0] + pads[1] - (r - 1) * dilation[0] - 1) // stride[0] + 1
+    wo = (w + pads[2] + pads[3] - (s - 1) * dilation[1] - 1) // stride[1] + 1
+    return stride, dilation, pads, ho, wo
+
+
+def naive_conv2d(x, w, b, stride, padding, dilation):
+    """One output pixel at a time, from an explicitly zero-padded input."""
+    (sh, sw), (dh, dw), p, ho, wo = naive_geometry(x.shape, w.shape, stride, padding, dilation)
+    xp = np.pad(x, ((0, 0), (p[0], p[1]), (p[2], p[3]), (0, 0)))
+    n, r_size, s_size, k = x.shape[0], w.shape[0], w.shape[1], w.shape[3]
+    y = np.zeros((n, ho, wo, k))
+    for i in range(n):
+        for oh in range(ho):
+            for ow in range(wo):
+                for r in range(r_size):
+                    for s in range(s_size):
+                        y[i, oh, ow] += xp[i, oh * sh + r * dh, ow * sw + s * dw] @ w[r, s]
+    return y + (0 if b is None else b)
+
+
+def naive_conv2d_backward(x, w, dy, stride, padding, dilation):
+    """The adjoint of naive_conv2d, by scattering each output pixel's delta."""
+    (sh, sw), (dh, dw_), p, ho, wo = naive_geometry(x.shape, w.shape, stride, padding, dilation)
+    xp = np.pad(x, ((0, 0), (p[0], p[1]), (p[2], p[3]), (0, 0)))
+    dxp = np.zeros_like(xp, dtype=np.float64)
+    dw = np.zeros(w.shape)
+    for i in range(x.shape[0]):
+        for oh in range(ho):
+            for ow in range(wo):
+                for r in range(w.shape[0]):
+                    for s in range(w.shape[1]):
+                        a, c = oh * sh + r * dh, ow * sw + s * dw_
+                        dxp[i, a, c] += w[r, s] @ dy[i, oh, ow]
+                        dw[r, s] += np.outer(xp[i, a, c], dy[i, oh, ow])
+    dx = dxp[:, p[0]:p[0] + x.shape[1], p[2]:p[2] + x.shape[2]]
+    return dx, dw, dy.sum(axis=(0, 1, 2))
+
+
+# (N, H, W, C, R, S, K, stride, padding, dilation)
+SHAPES = [
+    (1, 5, 5, 1, 3, 3, 1, 1, 0, 1),
+    (2, 7, 9, 3, 3, 3, 5, 1, 1, 1),
+    (1, 8, 8, 1, 5, 5, 6, 1, 0, 1),
+    (3, 6, 6, 2, 1, 1, 4, 1, 0, 1),
+    (2, 9, 7, 4, 3, 3, 8, 2, 1, 1),
+    (1, 10, 10, 3, 3, 3, 16, 3, 2, 1),
+    (2, 11, 6, 17, 3, 2, 40, 3, (1, 2), 2),
+    (2, 5, 5, 8, 1, 1, 33, 1, 0, 1),
+    (1, 12, 12, 5, 3, 3, 7, 1, "same", 2),
+    (2, 9, 9, 6, 5, 5, 9, 2, "same", 1),
+    (1, 7, 10, 2, 2, 3, 3, (1, 2), "same", 1),
+    (2, 6, 6, 3, 3, 3, 24, 1, "valid", 1),
+    (1, 13, 11, 1, 5, 3, 2, (2, 3), (2, 1, 0, 1), (1, 2)),
+    (2, 8, 8, 32, 3, 3, 32, 1, 1, 1),
+    (1, 8, 8, 16, 3, 3, 48, 2, 1, 1),
+    (3, 4, 4, 9, 3, 3, 17, 1, 1, 1),
+    (1, 3, 3, 2, 3, 3, 5, 1, 0, 1),
+    (2, 4, 5, 3, 4, 4, 2, 1, 2, 1),
+    (1, 9, 9, 4, 3, 3, 4, 2, 0, 2),
+    (2, 15, 4, 3, 3, 1, 10, 1, (1, 0), 1),
+    (1, 6, 6, 7, 2, 2, 7, 2, 0, 1),
+    (2, 7, 7, 3, 7, 7, 3, 1, 3, 1),
+    (1, 5, 8, 12, 1, 3, 20, (1, 3), (0, 1), 1),
+    (4, 5, 5, 2, 3, 3, 3, 1, 1, 1),
+    (1, 16, 16, 3, 3, 3, 65, 1, "same", 1),
+    (2, 6, 6, 8, 3, 3, 8, 3, 1, 1),
+    (1, 10, 8, 1, 3, 3, 31, 1, 1, 3),
+    (1, 5, 5, 10, 5, 5, 1, 1, 0, 1),
+    (2, 9, 9, 2, 3, 3, 2, 4, 1, 1),
+    (1, 8, 8, 5, 2, 2, 12, 2, "same", 2),
+    (1, 1, 1, 3, 1, 1, 4, 1, 0, 1),
+    (1, 2, 9, 4, 1, 3, 6, 1, (0, 0, 2, 2), 1),
+]
+
+
+def random_case(shape, dtype, seed=0):
+    n, h, w, c, r, s, k = shape[:7]
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, h, w, c)).astype(dtype)
+    weights = rng.standard_normal((r, s, c, k)).astype(dtype)
+    bias = rng.standard_normal(k).astype(dtype)
+    return x, weights, bias
+
+
+def test_at_least_thirty_shapes():
+    assert len(SHAPES) >= 30
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_conv2d_forward_matches_naive(shape, dtype, isa):
+    stride, padding, dilation = shape[7:]
+    x, w, b = random_case(shape, dtype)
+    y = F.conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation, isa=isa)
+    expected = naive_conv2d(x.astype(np.float64), w.astype(np.float64), b, stride, padding,
+                            dilation)
+    assert y.dtype == dtype
+    np.testing.assert_allclose(y, expected, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_conv2d_backward_matches_naive(shape, dtype, isa):
+    stride, padding, dilation = shape[7:]
+    x, w, _ = random_case(shape, dtype)
+    y = F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, isa=isa)
+    dy = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
+    dx, dw, db = F.conv2d_backward(x, w, dy, stride=stride, padding=padding,
+                                   dilation=dilation, isa=isa)
+    ex, ew, eb = naive_conv2d_backward(x.astype(np.float64), w.astype(np.float64),
+                                       dy.astype(np.float64), stride, padding, dilation)
+    assert dx.dtype == dw.dtype == db.dtype == dtype
+    assert dx.shape == x.shape and dw.shape == w.shape and db.shape == (w.shape[3],)
+    np.testing.assert_allclose(dx, ex, **TOLERANCE[dtype])
+    np.testing.assert_allclose(dw, ew, **TOLERANCE[dtype])
+    np.testing.assert_allclose(db, eb, **TOLERANCE[dtype])
+
+
+def test_need_dx_false_skips_data_gradient():
+    x, w, _ = random_case(SHAPES[1], np.float32)
+    dy = np.ones(F.conv2d(x, w, padding=1).shape, np.float32)
+    dx, dw, db = F.conv2d_backward(x, w, dy, padding=1, need_dx=False)
+    _, dw_full, db_full = F.conv2d_backward(x, w, dy, padding=1)
+    assert dx is None
+    np.testing.assert_array_equal(dw, dw_full)
+    np.testing.assert_array_equal(db, db_full)
+
+
+def test_relu_activation_is_fused():
+    x, w, b = random_case(SHAPES[9], np.float32)
+    plain = F.conv2d(x, w, b, stride=2, padding="same")
+    fused = F.conv2d(x, w, b, stride=2, padding="same", activation="relu")
+    np.testing.assert_array_equal(fused, np.maximum(plain, 0))
+
+
+@pytest.mark.parametrize(
+    "shape", [(2, 6, 5, 2, 3, 3, 3, 1, 1, 1), (1, 7, 7, 3, 3, 2, 2, 2, "same", 1),
+              (2, 8, 8, 2, 3, 3, 2, 1, 2, 2), (1, 9, 8, 1, 2, 2, 3, 3, 0, 1)], ids=str)
+def test_conv2d_gradients_match_finite_differences(shape):
+    stride, padding, dilation = shape[7:]
+    x, w, b = random_case(shape, np.float64, seed=3)
+    proj = np.random.default_rng(4).standard_normal(
+        F.conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation).shape)
+
+    def loss(x_, w_, b_):
+        y = F.conv2d(x_, w_, b_, stride=stride, padding=padding, dilation=dilation)
+        return float((y * proj).sum())
+
+    dx, dw, db = F.conv2d_backward(x, w, proj, stride=stride, padding=padding,
+                                   dilation=dilation)
+    eps = 1e-6
+    rng = np.random.default_rng(5)
+    for array, grad, name in [(x, dx, "x"), (w, dw, "w"), (b, db, "b")]:
+        for flat in rng.choice(array.size, size=min(array.size, 12), replace=False):
+            idx = np.unravel_index(flat, array.shape)
+            plus, minus = array.copy(), array.copy()
+            plus[idx] += eps
+            minus[idx] -= eps
+            args_plus = {"x": (plus, w, b), "w": (x, plus, b), "b": (x, w, plus)}[name]
+            args_minus = {"x": (minus, w, b), "w": (x, minus, b), "b": (x, w, minus)}[name]
+            numeric = (loss(*args_plus) - loss(*args_minus)) / (2 * eps)
+            assert grad[idx] == pytest.approx(numeric, rel=1e-6, abs=1e-6), (name, idx)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(5, 12, 12, 7, 3, 3, 20, 1, 1, 1),
+                                   (3, 9, 9, 1, 5, 5, 6, 2, "same", 1),
+                                   (16, 6, 6, 3, 1, 1, 4, 1, 0, 1)], ids=str)
+def test_results_are_bitwise_identical_for_any_thread_count(shape, dtype):
+    stride, padding, dilation = shape[7:]
+    x, w, b = random_case(shape, dtype)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation)
+    y1 = F.conv2d(x, w, b, n_threads=1, **kwargs)
+    dy = np.random.default_rng(2).standard_normal(y1.shape).astype(dtype)
+    grads1 = F.conv2d_backward(x, w, dy, n_threads=1, **kwargs)
+    for n_threads in (2, 3, -1):
+        assert np.array_equal(F.conv2d(x, w, b, n_threads=n_threads, **kwargs), y1)
+        for g, g1 in zip(F.conv2d_backward(x, w, dy, n_threads=n_threads, **kwargs), grads1):
+            assert np.array_equal(g, g1)
+
+
+def test_awkward_memory_layouts_and_int_input_give_the_same_result():
+    x, w, b = random_case((2, 6, 7, 3, 3, 3, 4), np.float32)
+    expected = F.conv2d(x, w, b, padding=1)
+    fortran = np.asfortranarray(x)
+    strided = np.zeros((2, 6, 14, 3), np.float32)
+    strided[:, :, ::2] = x
+    readonly = x.copy()
+    readonly.flags.writeable = False
+    for variant in (fortran, strided[:, :, ::2], readonly):
+        np.testing.assert_array_equal(F.conv2d(variant, w, b, padding=1), expected)
+    ints = np.arange(2 * 5 * 5 * 2).reshape(2, 5, 5, 2) % 7
+    w_int = np.ones((3, 3, 2, 2), dtype=np.int64)
+    y = F.conv2d(ints, w_int)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, naive_conv2d(ints.astype(float), w_int.astype(float), None,
+                                               1, 0, 1))
+
+
+def test_nan_and_inf_propagate():
+    x, w, _ = random_case((1, 5, 5, 2, 3, 3, 3), np.float64)
+    x[0, 2, 2, 1] = np.nan
+    x[0, 0, 0, 0] = np.inf
+    y = F.conv2d(x, w, padding=1)
+    assert np.isnan(y).any() and not np.isnan(y[0, 4, 4]).any()
+    y_relu = F.conv2d(x, w, padding=1, activation="relu")
+    assert np.isnan(y_relu[0, 2, 2]).all()
+    dx, dw, db = F.conv2d_backward(x, w, np.ones_like(y), padding=1)
+    assert np.isnan(dw).any()
+
+
+def test_empty_batch():
+    x = np.zeros((0, 5, 5, 2), np.float32)
+    w = np.ones((3, 3, 2, 4), np.float32)
+    assert F.conv2d(x, w).shape == (0, 3, 3, 4)
+    dx, dw, db = F.conv2d_backward(x, w, np.zeros((0, 3, 3, 4), np.float32))
+    assert dx.shape == x.shape and not dw.any() and not db.any()
+
+
+X = np.zeros((2, 6, 6, 3), np.float32)
+W = np.zeros((3, 3, 3, 4), np.float32)
+DY = np.zeros((2, 4, 4, 4), np.float32)
+
+BAD_INPUTS = [
+    (F.conv2d, dict(x=X[0], w=W), ValueError, "x must be 4-D"),
+    (F.conv2d, dict(x=X, w=W[0]), ValueError, "w must be 4-D"),
+    (F.conv2d, dict(x=X, w=np.zeros((3, 3, 2, 4), np.float32)), ValueError,
+     "x has 3 channels .* w expects 2"),
+    (F.conv2d, dict(x=X, w=np.zeros((7, 7, 3, 4), np.float32)), ValueError,
+     "kernel 7x7 .* does not fit"),
+    (F.conv2d, dict(x=X, w=W, dilation=4), ValueError, "does not fit"),
+    (F.conv2d, dict(x=X, w=W, stride=0), ValueError, "stride must be >= 1"),
+    (F.conv2d, dict(x=X, w=W, stride=1.5), TypeError, "stride must be a positive int"),
+    (F.conv2d, dict(x=X, w=W, dilation=0), ValueError, "dilation must be >= 1"),
+    (F.conv2d, dict(x=X, w=W, padding=-1), ValueError, "padding must be >= 0"),
+    (F.conv2d, dict(x=X, w=W, padding="full"), ValueError, "padding must be 'valid', 'same'"),
+    (F.conv2d, dict(x=X, w=W, padding=(1, 2, 3)), ValueError, "4-tuple"),
+    (F.conv2d, dict(x=X, w=W.astype(np.float64)), TypeError, "mixed float dtypes"),
+    (F.conv2d, dict(x=X, w=W, b=np.zeros(4)), TypeError, "mixed float dtypes"),
+    (F.conv2d, dict(x=X, w=W, b=np.zeros(5, np.float32)), ValueError, r"b must have shape \(4,\)"),
+    (F.conv2d, dict(x=X.astype(complex), w=W), TypeError, "x must be an array of real numbers"),
+    (F.conv2d, dict(x=X.astype(bool), w=W), TypeError, "x must be an array of real numbers"),
+    (F.conv2d, dict(x=X.astype(object), w=W), TypeError, "x must be an array of real numbers"),
+    (F.conv2d, dict(x=X, w=np.zeros((3, 3, 3, 0), np.float32)), ValueError, "no empty dimension"),
+    (F.conv2d, dict(x=X, w=W, activation="softplus"), ValueError, "activation must be"),
+    (F.conv2d, dict(x=X, w=W, n_threads=0), ValueError, "n_threads=0 is invalid"),
+    (F.conv2d, dict(x=X, w=W, isa=7), ValueError, "isa must be"),
+    (F.conv2d_backward, dict(x=X, w=W, dy=DY[:, :3]), ValueError, "dy must have the forward"),
+    (F.conv2d_backward, dict(x=X, w=W, dy=DY[0]), ValueError, "dy must be 4-D"),
+    (F.conv2d_backward, dict(x=X, w=W, dy=DY.astype(np.float64)), TypeError,
+     "mixed float dtypes"),
+    (F.conv2d_backward, dict(x=X, w=W, dy=DY, stride=(1, 0)), ValueError, "stride must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("func, kwargs, error, message", BAD_INPUTS,
+                         ids=[f"{f.__name__}-{m}" for f, _, _, m in BAD_INPUTS])
+def test_bad_input_is_a_clear_error(func, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        func(**kwargs)
