@@ -1,4 +1,5 @@
-# cython: boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
+# Compiler directives (boundscheck, wraparound, cdivision, ...) come from setup.py so that
+# FASTCNN_DEBUG=1 can turn the checks back on.
 """Direct 2-D convolution on NHWC arrays: forward, data gradient and weight gradient.
 
 The arithmetic is done by the register-tiled micro-kernels of ``_conv_kernels.h``; this
@@ -76,7 +77,7 @@ def conv2d_forward(
     int dilation_h, int dilation_w,
     bint relu, int isa, int nv, int n_threads,
 ):
-    """out = conv(x, w) + bias (then max(., 0) when ``relu``), one tile per task."""
+    """out = conv(x, w) + bias (then max(., 0) when ``relu``), one pixel tile per task."""
     cdef:
         Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2]
         int C = x.shape[3]
@@ -85,10 +86,11 @@ def conv2d_forward(
         int block = wpack.shape[3]
         Py_ssize_t n_kblocks = wpack.shape[0]
         int ntaps = kernel_h * kernel_w
+        int patch_len = ntaps * C
         Py_ssize_t n_ptiles = (n_pixels + FC_TILE_PIXELS - 1) // FC_TILE_PIXELS
-        Py_ssize_t n_tasks = n_images * n_ptiles * n_kblocks
-        Py_ssize_t task, n, ptile, kblock, p, p_first, p_end, k, k0, k_end, oh, ow, ih, iw
-        int i, r, s
+        Py_ssize_t n_tasks = n_images * n_ptiles
+        Py_ssize_t task, n, ptile, kblock, p, p_first, p_end, k, k0, k_end, oh, ow, ih, iw, q
+        int i, r, s, c
         const floating *xbase = &x[0, 0, 0, 0]
         const floating *wbase = &wpack[0, 0, 0, 0]
         const floating *bbase = &bias[0]
@@ -99,11 +101,11 @@ def conv2d_forward(
         floating *tile
         floating *all_tiles
         floating value
-        Py_ssize_t q
+        bint whole_rows
 
     if n_tasks == 0:
         return
-    zeros = <floating *> calloc(C, sizeof(floating))
+    zeros = <floating *> calloc(kernel_w * C, sizeof(floating))
     all_ptrs = <const floating **> malloc(n_threads * ntaps * FC_TILE_PIXELS * sizeof(floating *))
     all_tiles = <floating *> malloc(n_threads * FC_TILE_PIXELS * block * sizeof(floating))
     try:
@@ -112,19 +114,34 @@ def conv2d_forward(
         for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
             ptrs = all_ptrs + threadid() * ntaps * FC_TILE_PIXELS
             tile = all_tiles + threadid() * FC_TILE_PIXELS * block
-            kblock = task % n_kblocks
-            ptile = (task // n_kblocks) % n_ptiles
-            n = task // (n_kblocks * n_ptiles)
+            ptile = task % n_ptiles
+            n = task // n_ptiles
             # The last tile is shifted back to stay full: it recomputes a few pixels of
             # the previous tile and stores only its own.
             p_first = ptile * FC_TILE_PIXELS
             p_end = min(p_first + FC_TILE_PIXELS, n_pixels)
             p = max(0, min(p_first, n_pixels - FC_TILE_PIXELS))
+            # When every pixel of the tile has its whole kernel row inside the image
+            # (and no horizontal dilation), each tap row r is one contiguous run of S*C
+            # values: R taps of S*C channels instead of R*S taps of C.
+            whole_rows = dilation_w == 1
+            for i in range(FC_TILE_PIXELS):
+                ow = min(p + i, n_pixels - 1) % Wo
+                iw = ow * stride_w - pad_left
+                if iw < 0 or iw + kernel_w > W:
+                    whole_rows = False
             for i in range(FC_TILE_PIXELS):
                 oh = min(p + i, n_pixels - 1) // Wo
                 ow = min(p + i, n_pixels - 1) % Wo
                 for r in range(kernel_h):
                     ih = oh * stride_h - pad_top + r * dilation_h
+                    if whole_rows:
+                        iw = ow * stride_w - pad_left
+                        if 0 <= ih < H:
+                            ptrs[r * FC_TILE_PIXELS + i] = xbase + ((n * H + ih) * W + iw) * C
+                        else:
+                            ptrs[r * FC_TILE_PIXELS + i] = zeros
+                        continue
                     for s in range(kernel_w):
                         iw = ow * stride_w - pad_left + s * dilation_w
                         if 0 <= ih < H and 0 <= iw < W:
@@ -132,16 +149,22 @@ def conv2d_forward(
                                 xbase + ((n * H + ih) * W + iw) * C)
                         else:
                             ptrs[(r * kernel_w + s) * FC_TILE_PIXELS + i] = zeros
-            _forward_tile(isa, nv, ptrs, ntaps, C, wbase + kblock * ntaps * C * block, tile)
-            k0 = kblock * block
-            k_end = min(k0 + block, K)
-            for q in range(p_first, p_end):
-                i = q - p
-                for k in range(k0, k_end):
-                    value = tile[i * block + k - k0] + bbase[k]
-                    if relu and value < 0:
-                        value = 0
-                    obase[(n * n_pixels + q) * K + k] = value
+            for kblock in range(n_kblocks):
+                if whole_rows:
+                    _forward_tile(isa, nv, ptrs, kernel_h, kernel_w * C,
+                                  wbase + kblock * patch_len * block, tile)
+                else:
+                    _forward_tile(isa, nv, ptrs, ntaps, C,
+                                  wbase + kblock * patch_len * block, tile)
+                k0 = kblock * block
+                k_end = min(k0 + block, K)
+                for q in range(p_first, p_end):
+                    i = q - p
+                    for k in range(k0, k_end):
+                        value = tile[i * block + k - k0] + bbase[k]
+                        if relu and value < 0:
+                            value = 0
+                        obase[(n * n_pixels + q) * K + k] = value
     finally:
         free(zeros)
         free(all_ptrs)
