@@ -17,6 +17,7 @@ from libc.stdlib cimport calloc, free, malloc
 
 cdef extern from "_conv_kernels.h" nogil:
     int FC_TILE_PIXELS
+    enum: FC_TILE_PIXELS_MAX
     int FC_TILE_CHANNELS
     int fc_cpu_isa()
     int fc_vector_length(int isa, int itemsize)
@@ -102,6 +103,8 @@ def conv2d_forward(
         floating *all_tiles
         floating value
         bint whole_rows
+        Py_ssize_t tile_oh[FC_TILE_PIXELS_MAX]
+        Py_ssize_t tile_ow[FC_TILE_PIXELS_MAX]
 
     if n_tasks == 0:
         return
@@ -125,25 +128,31 @@ def conv2d_forward(
             # (and no horizontal dilation), each tap row r is one contiguous run of S*C
             # values: R taps of S*C channels instead of R*S taps of C.
             whole_rows = dilation_w == 1
+            oh = p // Wo
+            ow = p % Wo
             for i in range(FC_TILE_PIXELS):
-                ow = min(p + i, n_pixels - 1) % Wo
+                tile_oh[i] = oh
+                tile_ow[i] = ow
                 iw = ow * stride_w - pad_left
                 if iw < 0 or iw + kernel_w > W:
                     whole_rows = False
+                if p + i + 1 < n_pixels:  # past the end: repeat the last pixel
+                    ow = ow + 1
+                    if ow == Wo:
+                        ow = 0
+                        oh = oh + 1
             for i in range(FC_TILE_PIXELS):
-                oh = min(p + i, n_pixels - 1) // Wo
-                ow = min(p + i, n_pixels - 1) % Wo
                 for r in range(kernel_h):
-                    ih = oh * stride_h - pad_top + r * dilation_h
+                    ih = tile_oh[i] * stride_h - pad_top + r * dilation_h
                     if whole_rows:
-                        iw = ow * stride_w - pad_left
+                        iw = tile_ow[i] * stride_w - pad_left
                         if 0 <= ih < H:
                             ptrs[r * FC_TILE_PIXELS + i] = xbase + ((n * H + ih) * W + iw) * C
                         else:
                             ptrs[r * FC_TILE_PIXELS + i] = zeros
                         continue
                     for s in range(kernel_w):
-                        iw = ow * stride_w - pad_left + s * dilation_w
+                        iw = tile_ow[i] * stride_w - pad_left + s * dilation_w
                         if 0 <= ih < H and 0 <= iw < W:
                             ptrs[(r * kernel_w + s) * FC_TILE_PIXELS + i] = (
                                 xbase + ((n * H + ih) * W + iw) * C)
