@@ -17,7 +17,6 @@ from libc.stdlib cimport calloc, free, malloc
 
 cdef extern from "_conv_kernels.h" nogil:
     int FC_TILE_PIXELS
-    enum: FC_TILE_PIXELS_MAX
     int FC_TILE_CHANNELS
     int fc_cpu_isa()
     int fc_vector_length(int isa, int itemsize)
@@ -103,20 +102,24 @@ def conv2d_forward(
         floating *all_tiles
         floating value
         bint whole_rows
-        Py_ssize_t tile_oh[FC_TILE_PIXELS_MAX]
-        Py_ssize_t tile_ow[FC_TILE_PIXELS_MAX]
+        Py_ssize_t *tile_oh
+        Py_ssize_t *tile_ow
+        Py_ssize_t *all_coords
 
     if n_tasks == 0:
         return
     zeros = <floating *> calloc(kernel_w * C, sizeof(floating))
     all_ptrs = <const floating **> malloc(n_threads * ntaps * FC_TILE_PIXELS * sizeof(floating *))
     all_tiles = <floating *> malloc(n_threads * FC_TILE_PIXELS * block * sizeof(floating))
+    all_coords = <Py_ssize_t *> malloc(n_threads * 2 * FC_TILE_PIXELS * sizeof(Py_ssize_t))
     try:
-        if zeros == NULL or all_ptrs == NULL or all_tiles == NULL:
+        if zeros == NULL or all_ptrs == NULL or all_tiles == NULL or all_coords == NULL:
             raise MemoryError()
         for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
             ptrs = all_ptrs + threadid() * ntaps * FC_TILE_PIXELS
             tile = all_tiles + threadid() * FC_TILE_PIXELS * block
+            tile_oh = all_coords + threadid() * 2 * FC_TILE_PIXELS
+            tile_ow = tile_oh + FC_TILE_PIXELS
             ptile = task % n_ptiles
             n = task // n_ptiles
             # The last tile is shifted back to stay full: it recomputes a few pixels of
@@ -178,6 +181,7 @@ def conv2d_forward(
         free(zeros)
         free(all_ptrs)
         free(all_tiles)
+        free(all_coords)
 
 
 def conv2d_backward_data_phase(

@@ -5,7 +5,6 @@
 #define FASTCNN_CONV_KERNELS_H
 
 #define FC_TILE_PIXELS 8
-#define FC_TILE_PIXELS_MAX FC_TILE_PIXELS /* for arrays sized at compile time */
 #define FC_TILE_CHANNELS 8
 
 enum { FC_ISA_BASELINE = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2 };
