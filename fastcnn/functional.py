@@ -39,6 +39,8 @@ __all__ = ["conv2d", "conv2d_backward", *_pool_all, *_act_all]
 # partial sums (added in chunk order), so small layers still use every core. Fixed, so
 # the arithmetic does not depend on the thread count.
 _MIN_WEIGHT_GRAD_TASKS = 64
+# The bias gradient sums this many fixed chunks of pixels in parallel, then adds them in order.
+_BIAS_GRAD_CHUNKS = 64
 # The weight gradient walks the batch in steps of about this many bytes of x and dy, so
 # that each step stays in cache while every tile reads it.
 _WEIGHT_GRAD_STEP_BYTES = 256 * 1024
@@ -253,7 +255,8 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, dilation=1, need_dx=True, n_t
         dw = partial[0] if n_chunks == 1 else partial.sum(axis=0)
     else:
         dw = np.zeros((kh, kw, c, k), dtype=dtype)
-    db = dy.reshape(-1, k).sum(axis=0, dtype=np.float64).astype(dtype)
+    db = np.empty(k, dtype=dtype)
+    _conv.bias_grad(dy.reshape(-1, k), db, _BIAS_GRAD_CHUNKS, n_threads)
 
     if not need_dx:
         return None, dw, db

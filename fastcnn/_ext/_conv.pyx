@@ -385,3 +385,50 @@ def conv2d_backward_weights(
         free(all_dyrows)
         free(all_rowlen)
         free(all_acc)
+
+
+def bias_grad(
+    const floating[:, ::1] dy,            # IN (pixels, K)
+    floating[::1] db,                     # OUT (K,)
+    int n_chunks, int n_threads,
+):
+    """db[k] = sum of dy[:, k], accumulated in double.
+
+    The rows are split into ``n_chunks`` fixed chunks, each summed on its own, and the
+    chunk sums are added in chunk order: the same result for any thread count.
+    """
+    cdef:
+        Py_ssize_t n_rows = dy.shape[0], K = dy.shape[1]
+        Py_ssize_t chunk_len, chunk, row, row_end, k
+        const floating *dybase
+        double *sums
+        double *acc
+        double total
+
+    if K == 0:
+        return
+    if n_rows == 0:
+        for k in range(K):
+            db[k] = 0
+        return
+    n_chunks = max(1, min(n_chunks, n_rows))
+    chunk_len = (n_rows + n_chunks - 1) // n_chunks
+    n_chunks = (n_rows + chunk_len - 1) // chunk_len
+    dybase = &dy[0, 0]
+    sums = <double *> calloc(n_chunks * K, sizeof(double))
+    if sums == NULL:
+        raise MemoryError()
+    try:
+        for chunk in prange(n_chunks, schedule="static", nogil=True, num_threads=n_threads):
+            acc = sums + chunk * K
+            row_end = min((chunk + 1) * chunk_len, n_rows)
+            for row in range(chunk * chunk_len, row_end):
+                for k in range(K):
+                    acc[k] += dybase[row * K + k]
+        for k in range(K):
+            total = 0
+            for chunk in range(n_chunks):
+                total = total + sums[chunk * K + k]
+            db[k] = <floating> total
+    finally:
+        free(sums)

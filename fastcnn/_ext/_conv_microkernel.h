@@ -85,24 +85,48 @@ static inline __attribute__((always_inline)) void FC_NAME(weight_grad_tile_impl)
 {
     typedef FC_NAME(vec) vec;
     const int kb = nv * FC_V;
-    vec acc[FC_TILE_CHANNELS][2];
+    /* A small tile has too few accumulators to hide the FMA latency: give it `lanes`
+     * independent copies fed by consecutive pixels, summed at the end (a fixed order). */
+    enum { MAX_LANES = 8 };
+    const int lanes = tc * nv >= 8 ? 1 : tc * nv >= 4 ? 2 : tc * nv >= 2 ? 4 : 8;
+    vec acc[MAX_LANES][FC_TILE_CHANNELS][2];
 #pragma GCC unroll 16
-    for (int i = 0; i < tc; i++) {
-        acc[i][0] = FC_NAME(load)(tile + i * kb);
-        acc[i][1] = nv > 1 ? FC_NAME(load)(tile + i * kb + FC_V) : acc[i][0];
+    for (int u = 0; u < lanes; u++) {
+#pragma GCC unroll 16
+        for (int i = 0; i < tc; i++) {
+            acc[u][i][0] = (vec){0};
+            acc[u][i][1] = (vec){0};
+        }
     }
     for (int row = 0; row < nrows; row++) {
         const FC_T *x = xrows[row];
         const FC_T *dy = dyrows[row];
-        for (int p = rowlen[row]; p > 0; p--) {
+        int p = rowlen[row];
+        for (; p >= lanes; p -= lanes) {
+#pragma GCC unroll 16
+            for (int u = 0; u < lanes; u++) {
+                const vec d0 = FC_NAME(load)(dy + u * dystride);
+                const vec d1 = nv > 1 ? FC_NAME(load)(dy + u * dystride + FC_V) : d0;
+#pragma GCC unroll 16
+                for (int i = 0; i < tc; i++) {
+                    const FC_T b = x[u * xstride + i];
+                    acc[u][i][0] += d0 * b;
+                    if (nv > 1)
+                        acc[u][i][1] += d1 * b;
+                }
+            }
+            x += lanes * xstride;
+            dy += lanes * dystride;
+        }
+        for (; p > 0; p--) {
             const vec d0 = FC_NAME(load)(dy);
             const vec d1 = nv > 1 ? FC_NAME(load)(dy + FC_V) : d0;
 #pragma GCC unroll 16
             for (int i = 0; i < tc; i++) {
                 const FC_T b = x[i];
-                acc[i][0] += d0 * b;
+                acc[0][i][0] += d0 * b;
                 if (nv > 1)
-                    acc[i][1] += d1 * b;
+                    acc[0][i][1] += d1 * b;
             }
             x += xstride;
             dy += dystride;
@@ -110,9 +134,17 @@ static inline __attribute__((always_inline)) void FC_NAME(weight_grad_tile_impl)
     }
 #pragma GCC unroll 16
     for (int i = 0; i < tc; i++) {
-        FC_NAME(store)(tile + i * kb, acc[i][0]);
+        vec s0 = FC_NAME(load)(tile + i * kb);
+        vec s1 = nv > 1 ? FC_NAME(load)(tile + i * kb + FC_V) : s0;
+#pragma GCC unroll 16
+        for (int u = 0; u < lanes; u++) {
+            s0 += acc[u][i][0];
+            if (nv > 1)
+                s1 += acc[u][i][1];
+        }
+        FC_NAME(store)(tile + i * kb, s0);
         if (nv > 1)
-            FC_NAME(store)(tile + i * kb + FC_V, acc[i][1]);
+            FC_NAME(store)(tile + i * kb + FC_V, s1);
     }
 }
 

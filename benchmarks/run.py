@@ -1,0 +1,382 @@
+"""fastcnn against PyTorch CPU: whole networks through the estimator, and single layers.
+
+    python benchmarks/run.py                       # LeNet-5 and VGG-small, 1, 2 and all threads
+    python benchmarks/run.py --networks lenet --threads 1 --plot scaling.png
+
+For each network, thread count and library (fastcnn; PyTorch in NCHW and in channels_last
+when torch is installed) a fresh subprocess trains on synthetic data of the network's
+shape (SGD, momentum 0.9, batch 64, 10 classes) and predicts, timing the median of
+``--repeats`` epochs after a warm-up epoch, and reports its peak resident memory. Then,
+at one thread, every conv layer of the two networks is timed alone (forward, data
+gradient, weight gradient) beside PyTorch's same layer and numpy's float32 matmul.
+The table goes to stdout, the figures to ``--json`` (default benchmarks/results/run.json).
+
+These machines set OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE to force OpenBLAS's AVX2 kernel;
+this script removes them before numpy loads (in itself and its subprocesses) and prints
+the kernel OpenBLAS reports. Compare figures only within one run.
+"""
+import os
+
+for _name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+    os.environ.pop(_name, None)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import multiprocessing  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from conv_layer import blas_description, matmul_gflops, median_seconds  # noqa: E402
+
+BATCH = 64
+N_CLASSES = 10
+LR = 0.01
+
+# Each network: input shape (H, W, C) and layer list in a library-neutral form.
+NETWORKS = {
+    "lenet": dict(
+        input=(28, 28, 1),
+        layers=[("conv", 6, 5, 0), ("maxpool", 2), ("conv", 16, 5, 0), ("maxpool", 2),
+                ("dense", 120), ("dense", 84)],
+        train_images=8192, predict_images=8192),
+    "vgg": dict(
+        input=(32, 32, 3),
+        layers=[("conv", 32, 3, "same"), ("conv", 32, 3, "same"), ("maxpool", 2),
+                ("conv", 64, 3, "same"), ("conv", 64, 3, "same"), ("maxpool", 2),
+                ("dense", 256)],
+        train_images=1024, predict_images=2048),
+}
+
+
+def synthetic_data(name, n_images):
+    height, width, channels = NETWORKS[name]["input"]
+    rng = np.random.default_rng(0)
+    x = rng.random((n_images, height, width, channels), dtype=np.float32)
+    y = rng.integers(0, N_CLASSES, n_images)
+    return x, y
+
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ------------------------------------------------------------------------- fastcnn
+def fastcnn_layers(name):
+    from fastcnn.layers import Conv2D, Dense, MaxPool2D
+
+    specs = []
+    for layer in NETWORKS[name]["layers"]:
+        if layer[0] == "conv":
+            specs.append(Conv2D(layer[1], layer[2], padding="valid" if layer[3] == 0 else "same"))
+        elif layer[0] == "maxpool":
+            specs.append(MaxPool2D(layer[1]))
+        else:
+            specs.append(Dense(layer[1]))
+    return specs
+
+
+def run_fastcnn(name, n_threads, repeats):
+    import warnings
+
+    from fastcnn import CNNClassifier
+
+    x, y = synthetic_data(name, NETWORKS[name]["train_images"])
+    x_pred, _ = synthetic_data(name, NETWORKS[name]["predict_images"])
+    clf = CNNClassifier(layers=fastcnn_layers(name), solver="sgd", momentum=0.9,
+                        nesterovs_momentum=False, learning_rate_init=LR, batch_size=BATCH,
+                        max_iter=1, shuffle=True, random_state=0, n_threads=n_threads)
+    rss_before = peak_rss_mib()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train = median_seconds(lambda: clf.partial_fit(x, y, classes=np.arange(N_CLASSES)),
+                               repeats, warmup=1)
+    predict = median_seconds(lambda: clf.predict(x_pred), repeats, warmup=1)
+    return dict(train_images_per_s=len(x) / train, predict_images_per_s=len(x_pred) / predict,
+                peak_rss_mib=peak_rss_mib(), fit_rss_increase_mib=peak_rss_mib() - rss_before)
+
+
+# ------------------------------------------------------------------------- PyTorch
+def torch_model(name):
+    import torch
+
+    height, width, channels = NETWORKS[name]["input"]
+    modules = []
+    for layer in NETWORKS[name]["layers"]:
+        if layer[0] == "conv":
+            padding = 0 if layer[3] == 0 else layer[2] // 2
+            modules += [torch.nn.Conv2d(channels, layer[1], layer[2], padding=padding),
+                        torch.nn.ReLU()]
+            channels = layer[1]
+            if padding == 0:
+                height, width = height - layer[2] + 1, width - layer[2] + 1
+        elif layer[0] == "maxpool":
+            modules.append(torch.nn.MaxPool2d(layer[1]))
+            height, width = height // layer[1], width // layer[1]
+        else:
+            if not any(isinstance(m, torch.nn.Flatten) for m in modules):
+                modules.append(torch.nn.Flatten())
+                channels = channels * height * width
+            modules += [torch.nn.Linear(channels, layer[1]), torch.nn.ReLU()]
+            channels = layer[1]
+    modules.append(torch.nn.Linear(channels, N_CLASSES))
+    return torch.nn.Sequential(*modules)
+
+
+def run_torch(name, n_threads, repeats, channels_last):
+    import torch
+
+    torch.set_num_threads(n_threads)
+    torch.manual_seed(0)
+    x, y = synthetic_data(name, NETWORKS[name]["train_images"])
+    x_pred, _ = synthetic_data(name, NETWORKS[name]["predict_images"])
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).contiguous(memory_format=fmt)
+    xp = torch.from_numpy(x_pred.transpose(0, 3, 1, 2).copy()).contiguous(memory_format=fmt)
+    yt = torch.from_numpy(y)
+    model = torch_model(name).to(memory_format=fmt)
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def epoch():
+        order = torch.randperm(len(xt))
+        for start in range(0, len(xt), BATCH):
+            idx = order[start:start + BATCH]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xt[idx].contiguous(memory_format=fmt)), yt[idx])
+            loss.backward()
+            opt.step()
+
+    def predict():
+        with torch.inference_mode():
+            return torch.cat([model(xp[s:s + 256]).argmax(1) for s in range(0, len(xp), 256)])
+
+    rss_before = peak_rss_mib()
+    train = median_seconds(epoch, repeats, warmup=1)
+    pred = median_seconds(predict, repeats, warmup=1)
+    return dict(train_images_per_s=len(x) / train, predict_images_per_s=len(x_pred) / pred,
+                peak_rss_mib=peak_rss_mib(), fit_rss_increase_mib=peak_rss_mib() - rss_before)
+
+
+def _child(queue, fn, args):
+    try:
+        queue.put(("ok", fn(*args)))
+    except Exception as exc:  # reported, not raised: one failure must not end the run
+        queue.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def in_subprocess(fn, *args):
+    """Run fn in a fresh process so thread pools and peak memory are its own."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(queue, fn, args))
+    proc.start()
+    status, value = queue.get()
+    proc.join()
+    if status != "ok":
+        raise RuntimeError(value)
+    return value
+
+
+# ------------------------------------------------------------------------- layers
+def conv_layer_shapes():
+    """(name, batch, H, W, C, K, kernel, padding) of every conv layer of the networks."""
+    shapes = []
+    for name, net in NETWORKS.items():
+        height, width, channels = net["input"]
+        index = 0
+        for layer in net["layers"]:
+            if layer[0] == "conv":
+                index += 1
+                shapes.append((f"{name}.conv{index}", BATCH, height, width, channels, layer[1],
+                               layer[2], layer[3]))
+                channels = layer[1]
+                if layer[3] == 0:
+                    height, width = height - layer[2] + 1, width - layer[2] + 1
+            elif layer[0] == "maxpool":
+                height, width = height // layer[1], width // layer[1]
+    return shapes
+
+
+def layer_gflops(shape, repeats, have_torch):
+    from fastcnn import functional as F
+
+    _, n, h, w, c, k, r, pad = shape
+    padding = "same" if pad == "same" else 0
+    rng = np.random.default_rng(0)
+    x = rng.random((n, h, w, c), dtype=np.float32)
+    wt = rng.standard_normal((r, r, c, k)).astype(np.float32) * 0.1
+    y = F.conv2d(x, wt, padding=padding, n_threads=1)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    flops = 2.0 * n * y.shape[1] * y.shape[2] * k * r * r * c / 1e9
+    fwd = median_seconds(lambda: F.conv2d(x, wt, padding=padding, activation="relu",
+                                          n_threads=1), repeats)
+    bwd_w = median_seconds(lambda: F.conv2d_backward(x, wt, dy, padding=padding,
+                                                     need_dx=False, n_threads=1), repeats)
+    bwd = median_seconds(lambda: F.conv2d_backward(x, wt, dy, padding=padding, n_threads=1),
+                         repeats)
+    row = {"fastcnn_forward": flops / fwd, "fastcnn_backward_weights": flops / bwd_w,
+           "fastcnn_backward_data": flops / max(bwd - bwd_w, 1e-9),
+           "fastcnn_forward_backward": 3 * flops / (fwd + bwd)}
+    if have_torch:
+        import torch
+
+        torch.set_num_threads(1)
+        for layout, fmt in (("nchw", torch.contiguous_format),
+                            ("channels_last", torch.channels_last)):
+            xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).contiguous(memory_format=fmt)
+            conv = torch.nn.Conv2d(c, k, r, padding=r // 2 if pad == "same" else 0)
+            conv = conv.to(memory_format=fmt)
+            with torch.inference_mode():
+                t_fwd = median_seconds(lambda: torch.relu(conv(xt)), repeats)
+            xg = xt.detach().clone().requires_grad_(c > 1)
+            grad = torch.from_numpy(dy.transpose(0, 3, 1, 2).copy()).contiguous(memory_format=fmt)
+
+            def fwd_bwd():
+                conv.zero_grad(set_to_none=True)
+                conv(xg).backward(grad)
+
+            t_fb = median_seconds(fwd_bwd, repeats)
+            row[f"torch_{layout}_forward"] = flops / t_fwd
+            row[f"torch_{layout}_forward_backward"] = 3 * flops / t_fb
+    return row
+
+
+# ------------------------------------------------------------------------- report
+def thread_counts(spec):
+    from joblib import cpu_count
+
+    counts = []
+    for item in spec.split(","):
+        n = cpu_count() if item == "all" else int(item)
+        if n not in counts:
+            counts.append(n)
+    return counts
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--networks", default="lenet,vgg")
+    parser.add_argument("--threads", default="1,2,all")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--no-layers", action="store_true")
+    parser.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results",
+                                                       "run.json"))
+    parser.add_argument("--plot", help="save a PNG of throughput against threads (matplotlib)")
+    args = parser.parse_args()
+
+    try:
+        import torch  # noqa: F401
+
+        have_torch = not args.no_torch
+    except ImportError:
+        have_torch = False
+        print("PyTorch is not installed: fastcnn figures only (pip install torch==2.13.0)")
+    import fastcnn
+
+    print(f"BLAS: {blas_description()}")
+    print(fastcnn.config_summary())
+    if have_torch:
+        import torch
+
+        print(f"PyTorch {torch.__version__}")
+    results = {"networks": {}, "layers": {}, "blas": blas_description()}
+
+    libraries = [("fastcnn", run_fastcnn, ())]
+    if have_torch:
+        libraries += [("torch_nchw", run_torch, (False,)),
+                      ("torch_channels_last", run_torch, (True,))]
+    for name in args.networks.split(","):
+        print(f"\n{name}: training / prediction images per second (median of "
+              f"{args.repeats}), peak RSS MiB, batch {BATCH}")
+        header = f"{'threads':>7} {'library':<20}{'train/s':>10}{'predict/s':>11}{'peak MiB':>10}"
+        header += f"{'fit +MiB':>10}"
+        print(header)
+        per_net = results["networks"].setdefault(name, {})
+        for n_threads in thread_counts(args.threads):
+            rows = {}
+            for lib, fn, extra in libraries:
+                try:
+                    rows[lib] = in_subprocess(fn, name, n_threads, args.repeats, *extra)
+                except RuntimeError as exc:
+                    print(f"{n_threads:>7} {lib:<20} failed: {exc}")
+                    continue
+                r = rows[lib]
+                print(f"{n_threads:>7} {lib:<20}{r['train_images_per_s']:>10.0f}"
+                      f"{r['predict_images_per_s']:>11.0f}{r['peak_rss_mib']:>10.0f}"
+                      f"{r['fit_rss_increase_mib']:>10.0f}")
+            torch_rows = [rows[k] for k in ("torch_nchw", "torch_channels_last") if k in rows]
+            if "fastcnn" in rows and torch_rows:
+                best_train = max(r["train_images_per_s"] for r in torch_rows)
+                best_pred = max(r["predict_images_per_s"] for r in torch_rows)
+                rows["ratio_vs_best_torch"] = {
+                    "train": rows["fastcnn"]["train_images_per_s"] / best_train,
+                    "predict": rows["fastcnn"]["predict_images_per_s"] / best_pred}
+                ratio = rows["ratio_vs_best_torch"]
+                print(f"{n_threads:>7} {'fastcnn / best torch':<20}{ratio['train']:>9.2f}x"
+                      f"{ratio['predict']:>10.2f}x")
+            per_net[str(n_threads)] = rows
+        one = per_net.get("1", {}).get("fastcnn")
+        two = per_net.get("2", {}).get("fastcnn")
+        if one and two:
+            print(f"  fastcnn 2 threads / 1 thread training: "
+                  f"{two['train_images_per_s'] / one['train_images_per_s']:.2f}x")
+
+    if not args.no_layers:
+        results["matmul_gflops_1_thread"] = matmul_gflops(args.repeats)
+        print(f"\nconv layers alone, 1 thread, GFLOP/s (numpy float32 matmul: "
+              f"{results['matmul_gflops_1_thread']:.0f})")
+        columns = ["fastcnn_forward", "fastcnn_backward_data", "fastcnn_backward_weights",
+                   "fastcnn_forward_backward"]
+        if have_torch:
+            columns += ["torch_nchw_forward", "torch_channels_last_forward",
+                        "torch_nchw_forward_backward", "torch_channels_last_forward_backward"]
+        short = {c: c.replace("fastcnn_", "fc ").replace("torch_channels_last_", "pt-cl ")
+                 .replace("torch_nchw_", "pt-nchw ").replace("forward_backward", "f+b")
+                 .replace("backward_", "b-").replace("forward", "fwd") for c in columns}
+        print(f"{'layer':<36}" + "".join(f"{short[c]:>12}" for c in columns))
+        for shape in conv_layer_shapes():
+            row = layer_gflops(shape, args.repeats, have_torch)
+            results["layers"][shape[0]] = dict(shape=shape[1:], **row)
+            label = f"{shape[0]} {shape[2]}x{shape[3]} {shape[4]}->{shape[5]} {shape[6]}x{shape[6]}"
+            print(f"{label:<36}" + "".join(f"{row[c]:>12.1f}" for c in columns))
+
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"\nwrote {args.json}")
+    if args.plot:
+        plot(results, args.plot)
+
+
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nets = list(results["networks"])
+    fig, axes = plt.subplots(1, len(nets), figsize=(5 * len(nets), 4), squeeze=False)
+    for ax, name in zip(axes[0], nets):
+        per_thread = results["networks"][name]
+        threads = sorted(int(t) for t in per_thread)
+        for lib in ("fastcnn", "torch_nchw", "torch_channels_last"):
+            points = [(t, per_thread[str(t)][lib]["train_images_per_s"]) for t in threads
+                      if lib in per_thread[str(t)]]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=lib)
+        ax.set_title(f"{name}: training throughput")
+        ax.set_xlabel("threads")
+        ax.set_ylabel("images / s")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
