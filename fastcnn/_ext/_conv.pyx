@@ -21,9 +21,9 @@ cdef extern from "_conv_kernels.h" nogil:
     int fc_cpu_isa()
     int fc_vector_length(int isa, int itemsize)
     void fc_forward_tile_f32(int isa, int nv, const float *const *xptr, int ntaps, int cin,
-                             const float *w, float *tile)
+                             const int *tap_ids, const float *w, float *tile)
     void fc_forward_tile_f64(int isa, int nv, const double *const *xptr, int ntaps, int cin,
-                             const double *w, double *tile)
+                             const int *tap_ids, const double *w, double *tile)
     void fc_weight_grad_tile_f32(int isa, int nv, int tc, const float *const *xrows,
                                  const float *const *dyrows, const int *rowlen, int nrows,
                                  long xstride, long dystride, float *tile)
@@ -47,11 +47,35 @@ def vector_length(int isa, int itemsize):
 
 
 cdef inline void _forward_tile(int isa, int nv, const floating *const *xptr, int ntaps,
-                               int cin, const floating *w, floating *tile) noexcept nogil:
+                               int cin, const int *tap_ids, const floating *w,
+                               floating *tile) noexcept nogil:
     if floating is float:
-        fc_forward_tile_f32(isa, nv, xptr, ntaps, cin, w, tile)
+        fc_forward_tile_f32(isa, nv, xptr, ntaps, cin, tap_ids, w, tile)
     else:
-        fc_forward_tile_f64(isa, nv, xptr, ntaps, cin, w, tile)
+        fc_forward_tile_f64(isa, nv, xptr, ntaps, cin, tap_ids, w, tile)
+
+
+cdef inline int _live_taps(const floating **ptrs, int ntaps, const floating *zeros,
+                           int *tap_ids) noexcept nogil:
+    """Drop the taps whose pointers all read padding; return how many are left.
+
+    The kept taps' pointer groups move to the front, and tap_ids records which packed
+    weights each one uses.
+    """
+    cdef int t, i, kept = 0
+    cdef bint live
+    for t in range(ntaps):
+        live = False
+        for i in range(FC_TILE_PIXELS):
+            if ptrs[t * FC_TILE_PIXELS + i] != zeros:
+                live = True
+        if live:
+            if kept != t:
+                for i in range(FC_TILE_PIXELS):
+                    ptrs[kept * FC_TILE_PIXELS + i] = ptrs[t * FC_TILE_PIXELS + i]
+            tap_ids[kept] = t
+            kept = kept + 1
+    return kept
 
 
 cdef inline void _weight_grad_tile(int isa, int nv, int tc, const floating *const *xrows,
@@ -98,6 +122,9 @@ def conv2d_forward(
         floating *zeros
         const floating **ptrs
         const floating **all_ptrs
+        int *tap_ids
+        int *all_tap_ids
+        int live
         floating *tile
         floating *all_tiles
         floating value
@@ -110,13 +137,15 @@ def conv2d_forward(
         return
     zeros = <floating *> calloc(kernel_w * C, sizeof(floating))
     all_ptrs = <const floating **> malloc(n_threads * ntaps * FC_TILE_PIXELS * sizeof(floating *))
+    all_tap_ids = <int *> malloc(n_threads * ntaps * sizeof(int))
     all_tiles = <floating *> malloc(n_threads * FC_TILE_PIXELS * block * sizeof(floating))
     all_coords = <Py_ssize_t *> malloc(n_threads * 2 * FC_TILE_PIXELS * sizeof(Py_ssize_t))
     try:
-        if zeros == NULL or all_ptrs == NULL or all_tiles == NULL or all_coords == NULL:
+        if zeros == NULL or all_ptrs == NULL or all_tap_ids == NULL or all_tiles == NULL or all_coords == NULL:
             raise MemoryError()
         for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
             ptrs = all_ptrs + threadid() * ntaps * FC_TILE_PIXELS
+            tap_ids = all_tap_ids + threadid() * ntaps
             tile = all_tiles + threadid() * FC_TILE_PIXELS * block
             tile_oh = all_coords + threadid() * 2 * FC_TILE_PIXELS
             tile_ow = tile_oh + FC_TILE_PIXELS
@@ -161,12 +190,16 @@ def conv2d_forward(
                                 xbase + ((n * H + ih) * W + iw) * C)
                         else:
                             ptrs[(r * kernel_w + s) * FC_TILE_PIXELS + i] = zeros
+            if whole_rows:
+                live = _live_taps(ptrs, kernel_h, zeros, tap_ids)
+            else:
+                live = _live_taps(ptrs, ntaps, zeros, tap_ids)
             for kblock in range(n_kblocks):
                 if whole_rows:
-                    _forward_tile(isa, nv, ptrs, kernel_h, kernel_w * C,
+                    _forward_tile(isa, nv, ptrs, live, kernel_w * C, tap_ids,
                                   wbase + kblock * patch_len * block, tile)
                 else:
-                    _forward_tile(isa, nv, ptrs, ntaps, C,
+                    _forward_tile(isa, nv, ptrs, live, C, tap_ids,
                                   wbase + kblock * patch_len * block, tile)
                 k0 = kblock * block
                 k_end = min(k0 + block, K)
@@ -180,6 +213,7 @@ def conv2d_forward(
     finally:
         free(zeros)
         free(all_ptrs)
+        free(all_tap_ids)
         free(all_tiles)
         free(all_coords)
 
@@ -220,6 +254,9 @@ def conv2d_backward_data_phase(
         floating *zeros
         const floating **ptrs
         const floating **all_ptrs
+        int *tap_ids
+        int *all_tap_ids
+        int live
         floating *tile
         floating *all_tiles
         Py_ssize_t q
@@ -228,12 +265,14 @@ def conv2d_backward_data_phase(
         return
     zeros = <floating *> calloc(K, sizeof(floating))
     all_ptrs = <const floating **> malloc(n_threads * ntaps * FC_TILE_PIXELS * sizeof(floating *))
+    all_tap_ids = <int *> malloc(n_threads * ntaps * sizeof(int))
     all_tiles = <floating *> malloc(n_threads * FC_TILE_PIXELS * block * sizeof(floating))
     try:
-        if zeros == NULL or all_ptrs == NULL or all_tiles == NULL:
+        if zeros == NULL or all_ptrs == NULL or all_tap_ids == NULL or all_tiles == NULL:
             raise MemoryError()
         for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
             ptrs = all_ptrs + threadid() * ntaps * FC_TILE_PIXELS
+            tap_ids = all_tap_ids + threadid() * ntaps
             tile = all_tiles + threadid() * FC_TILE_PIXELS * block
             cblock = task % n_cblocks
             ptile = (task // n_cblocks) % n_ptiles
@@ -251,7 +290,9 @@ def conv2d_backward_data_phase(
                         ptrs[t * FC_TILE_PIXELS + i] = dybase + ((n * Ho + oh) * Wo + ow) * K
                     else:
                         ptrs[t * FC_TILE_PIXELS + i] = zeros
-            _forward_tile(isa, nv, ptrs, ntaps, K, wbase + cblock * ntaps * K * block, tile)
+            live = _live_taps(ptrs, ntaps, zeros, tap_ids)
+            _forward_tile(isa, nv, ptrs, live, K, tap_ids, wbase + cblock * ntaps * K * block,
+                          tile)
             c0 = cblock * block
             c_end = min(c0 + block, C)
             for q in range(p_first, p_end):
@@ -264,6 +305,7 @@ def conv2d_backward_data_phase(
     finally:
         free(zeros)
         free(all_ptrs)
+        free(all_tap_ids)
         free(all_tiles)
 
 

@@ -101,15 +101,15 @@ static int fc_vector_length(int isa, int itemsize)
 #endif
 
 static void fc_forward_tile_f32(int isa, int nv, const float *const *xptr, int ntaps, int cin,
-                                const float *w, float *tile)
+                                const int *tap_ids, const float *w, float *tile)
 {
-    FC_DISPATCH(f32, forward_tile, (nv, xptr, ntaps, cin, w, tile))
+    FC_DISPATCH(f32, forward_tile, (nv, xptr, ntaps, cin, tap_ids, w, tile))
 }
 
 static void fc_forward_tile_f64(int isa, int nv, const double *const *xptr, int ntaps, int cin,
-                                const double *w, double *tile)
+                                const int *tap_ids, const double *w, double *tile)
 {
-    FC_DISPATCH(f64, forward_tile, (nv, xptr, ntaps, cin, w, tile))
+    FC_DISPATCH(f64, forward_tile, (nv, xptr, ntaps, cin, tap_ids, w, tile))
 }
 
 static void fc_weight_grad_tile_f32(int isa, int nv, int tc, const float *const *xrows,

@@ -10,8 +10,9 @@
  * registers. For each tap and input channel, nv weight vectors are loaded and every
  * pixel's input value is broadcast against them: nv loads + 8 broadcasts feed 8*nv FMAs.
  * The caller gives, per tap, one input pointer per pixel (a zero row where the tap falls
- * into padding), so padding, stride, dilation and the phases of the strided data gradient
- * all run through the same loop.
+ * into padding) and the tap's index into the packed weights, so padding, stride, dilation
+ * and the phases of the strided data gradient all run through the same loop, and taps
+ * that read only padding for the whole tile are left out.
  *
  * Weight-gradient tile: tc input channels x (nv vectors of output channels), loaded from
  * and added back to `tile`, reduced over a list of pixel rows: per pixel, nv delta vectors
@@ -34,7 +35,8 @@ static inline void FC_NAME(store)(FC_T *p, FC_NAME(vec) v)
 }
 
 static inline __attribute__((always_inline)) void FC_NAME(forward_tile_impl)(
-    const int nv, const FC_T *const *xptr, int ntaps, int cin, const FC_T *w, FC_T *tile)
+    const int nv, const FC_T *const *xptr, int ntaps, int cin, const int *tap_ids,
+    const FC_T *w, FC_T *tile)
 {
     typedef FC_NAME(vec) vec;
     const int kb = nv * FC_V;
@@ -49,7 +51,7 @@ static inline __attribute__((always_inline)) void FC_NAME(forward_tile_impl)(
 #pragma GCC unroll 16
         for (int i = 0; i < FC_TILE_PIXELS; i++)
             x[i] = xptr[t * FC_TILE_PIXELS + i];
-        const FC_T *wt = w + (long)t * cin * kb;
+        const FC_T *wt = w + (long)tap_ids[t] * cin * kb;
         for (int c = 0; c < cin; c++) {
             const vec w0 = FC_NAME(load)(wt + (long)c * kb);
             const vec w1 = nv > 1 ? FC_NAME(load)(wt + (long)c * kb + FC_V) : w0;
@@ -71,12 +73,12 @@ static inline __attribute__((always_inline)) void FC_NAME(forward_tile_impl)(
 }
 
 static void FC_NAME(forward_tile)(int nv, const FC_T *const *xptr, int ntaps, int cin,
-                                  const FC_T *w, FC_T *tile)
+                                  const int *tap_ids, const FC_T *w, FC_T *tile)
 {
     if (nv == 1)
-        FC_NAME(forward_tile_impl)(1, xptr, ntaps, cin, w, tile);
+        FC_NAME(forward_tile_impl)(1, xptr, ntaps, cin, tap_ids, w, tile);
     else
-        FC_NAME(forward_tile_impl)(2, xptr, ntaps, cin, w, tile);
+        FC_NAME(forward_tile_impl)(2, xptr, ntaps, cin, tap_ids, w, tile);
 }
 
 static inline __attribute__((always_inline)) void FC_NAME(weight_grad_tile_impl)(
