@@ -73,6 +73,29 @@ def _vector_plan(isa, itemsize, n_out):
     return isa, 1
 
 
+def _row_vector_isa(isa, itemsize, width):
+    """The widest instruction set whose vectors tile an output row of ``width`` with
+    little waste (single-channel kernels vectorise along rows)."""
+    while isa > 0:
+        v = _conv.vector_length(isa, itemsize)
+        if -(-width // v) * v <= 1.15 * width:
+            break
+        isa -= 1
+    return isa
+
+
+def _single_channel_rows(x, pads, kernel_w, dilation_w, wo, isa):
+    """Zero-padded (N, Hp, Wp) copy of single-channel images, readable a vector past
+    the last output column, and the output row width rounded up to the vector length."""
+    n, h, wd, _ = x.shape
+    v = _conv.vector_length(isa, x.itemsize)
+    width = -(-wo // v) * v
+    wp = max(wd + pads[2] + pads[3], width + (kernel_w - 1) * dilation_w)
+    xpad = np.zeros((n, h + pads[0] + pads[1], wp), dtype=x.dtype)
+    xpad[:, pads[0]:pads[0] + h, pads[2]:pads[2] + wd] = x[..., 0]
+    return xpad, width
+
+
 def _conv_geometry(x, w, stride, padding, dilation):
     n, h, wd, c = x.shape
     kh, kw, wc, k = w.shape
@@ -144,6 +167,7 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, activation=None, n_thr
     if activation not in (None, "linear", "identity", "relu"):
         raise ValueError(f"activation must be None or 'relu', got {activation!r}")
     n_threads = resolve_threads(n_threads)
+    isa_arg = isa
     isa, nv = _vector_plan(_resolve_isa(isa), x.itemsize, k)
     block = nv * _conv.vector_length(isa, x.itemsize)
     wpack = _pack_blocks(w.reshape(kh * kw, c, k), block)
@@ -155,7 +179,13 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, activation=None, n_thr
                              f"got {b.shape}")
         bias[:k] = b
     out = np.empty((x.shape[0], ho, wo, k), dtype=dtype)
-    if out.size:
+    if out.size and c == 1 and stride[1] == 1:
+        isa = _row_vector_isa(_resolve_isa(isa_arg), x.itemsize, wo)
+        xpad, width = _single_channel_rows(x, pads, kw, dilation[1], wo, isa)
+        _conv.conv2d_forward_c1(xpad, w.reshape(kh * kw, k), bias[:k], out, kh, kw, stride[0],
+                                dilation[0], dilation[1], width, activation == "relu", isa,
+                                n_threads)
+    elif out.size:
         _conv.conv2d_forward(x, wpack, bias, out, kh, kw, stride[0], stride[1], pads[0],
                              pads[2], dilation[0], dilation[1], activation == "relu", isa, nv,
                              n_threads)
@@ -180,6 +210,47 @@ def _data_grad_phases(shape_hw, kernel_hw, stride, pads, dilation):
     for row0, row_taps in axes[0]:
         for col0, col_taps in axes[1]:
             yield row0, col0, [(r, er, s, es) for r, er in row_taps for s, es in col_taps]
+
+
+def _weight_grad(x, dy, pads, kernel_hw, stride, dilation, isa, n_threads):
+    """dw by the register-tiled kernel: (channel tile x output-channel block) per task."""
+    n, ho, wo, k = dy.shape
+    c = x.shape[3]
+    kh, kw = kernel_hw
+    isa, nv = _vector_plan(isa, x.itemsize, k)
+    block = nv * _conv.vector_length(isa, x.itemsize)
+    k_padded = -(-k // block) * block
+    if k_padded != k:
+        dy_padded = np.zeros((n, ho, wo, k_padded), dtype=dy.dtype)
+        dy_padded[..., :k] = dy
+    else:
+        dy_padded = dy
+    if n == 0:
+        return np.zeros((kh, kw, c, k), dtype=dy.dtype)
+    n_tiles = kh * kw * -(-c // _conv.TILE_CHANNELS) * (k_padded // block)
+    n_chunks = max(1, min(n, -(-_MIN_WEIGHT_GRAD_TASKS // n_tiles)))
+    partial = np.empty((n_chunks, kh, kw, c, k), dtype=dy.dtype)
+    images_per_step = max(1, _WEIGHT_GRAD_STEP_BYTES // (dy_padded[0].nbytes + x[0].nbytes))
+    _conv.conv2d_backward_weights(x, dy_padded, partial, stride[0], stride[1], pads[0], pads[2],
+                                  dilation[0], dilation[1], block, images_per_step, isa, nv,
+                                  n_threads)
+    return partial[0] if n_chunks == 1 else partial.sum(axis=0)
+
+
+def _single_channel_weight_grad(x, dy, pads, kernel_hw, stride, dilation, isa, n_threads):
+    """dw of a single-channel, width-stride-1 convolution, vectorised along rows."""
+    n, ho, wo, k = dy.shape
+    kh, kw = kernel_hw
+    isa = _row_vector_isa(isa, x.itemsize, wo)
+    xpad, width = _single_channel_rows(x, pads, kw, dilation[1], wo, isa)
+    dyt = np.zeros((n, ho, k, width), dtype=dy.dtype)
+    dyt[..., :wo] = dy.transpose(0, 1, 3, 2)
+    n_chunks = max(1, min(n, -(-_MIN_WEIGHT_GRAD_TASKS // (kh * kw))))
+    partial = np.empty((n_chunks, kh, kw, k), dtype=dy.dtype)
+    _conv.conv2d_backward_weights_c1(xpad, dyt, partial, stride[0], dilation[0], dilation[1],
+                                     isa, n_threads)
+    dw = partial[0] if n_chunks == 1 else partial.sum(axis=0)
+    return dw.reshape(kh, kw, 1, k)
 
 
 def conv2d_backward(x, w, dy, stride=1, padding=0, dilation=1, need_dx=True, n_threads=None,
@@ -234,30 +305,13 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, dilation=1, need_dx=True, n_t
     n_threads = resolve_threads(n_threads)
     best_isa = _resolve_isa(isa)
     itemsize = x.itemsize
-
-    # weight gradient
-    w_isa, w_nv = _vector_plan(best_isa, itemsize, k)
-    block = w_nv * _conv.vector_length(w_isa, itemsize)
-    k_padded = -(-k // block) * block
-    if k_padded != k:
-        dy_padded = np.zeros((n, ho, wo, k_padded), dtype=dtype)
-        dy_padded[..., :k] = dy
-    else:
-        dy_padded = dy
-    n_tiles = kh * kw * -(-c // _conv.TILE_CHANNELS) * (k_padded // block)
-    n_chunks = max(1, min(n, -(-_MIN_WEIGHT_GRAD_TASKS // n_tiles)))
-    partial = np.empty((n_chunks, kh, kw, c, k), dtype=dtype)
-    if n:
-        images_per_step = max(1, _WEIGHT_GRAD_STEP_BYTES // (dy_padded[0].nbytes + x[0].nbytes))
-        _conv.conv2d_backward_weights(x, dy_padded, partial, stride[0], stride[1], pads[0],
-                                      pads[2], dilation[0], dilation[1], block, images_per_step,
-                                      w_isa, w_nv, n_threads)
-        dw = partial[0] if n_chunks == 1 else partial.sum(axis=0)
-    else:
-        dw = np.zeros((kh, kw, c, k), dtype=dtype)
     db = np.empty(k, dtype=dtype)
     _conv.bias_grad(dy.reshape(-1, k), db, _BIAS_GRAD_CHUNKS, n_threads)
-
+    if c == 1 and stride[1] == 1 and n:
+        dw = _single_channel_weight_grad(x, dy, pads, (kh, kw), stride, dilation, best_isa,
+                                         n_threads)
+    else:
+        dw = _weight_grad(x, dy, pads, (kh, kw), stride, dilation, best_isa, n_threads)
     if not need_dx:
         return None, dw, db
     dx = np.zeros_like(x)

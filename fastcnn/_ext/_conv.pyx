@@ -30,6 +30,20 @@ cdef extern from "_conv_kernels.h" nogil:
     void fc_weight_grad_tile_f64(int isa, int nv, int tc, const double *const *xrows,
                                  const double *const *dyrows, const int *rowlen, int nrows,
                                  long xstride, long dystride, double *tile)
+    void fc_store_tile_f32(int isa, const float *tile, int block, int first, int count,
+                           const float *bias, int kcount, int relu, float *out, long ldo)
+    void fc_store_tile_f64(int isa, const double *tile, int block, int first, int count,
+                           const double *bias, int kcount, int relu, double *out, long ldo)
+    void fc_forward_c1_f32(int isa, const float *const *rows, int R, int S, int dw,
+                           const float *w, int K, int Wo, float *out, long ldo)
+    void fc_forward_c1_f64(int isa, const double *const *rows, int R, int S, int dw,
+                           const double *w, int K, int Wo, double *out, long ldo)
+    void fc_weight_grad_c1_f32(int isa, const float *const *xrows, const float *const *dyrows,
+                               const float **dyrows_k, long lddy, int nrows, int width, int K,
+                               float *dw)
+    void fc_weight_grad_c1_f64(int isa, const double *const *xrows,
+                               const double *const *dyrows, const double **dyrows_k, long lddy,
+                               int nrows, int width, int K, double *dw)
 
 TILE_PIXELS = FC_TILE_PIXELS
 TILE_CHANNELS = FC_TILE_CHANNELS
@@ -113,7 +127,7 @@ def conv2d_forward(
         int patch_len = ntaps * C
         Py_ssize_t n_ptiles = (n_pixels + FC_TILE_PIXELS - 1) // FC_TILE_PIXELS
         Py_ssize_t n_tasks = n_images * n_ptiles
-        Py_ssize_t task, n, ptile, kblock, p, p_first, p_end, k, k0, k_end, oh, ow, ih, iw, q
+        Py_ssize_t task, n, ptile, kblock, p, p_first, p_end, k0, oh, ow, ih, iw
         int i, r, s, c
         const floating *xbase = &x[0, 0, 0, 0]
         const floating *wbase = &wpack[0, 0, 0, 0]
@@ -127,7 +141,6 @@ def conv2d_forward(
         int live
         floating *tile
         floating *all_tiles
-        floating value
         bint whole_rows
         Py_ssize_t *tile_oh
         Py_ssize_t *tile_ow
@@ -202,14 +215,14 @@ def conv2d_forward(
                     _forward_tile(isa, nv, ptrs, live, C, tap_ids,
                                   wbase + kblock * patch_len * block, tile)
                 k0 = kblock * block
-                k_end = min(k0 + block, K)
-                for q in range(p_first, p_end):
-                    i = q - p
-                    for k in range(k0, k_end):
-                        value = tile[i * block + k - k0] + bbase[k]
-                        if relu and value < 0:
-                            value = 0
-                        obase[(n * n_pixels + q) * K + k] = value
+                if floating is float:
+                    fc_store_tile_f32(isa, tile, block, p_first - p, p_end - p_first,
+                                      bbase + k0, min(block, K - k0), relu,
+                                      obase + (n * n_pixels + p_first) * K + k0, K)
+                else:
+                    fc_store_tile_f64(isa, tile, block, p_first - p, p_end - p_first,
+                                      bbase + k0, min(block, K - k0), relu,
+                                      obase + (n * n_pixels + p_first) * K + k0, K)
     finally:
         free(zeros)
         free(all_ptrs)
@@ -474,3 +487,120 @@ def bias_grad(
             db[k] = <floating> total
     finally:
         free(sums)
+
+
+def conv2d_forward_c1(
+    const floating[:, :, ::1] xpad,       # IN (N, Hp, Wp) zero-padded single-channel images
+    const floating[:, ::1] w,             # IN (R*S, K)
+    const floating[::1] bias,             # IN (K,)
+    floating[:, :, :, ::1] out,           # OUT (N, Ho, Wo, K)
+    int kernel_h, int kernel_w, int stride_h, int dilation_h, int dilation_w,
+    int width, bint relu, int isa, int n_threads,
+):
+    """Single-input-channel convolution with stride 1 along the width, one output row per task.
+
+    ``width`` is Wo rounded up to the vector length; every row of ``xpad`` must be readable
+    up to ``width + (S - 1) * dilation_w``.
+    """
+    cdef:
+        Py_ssize_t n_images = xpad.shape[0], Hp = xpad.shape[1], Wp = xpad.shape[2]
+        Py_ssize_t Ho = out.shape[1], Wo = out.shape[2], K = out.shape[3]
+        Py_ssize_t n_tasks = n_images * Ho
+        Py_ssize_t task, n, oh, ow, k
+        int r
+        const floating *xbase = &xpad[0, 0, 0]
+        const floating *wbase = &w[0, 0]
+        const floating *bbase = &bias[0]
+        floating *obase = &out[0, 0, 0, 0]
+        floating *orow
+        const floating **rows
+        const floating **all_rows
+        floating *planar
+        floating *all_planar
+        floating value
+
+    if n_tasks == 0:
+        return
+    all_rows = <const floating **> malloc(n_threads * kernel_h * sizeof(floating *))
+    all_planar = <floating *> malloc(n_threads * K * width * sizeof(floating))
+    try:
+        if all_rows == NULL or all_planar == NULL:
+            raise MemoryError()
+        for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
+            rows = all_rows + threadid() * kernel_h
+            planar = all_planar + threadid() * K * width
+            n = task // Ho
+            oh = task % Ho
+            for r in range(kernel_h):
+                rows[r] = xbase + (n * Hp + oh * stride_h + r * dilation_h) * Wp
+            if floating is float:
+                fc_forward_c1_f32(isa, rows, kernel_h, kernel_w, dilation_w, wbase, K, Wo,
+                                  planar, width)
+            else:
+                fc_forward_c1_f64(isa, rows, kernel_h, kernel_w, dilation_w, wbase, K, Wo,
+                                  planar, width)
+            orow = obase + task * Wo * K
+            for ow in range(Wo):
+                for k in range(K):
+                    value = planar[k * width + ow] + bbase[k]
+                    if relu and value < 0:
+                        value = 0
+                    orow[ow * K + k] = value
+    finally:
+        free(all_rows)
+        free(all_planar)
+
+
+def conv2d_backward_weights_c1(
+    const floating[:, :, ::1] xpad,       # IN (N, Hp, Wp) zero-padded single-channel images
+    const floating[:, :, :, ::1] dyt,     # IN (N, Ho, K, width) delta, planar, zero-padded
+    floating[:, :, :, ::1] partial,       # OUT (n_chunks, R, S, K)
+    int stride_h, int dilation_h, int dilation_w, int isa, int n_threads,
+):
+    """Weight gradient of conv2d_forward_c1: one (chunk, tap) per task, vectors along rows."""
+    cdef:
+        Py_ssize_t n_images = xpad.shape[0], Hp = xpad.shape[1], Wp = xpad.shape[2]
+        Py_ssize_t Ho = dyt.shape[1], K = dyt.shape[2], width = dyt.shape[3]
+        Py_ssize_t n_chunks = partial.shape[0]
+        int kernel_h = partial.shape[1], kernel_w = partial.shape[2]
+        Py_ssize_t chunk_len = (n_images + n_chunks - 1) // n_chunks
+        Py_ssize_t n_tasks = n_chunks * kernel_h * kernel_w
+        Py_ssize_t scratch = chunk_len * Ho
+        Py_ssize_t task, chunk, n, oh
+        int r, s, nrows
+        const floating *xbase = &xpad[0, 0, 0]
+        const floating *dybase = &dyt[0, 0, 0, 0]
+        floating *pbase = &partial[0, 0, 0, 0]
+        const floating **xrows
+        const floating **dyrows
+        const floating **dyrows_k
+        const floating **all_rows
+
+    if n_tasks == 0:
+        return
+    all_rows = <const floating **> malloc(n_threads * 3 * scratch * sizeof(floating *))
+    try:
+        if all_rows == NULL:
+            raise MemoryError()
+        for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
+            xrows = all_rows + threadid() * 3 * scratch
+            dyrows = xrows + scratch
+            dyrows_k = dyrows + scratch
+            s = task % kernel_w
+            r = (task // kernel_w) % kernel_h
+            chunk = task // (kernel_w * kernel_h)
+            nrows = 0
+            for n in range(chunk * chunk_len, min((chunk + 1) * chunk_len, n_images)):
+                for oh in range(Ho):
+                    xrows[nrows] = xbase + ((n * Hp + oh * stride_h + r * dilation_h) * Wp
+                                            + s * dilation_w)
+                    dyrows[nrows] = dybase + (n * Ho + oh) * K * width
+                    nrows = nrows + 1
+            if floating is float:
+                fc_weight_grad_c1_f32(isa, xrows, dyrows, dyrows_k, width, nrows, width, K,
+                                      pbase + task * K)
+            else:
+                fc_weight_grad_c1_f64(isa, xrows, dyrows, dyrows_k, width, nrows, width, K,
+                                      pbase + task * K)
+    finally:
+        free(all_rows)

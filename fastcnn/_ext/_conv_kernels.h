@@ -128,5 +128,43 @@ static void fc_weight_grad_tile_f64(int isa, int nv, int tc, const double *const
                 (nv, tc, xrows, dyrows, rowlen, nrows, xstride, dystride, tile))
 }
 
+static void fc_forward_c1_f32(int isa, const float *const *rows, int R, int S, int dw,
+                              const float *w, int K, int Wo, float *out, long ldo)
+{
+    FC_DISPATCH(f32, forward_c1, (rows, R, S, dw, w, K, Wo, out, ldo))
+}
+
+static void fc_weight_grad_c1_f32(int isa, const float *const *xrows, const float *const *dyrows,
+                                  const float **dyrows_k, long lddy, int nrows, int width,
+                                  int K, float *dw)
+{
+    FC_DISPATCH(f32, weight_grad_c1, (xrows, dyrows, dyrows_k, lddy, nrows, width, K, dw))
+}
+
+static void fc_forward_c1_f64(int isa, const double *const *rows, int R, int S, int dw,
+                              const double *w, int K, int Wo, double *out, long ldo)
+{
+    FC_DISPATCH(f64, forward_c1, (rows, R, S, dw, w, K, Wo, out, ldo))
+}
+
+static void fc_weight_grad_c1_f64(int isa, const double *const *xrows, const double *const *dyrows,
+                                  const double **dyrows_k, long lddy, int nrows, int width,
+                                  int K, double *dw)
+{
+    FC_DISPATCH(f64, weight_grad_c1, (xrows, dyrows, dyrows_k, lddy, nrows, width, K, dw))
+}
+
+static void fc_store_tile_f32(int isa, const float *tile, int block, int first, int count,
+                              const float *bias, int kcount, int relu, float *out, long ldo)
+{
+    FC_DISPATCH(f32, store_tile, (tile, block, first, count, bias, kcount, relu, out, ldo))
+}
+
+static void fc_store_tile_f64(int isa, const double *tile, int block, int first, int count,
+                              const double *bias, int kcount, int relu, double *out, long ldo)
+{
+    FC_DISPATCH(f64, store_tile, (tile, block, first, count, bias, kcount, relu, out, ldo))
+}
+
 #undef FC_DISPATCH
 #endif

@@ -81,6 +81,26 @@ static void FC_NAME(forward_tile)(int nv, const FC_T *const *xptr, int ntaps, in
         FC_NAME(forward_tile_impl)(2, xptr, ntaps, cin, tap_ids, w, tile);
 }
 
+/* Rows [first, first + count) of a forward tile to the output, plus bias, then relu if
+ * asked (NaN stays NaN): out row i at out + (i - first) * ldo, kcount channels. */
+static void FC_NAME(store_tile)(const FC_T *tile, int block, int first, int count,
+                                const FC_T *bias, int kcount, int relu, FC_T *out, long ldo)
+{
+    for (int i = first; i < first + count; i++) {
+        const FC_T *t = tile + (long)i * block;
+        FC_T *o = out + (long)(i - first) * ldo;
+        if (relu) {
+            for (int k = 0; k < kcount; k++) {
+                const FC_T v = t[k] + bias[k];
+                o[k] = v < 0 ? 0 : v;
+            }
+        } else {
+            for (int k = 0; k < kcount; k++)
+                o[k] = t[k] + bias[k];
+        }
+    }
+}
+
 static inline __attribute__((always_inline)) void FC_NAME(weight_grad_tile_impl)(
     const int nv, const int tc, const FC_T *const *xrows, const FC_T *const *dyrows,
     const int *rowlen, int nrows, long xstride, long dystride, FC_T *tile)
@@ -178,4 +198,112 @@ static void FC_NAME(weight_grad_tile)(int nv, int tc, const FC_T *const *xrows,
 }
 
 #undef FC_WGRAD_CASE
+
+/* Single-input-channel convolutions (a network's first layer on grayscale images), stride
+ * 1 along the width. Vectorised along the output row instead of the output channels:
+ * with C = 1 the inputs of FC_V neighbouring output pixels are FC_V neighbouring values of
+ * one input row, so a tap is one vector load and one FMA per output channel, with every
+ * lane useful whatever K is. Rows are zero-padded copies readable FC_V past their end. */
+static inline __attribute__((always_inline)) void FC_NAME(forward_c1_impl)(
+    const int kt, const FC_T *const *rows, int R, int S, int dw, const FC_T *w, int K,
+    int Wo, FC_T *out, long ldo)
+{
+    typedef FC_NAME(vec) vec;
+    for (int ow = 0; ow < Wo; ow += FC_V) {
+        vec acc[FC_TILE_CHANNELS];
+#pragma GCC unroll 16
+        for (int j = 0; j < kt; j++)
+            acc[j] = (vec){0};
+        for (int r = 0; r < R; r++) {
+            const FC_T *row = rows[r] + ow;
+            const FC_T *wr = w + (long)r * S * K;
+            for (int s = 0; s < S; s++) {
+                const vec xv = FC_NAME(load)(row + (long)s * dw);
+#pragma GCC unroll 16
+                for (int j = 0; j < kt; j++)
+                    acc[j] += xv * wr[s * K + j];
+            }
+        }
+#pragma GCC unroll 16
+        for (int j = 0; j < kt; j++)
+            FC_NAME(store)(out + j * ldo + ow, acc[j]);
+    }
+}
+
+#define FC_C1_CASE(KT)                                                                    \
+    case KT:                                                                              \
+        FC_NAME(forward_c1_impl)(KT, rows, R, S, dw, w + k0, K, Wo, out + k0 * ldo, ldo); \
+        break;
+
+/* out[k * ldo + ow] for k < K, ow < Wo rounded up to FC_V (planar; the caller transposes).
+ * w is (R, S, K). */
+static void FC_NAME(forward_c1)(const FC_T *const *rows, int R, int S, int dw, const FC_T *w,
+                                int K, int Wo, FC_T *out, long ldo)
+{
+    for (int k0 = 0; k0 < K; k0 += FC_TILE_CHANNELS) {
+        switch (K - k0) {
+            FC_C1_CASE(1) FC_C1_CASE(2) FC_C1_CASE(3) FC_C1_CASE(4)
+            FC_C1_CASE(5) FC_C1_CASE(6) FC_C1_CASE(7)
+            default:
+                FC_NAME(forward_c1_impl)(FC_TILE_CHANNELS, rows, R, S, dw, w + k0, K, Wo,
+                                         out + k0 * ldo, ldo);
+        }
+    }
+}
+#undef FC_C1_CASE
+
+static inline __attribute__((always_inline)) void FC_NAME(weight_grad_c1_impl)(
+    const int kt, const FC_T *const *xrows, const FC_T *const *dyrows, long lddy, int nrows,
+    int width, FC_T *dw)
+{
+    typedef FC_NAME(vec) vec;
+    vec acc[FC_TILE_CHANNELS];
+#pragma GCC unroll 16
+    for (int j = 0; j < kt; j++)
+        acc[j] = (vec){0};
+    for (int row = 0; row < nrows; row++) {
+        const FC_T *x = xrows[row];
+        const FC_T *d = dyrows[row];
+        for (int ow = 0; ow < width; ow += FC_V) {
+            const vec xv = FC_NAME(load)(x + ow);
+#pragma GCC unroll 16
+            for (int j = 0; j < kt; j++)
+                acc[j] += xv * FC_NAME(load)(d + j * lddy + ow);
+        }
+    }
+#pragma GCC unroll 16
+    for (int j = 0; j < kt; j++) {
+        FC_T total = 0;
+        for (int lane = 0; lane < FC_V; lane++)
+            total += acc[j][lane];
+        dw[j] = total;
+    }
+}
+
+#define FC_C1_CASE(KT)                                                                    \
+    case KT:                                                                              \
+        FC_NAME(weight_grad_c1_impl)(KT, xrows, dyrows_k, lddy, nrows, width, dw + k0);  \
+        break;
+
+/* dw[k] = sum over rows and columns of x * dy[k] for one tap. dyrows[i] + k * lddy is row
+ * i's delta for output channel k (planar, zero past the row's end); width is a multiple of
+ * FC_V. dyrows_k is a scratch array of nrows pointers. */
+static void FC_NAME(weight_grad_c1)(const FC_T *const *xrows, const FC_T *const *dyrows,
+                                    const FC_T **dyrows_k, long lddy, int nrows, int width,
+                                    int K, FC_T *dw)
+{
+    for (int k0 = 0; k0 < K; k0 += FC_TILE_CHANNELS) {
+        for (int i = 0; i < nrows; i++)
+            dyrows_k[i] = dyrows[i] + k0 * lddy;
+        switch (K - k0) {
+            FC_C1_CASE(1) FC_C1_CASE(2) FC_C1_CASE(3) FC_C1_CASE(4)
+            FC_C1_CASE(5) FC_C1_CASE(6) FC_C1_CASE(7)
+            default:
+                FC_NAME(weight_grad_c1_impl)(FC_TILE_CHANNELS, xrows, dyrows_k, lddy, nrows,
+                                             width, dw + k0);
+        }
+    }
+}
+#undef FC_C1_CASE
+
 #undef FC_V
