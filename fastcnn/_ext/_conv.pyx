@@ -16,14 +16,15 @@ from cython.parallel cimport prange, threadid
 from libc.stdlib cimport calloc, free, malloc
 
 cdef extern from "_conv_kernels.h" nogil:
-    int FC_TILE_PIXELS
+    int FC_TILE_PIXELS_MAX
     int FC_TILE_CHANNELS
     int fc_cpu_isa()
+    int fc_tile_pixels(int isa, int itemsize, int nv)
     int fc_vector_length(int isa, int itemsize)
-    void fc_forward_tile_f32(int isa, int nv, const float *const *xptr, int ntaps, int cin,
-                             const int *tap_ids, const float *w, float *tile)
-    void fc_forward_tile_f64(int isa, int nv, const double *const *xptr, int ntaps, int cin,
-                             const int *tap_ids, const double *w, double *tile)
+    void fc_forward_tile_f32(int isa, int nv, const float *const *xptr, long pstride,
+                             int ntaps, int cin, const int *tap_ids, const float *w, float *tile)
+    void fc_forward_tile_f64(int isa, int nv, const double *const *xptr, long pstride,
+                             int ntaps, int cin, const int *tap_ids, const double *w, double *tile)
     void fc_weight_grad_tile_f32(int isa, int nv, int tc, const float *const *xrows,
                                  const float *const *dyrows, const int *rowlen, int nrows,
                                  long xstride, long dystride, float *tile)
@@ -45,7 +46,6 @@ cdef extern from "_conv_kernels.h" nogil:
                                const double *const *dyrows, const double **dyrows_k, long lddy,
                                int nrows, int width, int K, double *dw)
 
-TILE_PIXELS = FC_TILE_PIXELS
 TILE_CHANNELS = FC_TILE_CHANNELS
 ISA_NAMES = {0: "baseline (16-byte vectors)", 1: "AVX2+FMA", 2: "AVX-512"}
 
@@ -60,16 +60,16 @@ def vector_length(int isa, int itemsize):
     return fc_vector_length(isa, itemsize)
 
 
-cdef inline void _forward_tile(int isa, int nv, const floating *const *xptr, int ntaps,
-                               int cin, const int *tap_ids, const floating *w,
+cdef inline void _forward_tile(int isa, int nv, const floating *const *xptr, long pstride,
+                               int ntaps, int cin, const int *tap_ids, const floating *w,
                                floating *tile) noexcept nogil:
     if floating is float:
-        fc_forward_tile_f32(isa, nv, xptr, ntaps, cin, tap_ids, w, tile)
+        fc_forward_tile_f32(isa, nv, xptr, pstride, ntaps, cin, tap_ids, w, tile)
     else:
-        fc_forward_tile_f64(isa, nv, xptr, ntaps, cin, tap_ids, w, tile)
+        fc_forward_tile_f64(isa, nv, xptr, pstride, ntaps, cin, tap_ids, w, tile)
 
 
-cdef inline int _live_taps(const floating **ptrs, int ntaps, const floating *zeros,
+cdef inline int _live_taps(const floating **ptrs, int ntaps, int tp, const floating *zeros,
                            int *tap_ids) noexcept nogil:
     """Drop the taps whose pointers all read padding; return how many are left.
 
@@ -80,13 +80,13 @@ cdef inline int _live_taps(const floating **ptrs, int ntaps, const floating *zer
     cdef bint live
     for t in range(ntaps):
         live = False
-        for i in range(FC_TILE_PIXELS):
-            if ptrs[t * FC_TILE_PIXELS + i] != zeros:
+        for i in range(tp):
+            if ptrs[t * tp + i] != zeros:
                 live = True
         if live:
             if kept != t:
-                for i in range(FC_TILE_PIXELS):
-                    ptrs[kept * FC_TILE_PIXELS + i] = ptrs[t * FC_TILE_PIXELS + i]
+                for i in range(tp):
+                    ptrs[kept * tp + i] = ptrs[t * tp + i]
             tap_ids[kept] = t
             kept = kept + 1
     return kept
@@ -115,20 +115,32 @@ def conv2d_forward(
     int dilation_h, int dilation_w,
     bint relu, int isa, int nv, int n_threads,
 ):
-    """out = conv(x, w) + bias (then max(., 0) when ``relu``), one pixel tile per task."""
+    """out = conv(x, w) + bias (then max(., 0) when ``relu``), one pixel tile per task.
+
+    Where output rows are at least a tile wide, a tile is a strip of one output row: if
+    its receptive field lies inside the image horizontally, each tap needs a single input
+    pointer (the pixels follow at stride_w * C), taps in vertical padding are dropped, and
+    without horizontal dilation a whole kernel row is one tap of S*C contiguous values.
+    Other tiles (left/right padding, narrow images) give every pixel and tap a pointer,
+    with a zero row for padding.
+    """
     cdef:
         Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2]
         int C = x.shape[3]
         Py_ssize_t Ho = out.shape[1], Wo = out.shape[2], K = out.shape[3]
         Py_ssize_t n_pixels = Ho * Wo
         int block = wpack.shape[3]
+        int tp = fc_tile_pixels(isa, sizeof(floating), nv)
         Py_ssize_t n_kblocks = wpack.shape[0]
         int ntaps = kernel_h * kernel_w
         int patch_len = ntaps * C
-        Py_ssize_t n_ptiles = (n_pixels + FC_TILE_PIXELS - 1) // FC_TILE_PIXELS
+        bint strips = Wo >= tp
+        # strips: tiles per output row; otherwise tiles over the flattened image
+        Py_ssize_t n_ptiles = (Wo + tp - 1) // tp * Ho if strips else (n_pixels + tp - 1) // tp
         Py_ssize_t n_tasks = n_images * n_ptiles
         Py_ssize_t task, n, ptile, kblock, p, p_first, p_end, k0, oh, ow, ih, iw
-        int i, r, s, c
+        int i, r, s, cin, live
+        long pstride
         const floating *xbase = &x[0, 0, 0, 0]
         const floating *wbase = &wpack[0, 0, 0, 0]
         const floating *bbase = &bias[0]
@@ -138,7 +150,6 @@ def conv2d_forward(
         const floating **all_ptrs
         int *tap_ids
         int *all_tap_ids
-        int live
         floating *tile
         floating *all_tiles
         bint whole_rows
@@ -149,71 +160,98 @@ def conv2d_forward(
     if n_tasks == 0:
         return
     zeros = <floating *> calloc(kernel_w * C, sizeof(floating))
-    all_ptrs = <const floating **> malloc(n_threads * ntaps * FC_TILE_PIXELS * sizeof(floating *))
+    all_ptrs = <const floating **> malloc(n_threads * ntaps * tp * sizeof(floating *))
     all_tap_ids = <int *> malloc(n_threads * ntaps * sizeof(int))
-    all_tiles = <floating *> malloc(n_threads * FC_TILE_PIXELS * block * sizeof(floating))
-    all_coords = <Py_ssize_t *> malloc(n_threads * 2 * FC_TILE_PIXELS * sizeof(Py_ssize_t))
+    all_tiles = <floating *> malloc(n_threads * tp * block * sizeof(floating))
+    all_coords = <Py_ssize_t *> malloc(n_threads * 2 * tp * sizeof(Py_ssize_t))
     try:
-        if zeros == NULL or all_ptrs == NULL or all_tap_ids == NULL or all_tiles == NULL or all_coords == NULL:
+        if (zeros == NULL or all_ptrs == NULL or all_tap_ids == NULL or all_tiles == NULL
+                or all_coords == NULL):
             raise MemoryError()
         for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
-            ptrs = all_ptrs + threadid() * ntaps * FC_TILE_PIXELS
+            ptrs = all_ptrs + threadid() * ntaps * tp
             tap_ids = all_tap_ids + threadid() * ntaps
-            tile = all_tiles + threadid() * FC_TILE_PIXELS * block
-            tile_oh = all_coords + threadid() * 2 * FC_TILE_PIXELS
-            tile_ow = tile_oh + FC_TILE_PIXELS
+            tile = all_tiles + threadid() * tp * block
+            tile_oh = all_coords + threadid() * 2 * tp
+            tile_ow = tile_oh + tp
             ptile = task % n_ptiles
             n = task // n_ptiles
-            # The last tile is shifted back to stay full: it recomputes a few pixels of
-            # the previous tile and stores only its own.
-            p_first = ptile * FC_TILE_PIXELS
-            p_end = min(p_first + FC_TILE_PIXELS, n_pixels)
-            p = max(0, min(p_first, n_pixels - FC_TILE_PIXELS))
-            # When every pixel of the tile has its whole kernel row inside the image
-            # (and no horizontal dilation), each tap row r is one contiguous run of S*C
-            # values: R taps of S*C channels instead of R*S taps of C.
-            whole_rows = dilation_w == 1
+            # The last tile (of a row, or of the image) is shifted back to stay full: it
+            # recomputes a few pixels of the previous tile and stores only its own.
+            if strips:
+                oh = ptile // ((Wo + tp - 1) // tp)
+                ow = ptile % ((Wo + tp - 1) // tp) * tp
+                p_first = oh * Wo + ow
+                p_end = oh * Wo + min(ow + tp, Wo)
+                p = oh * Wo + min(ow, Wo - tp)
+            else:
+                p_first = ptile * tp
+                p_end = min(p_first + tp, n_pixels)
+                p = max(0, min(p_first, n_pixels - tp))
             oh = p // Wo
             ow = p % Wo
-            for i in range(FC_TILE_PIXELS):
-                tile_oh[i] = oh
-                tile_ow[i] = ow
+            pstride = 0
+            if strips:
                 iw = ow * stride_w - pad_left
-                if iw < 0 or iw + kernel_w > W:
-                    whole_rows = False
-                if p + i + 1 < n_pixels:  # past the end: repeat the last pixel
-                    ow = ow + 1
-                    if ow == Wo:
-                        ow = 0
-                        oh = oh + 1
-            for i in range(FC_TILE_PIXELS):
+                if iw >= 0 and (ow + tp - 1) * stride_w - pad_left + (kernel_w - 1) * dilation_w < W:
+                    pstride = stride_w * C
+            if pstride:
+                # One pointer per live tap; rows in vertical padding contribute nothing.
+                whole_rows = dilation_w == 1
+                live = 0
                 for r in range(kernel_h):
-                    ih = tile_oh[i] * stride_h - pad_top + r * dilation_h
-                    if whole_rows:
-                        iw = tile_ow[i] * stride_w - pad_left
-                        if 0 <= ih < H:
-                            ptrs[r * FC_TILE_PIXELS + i] = xbase + ((n * H + ih) * W + iw) * C
-                        else:
-                            ptrs[r * FC_TILE_PIXELS + i] = zeros
+                    ih = oh * stride_h - pad_top + r * dilation_h
+                    if ih < 0 or ih >= H:
                         continue
-                    for s in range(kernel_w):
-                        iw = tile_ow[i] * stride_w - pad_left + s * dilation_w
-                        if 0 <= ih < H and 0 <= iw < W:
-                            ptrs[(r * kernel_w + s) * FC_TILE_PIXELS + i] = (
-                                xbase + ((n * H + ih) * W + iw) * C)
-                        else:
-                            ptrs[(r * kernel_w + s) * FC_TILE_PIXELS + i] = zeros
-            if whole_rows:
-                live = _live_taps(ptrs, kernel_h, zeros, tap_ids)
+                    if whole_rows:
+                        ptrs[live] = xbase + ((n * H + ih) * W + iw) * C
+                        tap_ids[live] = r
+                        live = live + 1
+                    else:
+                        for s in range(kernel_w):
+                            ptrs[live] = xbase + ((n * H + ih) * W + iw + s * dilation_w) * C
+                            tap_ids[live] = r * kernel_w + s
+                            live = live + 1
             else:
-                live = _live_taps(ptrs, ntaps, zeros, tap_ids)
-            for kblock in range(n_kblocks):
+                # When every pixel has its whole kernel row inside the image (and no
+                # horizontal dilation), a kernel row is one tap of S*C contiguous values.
+                whole_rows = dilation_w == 1
+                for i in range(tp):
+                    tile_oh[i] = oh
+                    tile_ow[i] = ow
+                    iw = ow * stride_w - pad_left
+                    if iw < 0 or iw + kernel_w > W:
+                        whole_rows = False
+                    if p + i + 1 < n_pixels:  # past the end: repeat the last pixel
+                        ow = ow + 1
+                        if ow == Wo:
+                            ow = 0
+                            oh = oh + 1
+                for i in range(tp):
+                    for r in range(kernel_h):
+                        ih = tile_oh[i] * stride_h - pad_top + r * dilation_h
+                        if whole_rows:
+                            iw = tile_ow[i] * stride_w - pad_left
+                            if 0 <= ih < H:
+                                ptrs[r * tp + i] = xbase + ((n * H + ih) * W + iw) * C
+                            else:
+                                ptrs[r * tp + i] = zeros
+                            continue
+                        for s in range(kernel_w):
+                            iw = tile_ow[i] * stride_w - pad_left + s * dilation_w
+                            if 0 <= ih < H and 0 <= iw < W:
+                                ptrs[(r * kernel_w + s) * tp + i] = (
+                                    xbase + ((n * H + ih) * W + iw) * C)
+                            else:
+                                ptrs[(r * kernel_w + s) * tp + i] = zeros
                 if whole_rows:
-                    _forward_tile(isa, nv, ptrs, live, kernel_w * C, tap_ids,
-                                  wbase + kblock * patch_len * block, tile)
+                    live = _live_taps(ptrs, kernel_h, tp, zeros, tap_ids)
                 else:
-                    _forward_tile(isa, nv, ptrs, live, C, tap_ids,
-                                  wbase + kblock * patch_len * block, tile)
+                    live = _live_taps(ptrs, ntaps, tp, zeros, tap_ids)
+            cin = kernel_w * C if whole_rows else C
+            for kblock in range(n_kblocks):
+                _forward_tile(isa, nv, ptrs, pstride, live, cin, tap_ids,
+                              wbase + kblock * patch_len * block, tile)
                 k0 = kblock * block
                 if floating is float:
                     fc_store_tile_f32(isa, tile, block, p_first - p, p_end - p_first,
@@ -254,9 +292,10 @@ def conv2d_backward_data_phase(
         Py_ssize_t Wj = (W - col0 + stride_w - 1) // stride_w
         Py_ssize_t n_pixels = Hj * Wj
         int block = wpack.shape[3]
+        int tp = fc_tile_pixels(isa, sizeof(floating), nv)
         Py_ssize_t n_cblocks = wpack.shape[0]
         int ntaps = tap_row.shape[0]
-        Py_ssize_t n_ptiles = (n_pixels + FC_TILE_PIXELS - 1) // FC_TILE_PIXELS
+        Py_ssize_t n_ptiles = (n_pixels + tp - 1) // tp
         Py_ssize_t n_tasks = n_images * n_ptiles * n_cblocks
         Py_ssize_t task, n, ptile, cblock, p, p_first, p_end, c, c0, c_end, jh, jw, oh, ow
         int i, t
@@ -277,35 +316,35 @@ def conv2d_backward_data_phase(
     if n_tasks == 0 or ntaps == 0:
         return
     zeros = <floating *> calloc(K, sizeof(floating))
-    all_ptrs = <const floating **> malloc(n_threads * ntaps * FC_TILE_PIXELS * sizeof(floating *))
+    all_ptrs = <const floating **> malloc(n_threads * ntaps * tp * sizeof(floating *))
     all_tap_ids = <int *> malloc(n_threads * ntaps * sizeof(int))
-    all_tiles = <floating *> malloc(n_threads * FC_TILE_PIXELS * block * sizeof(floating))
+    all_tiles = <floating *> malloc(n_threads * tp * block * sizeof(floating))
     try:
         if zeros == NULL or all_ptrs == NULL or all_tap_ids == NULL or all_tiles == NULL:
             raise MemoryError()
         for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
-            ptrs = all_ptrs + threadid() * ntaps * FC_TILE_PIXELS
+            ptrs = all_ptrs + threadid() * ntaps * tp
             tap_ids = all_tap_ids + threadid() * ntaps
-            tile = all_tiles + threadid() * FC_TILE_PIXELS * block
+            tile = all_tiles + threadid() * tp * block
             cblock = task % n_cblocks
             ptile = (task // n_cblocks) % n_ptiles
             n = task // (n_cblocks * n_ptiles)
-            p_first = ptile * FC_TILE_PIXELS
-            p_end = min(p_first + FC_TILE_PIXELS, n_pixels)
-            p = max(0, min(p_first, n_pixels - FC_TILE_PIXELS))
-            for i in range(FC_TILE_PIXELS):
+            p_first = ptile * tp
+            p_end = min(p_first + tp, n_pixels)
+            p = max(0, min(p_first, n_pixels - tp))
+            for i in range(tp):
                 jh = min(p + i, n_pixels - 1) // Wj
                 jw = min(p + i, n_pixels - 1) % Wj
                 for t in range(ntaps):
                     oh = jh + tap_row[t]
                     ow = jw + tap_col[t]
                     if 0 <= oh < Ho and 0 <= ow < Wo:
-                        ptrs[t * FC_TILE_PIXELS + i] = dybase + ((n * Ho + oh) * Wo + ow) * K
+                        ptrs[t * tp + i] = dybase + ((n * Ho + oh) * Wo + ow) * K
                     else:
-                        ptrs[t * FC_TILE_PIXELS + i] = zeros
-            live = _live_taps(ptrs, ntaps, zeros, tap_ids)
-            _forward_tile(isa, nv, ptrs, live, K, tap_ids, wbase + cblock * ntaps * K * block,
-                          tile)
+                        ptrs[t * tp + i] = zeros
+            live = _live_taps(ptrs, ntaps, tp, zeros, tap_ids)
+            _forward_tile(isa, nv, ptrs, 0, live, K, tap_ids,
+                          wbase + cblock * ntaps * K * block, tile)
             c0 = cblock * block
             c_end = min(c0 + block, C)
             for q in range(p_first, p_end):

@@ -4,7 +4,7 @@
 #ifndef FASTCNN_CONV_KERNELS_H
 #define FASTCNN_CONV_KERNELS_H
 
-#define FC_TILE_PIXELS 8
+#define FC_TILE_PIXELS_MAX 16
 #define FC_TILE_CHANNELS 8
 
 enum { FC_ISA_BASELINE = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2 };
@@ -100,16 +100,18 @@ static int fc_vector_length(int isa, int itemsize)
 #define FC_DISPATCH(T, FN, ARGS) FN##_##T##_base ARGS;
 #endif
 
-static void fc_forward_tile_f32(int isa, int nv, const float *const *xptr, int ntaps, int cin,
-                                const int *tap_ids, const float *w, float *tile)
+static void fc_forward_tile_f32(int isa, int nv, const float *const *xptr, long pstride,
+                                int ntaps, int cin, const int *tap_ids, const float *w,
+                                float *tile)
 {
-    FC_DISPATCH(f32, forward_tile, (nv, xptr, ntaps, cin, tap_ids, w, tile))
+    FC_DISPATCH(f32, forward_tile, (nv, xptr, pstride, ntaps, cin, tap_ids, w, tile))
 }
 
-static void fc_forward_tile_f64(int isa, int nv, const double *const *xptr, int ntaps, int cin,
-                                const int *tap_ids, const double *w, double *tile)
+static void fc_forward_tile_f64(int isa, int nv, const double *const *xptr, long pstride,
+                                int ntaps, int cin, const int *tap_ids, const double *w,
+                                double *tile)
 {
-    FC_DISPATCH(f64, forward_tile, (nv, xptr, ntaps, cin, tap_ids, w, tile))
+    FC_DISPATCH(f64, forward_tile, (nv, xptr, pstride, ntaps, cin, tap_ids, w, tile))
 }
 
 static void fc_weight_grad_tile_f32(int isa, int nv, int tc, const float *const *xrows,
@@ -164,6 +166,20 @@ static void fc_store_tile_f64(int isa, const double *tile, int block, int first,
                               const double *bias, int kcount, int relu, double *out, long ldo)
 {
     FC_DISPATCH(f64, store_tile, (tile, block, first, count, bias, kcount, relu, out, ldo))
+}
+
+/* Pixels per forward tile of the micro-kernel for this instruction set and nv. */
+static int fc_tile_pixels(int isa, int itemsize, int nv)
+{
+    (void)itemsize; /* the register budget depends on the vector registers only */
+#if FC_X86
+    if (isa == FC_ISA_AVX512)
+        return tile_pixels_f32_avx512(nv);
+    if (isa == FC_ISA_AVX2)
+        return tile_pixels_f32_avx2(nv);
+#endif
+    (void)isa;
+    return tile_pixels_f32_base(nv);
 }
 
 #undef FC_DISPATCH

@@ -6,9 +6,10 @@
  * `#pragma GCC target`. Each vector width needs its own instantiation: a 64-byte vector
  * in a function compiled without AVX-512 is emulated and dozens of times slower.
  *
- * Forward tile: FC_TILE_PIXELS output pixels x (nv vectors of output channels), held in
- * registers. For each tap and input channel, nv weight vectors are loaded and every
- * pixel's input value is broadcast against them: nv loads + 8 broadcasts feed 8*nv FMAs.
+ * Forward tile: tp output pixels x (nv vectors of output channels), held in registers
+ * (tp from tile_pixels()). For each tap and input channel, nv weight vectors are loaded
+ * and every pixel's input value is broadcast against them: nv loads + tp broadcasts feed
+ * tp*nv FMAs.
  * The caller gives, per tap, one input pointer per pixel (a zero row where the tap falls
  * into padding) and the tap's index into the packed weights, so padding, stride, dilation
  * and the phases of the strided data gradient all run through the same loop, and taps
@@ -35,28 +36,35 @@ static inline void FC_NAME(store)(FC_T *p, FC_NAME(vec) v)
 }
 
 static inline __attribute__((always_inline)) void FC_NAME(forward_tile_impl)(
-    const int nv, const FC_T *const *xptr, int ntaps, int cin, const int *tap_ids,
-    const FC_T *w, FC_T *tile)
+    const int nv, const int tp, const FC_T *const *xptr, long pstride, int ntaps, int cin,
+    const int *tap_ids, const FC_T *w, FC_T *tile)
 {
     typedef FC_NAME(vec) vec;
     const int kb = nv * FC_V;
-    vec acc[FC_TILE_PIXELS][2];
+    vec acc[FC_TILE_PIXELS_MAX][2];
 #pragma GCC unroll 16
-    for (int i = 0; i < FC_TILE_PIXELS; i++) {
+    for (int i = 0; i < tp; i++) {
         acc[i][0] = (vec){0};
         acc[i][1] = (vec){0};
     }
     for (int t = 0; t < ntaps; t++) {
-        const FC_T *x[FC_TILE_PIXELS];
+        const FC_T *x[FC_TILE_PIXELS_MAX];
+        if (pstride) {
+            /* a strip of pixels along one input row: one pointer per tap */
 #pragma GCC unroll 16
-        for (int i = 0; i < FC_TILE_PIXELS; i++)
-            x[i] = xptr[t * FC_TILE_PIXELS + i];
+            for (int i = 0; i < tp; i++)
+                x[i] = xptr[t] + i * pstride;
+        } else {
+#pragma GCC unroll 16
+            for (int i = 0; i < tp; i++)
+                x[i] = xptr[t * tp + i];
+        }
         const FC_T *wt = w + (long)tap_ids[t] * cin * kb;
         for (int c = 0; c < cin; c++) {
             const vec w0 = FC_NAME(load)(wt + (long)c * kb);
             const vec w1 = nv > 1 ? FC_NAME(load)(wt + (long)c * kb + FC_V) : w0;
 #pragma GCC unroll 16
-            for (int i = 0; i < FC_TILE_PIXELS; i++) {
+            for (int i = 0; i < tp; i++) {
                 const FC_T b = x[i][c];
                 acc[i][0] += w0 * b;
                 if (nv > 1)
@@ -65,20 +73,38 @@ static inline __attribute__((always_inline)) void FC_NAME(forward_tile_impl)(
         }
     }
 #pragma GCC unroll 16
-    for (int i = 0; i < FC_TILE_PIXELS; i++) {
+    for (int i = 0; i < tp; i++) {
         FC_NAME(store)(tile + i * kb, acc[i][0]);
         if (nv > 1)
             FC_NAME(store)(tile + i * kb + FC_V, acc[i][1]);
     }
 }
 
-static void FC_NAME(forward_tile)(int nv, const FC_T *const *xptr, int ntaps, int cin,
-                                  const int *tap_ids, const FC_T *w, FC_T *tile)
+/* Pixels per forward tile: as many as the vector registers hold as accumulators next to
+ * the nv weight vectors and a broadcast (32 registers with AVX-512, 16 otherwise). */
+static int FC_NAME(tile_pixels)(int nv)
 {
-    if (nv == 1)
-        FC_NAME(forward_tile_impl)(1, xptr, ntaps, cin, tap_ids, w, tile);
-    else
-        FC_NAME(forward_tile_impl)(2, xptr, ntaps, cin, tap_ids, w, tile);
+    if (FC_VBYTES == 64)
+        return nv == 1 ? 16 : 12;
+    return nv == 1 ? 12 : 6;
+}
+
+/* pstride == 0: xptr holds tp pointers per tap (any pixels); pstride > 0: xptr holds one
+ * pointer per tap, for the first pixel, the others following pstride elements apart. */
+static void FC_NAME(forward_tile)(int nv, const FC_T *const *xptr, long pstride, int ntaps,
+                                  int cin, const int *tap_ids, const FC_T *w, FC_T *tile)
+{
+    if (FC_VBYTES == 64) {
+        if (nv == 1)
+            FC_NAME(forward_tile_impl)(1, 16, xptr, pstride, ntaps, cin, tap_ids, w, tile);
+        else
+            FC_NAME(forward_tile_impl)(2, 12, xptr, pstride, ntaps, cin, tap_ids, w, tile);
+    } else {
+        if (nv == 1)
+            FC_NAME(forward_tile_impl)(1, 12, xptr, pstride, ntaps, cin, tap_ids, w, tile);
+        else
+            FC_NAME(forward_tile_impl)(2, 6, xptr, pstride, ntaps, cin, tap_ids, w, tile);
+    }
 }
 
 /* Rows [first, first + count) of a forward tile to the output, plus bias, then relu if
