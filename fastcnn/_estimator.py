@@ -1,0 +1,766 @@
+"""The scikit-learn front: CNNClassifier and CNNRegressor.
+
+The estimators validate their input and parameters, encode labels, build a
+:class:`~fastcnn.network.Network` from the layer specs (plus the output layer) and run the
+mini-batch training loop with early stopping; the network and its layers do the arithmetic.
+"""
+import math
+import sys
+import time
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import (
+    BaseEstimator,
+    ClassifierMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    RegressorMixin,
+    TransformerMixin,
+    _fit_context,
+    is_classifier,
+)
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state, gen_batches
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
+from sklearn.utils.multiclass import check_classification_targets, unique_labels
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from threadpoolctl import ThreadpoolController
+
+from ._ext._openmp import effective_n_threads
+from .layers import Conv2D, Dense, Dropout, MaxPool2D, layer_spec_problem
+from .losses import add_l2_gradient, l2_penalty, softmax_cross_entropy, squared_error
+from .network import Network
+from .optimizers import SCHEDULES, SOLVERS, make_optimizer
+
+# Images per forward pass at prediction time: bounds memory for large X.
+_PREDICT_BATCH = 512
+
+_threadpool_controller = None
+
+
+def _single_threaded_blas():
+    """A context in which BLAS runs on one thread.
+
+    The dense layers' matmuls are small next to the convolutions, and multithreaded BLAS
+    competes with the OpenMP kernels' threads (which spin a while after each parallel
+    region): on 2 cores training ran 6x slower. scikit-learn's KMeans does the same.
+    """
+    global _threadpool_controller
+    if _threadpool_controller is None:
+        _threadpool_controller = ThreadpoolController()
+    return _threadpool_controller.limit(limits=1, user_api="blas")
+
+
+def default_layers(image_shape):
+    """The network ``layers=None`` builds for one image of shape (H, W, C).
+
+    Images of at least 6x6 get 3x3 'same' convolution blocks, each halving the image with
+    2x2 max pooling (at most three blocks), then a dense layer with dropout. Smaller
+    inputs (scikit-learn's conformance data, 1 x F strips of tabular features) get one
+    small convolution and a small dense layer, so that they train in milliseconds.
+
+    Examples
+    --------
+    >>> default_layers((28, 28, 1))[:3]
+    [Conv2D(filters=32, kernel_size=3, padding='same'), Conv2D(filters=32, kernel_size=3, padding='same'), MaxPool2D()]
+    >>> default_layers((1, 4, 1))
+    [Conv2D(filters=16, kernel_size=3, padding='same'), Dense(units=32)]
+    """  # noqa: E501
+    h, w, _ = image_shape
+    side = min(h, w)
+    if side < 6:
+        return [Conv2D(16, 3, padding="same"), Dense(32)]
+    layers = []
+    filters = 32
+    while side >= 6 and len(layers) < 9:
+        layers += [Conv2D(filters, 3, padding="same"), Conv2D(filters, 3, padding="same"),
+                   MaxPool2D(2)]
+        side //= 2
+        filters *= 2
+    return layers + [Dense(128), Dropout(0.5)]
+
+
+def _as_array_if_images(X):
+    """(X, ndim): X converted to an ndarray where that is needed to learn its ndim.
+
+    DataFrames and sparse matrices are left alone (ndim None) so that validate_data sees
+    their column names or rejects them with its own message.
+    """
+    if sp.issparse(X) or hasattr(X, "iloc") or hasattr(X, "__dataframe__"):
+        return X, None
+    if not isinstance(X, np.ndarray):
+        try:
+            X = np.asarray(X)
+        except (ValueError, TypeError):  # ragged or odd input: validate_data reports it
+            return X, None
+    return X, X.ndim
+
+
+class _BaseCNN(BaseEstimator):
+    """What the classifier and the regressor share: parameters, input checks, training."""
+
+    _parameter_constraints = {
+        "layers": [None, list],
+        "image_shape": [None, tuple, list],
+        "solver": [StrOptions(set(SOLVERS))],
+        "learning_rate": [StrOptions(set(SCHEDULES))],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "lr_decay": [Interval(Real, 0, 1, closed="right")],
+        "lr_step": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "n_threads": [
+            None,
+            Interval(Integral, None, -1, closed="right"),
+            Interval(Integral, 1, None, closed="left"),
+        ],
+        "dtype": [StrOptions({"float32", "float64"})],
+    }
+
+    def __init__(
+        self,
+        layers=None,
+        image_shape=None,
+        *,
+        solver="adam",
+        learning_rate="constant",
+        learning_rate_init=1e-3,
+        power_t=0.5,
+        lr_decay=0.5,
+        lr_step=10,
+        batch_size=64,
+        max_iter=30,
+        alpha=0.0,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        shuffle=True,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        n_threads=None,
+        dtype="float32",
+    ):
+        self.layers = layers
+        self.image_shape = image_shape
+        self.solver = solver
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.lr_decay = lr_decay
+        self.lr_step = lr_step
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.alpha = alpha
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.n_threads = n_threads
+        self.dtype = dtype
+
+    # ------------------------------------------------------------------ validation
+
+    def _validate_params(self):
+        super()._validate_params()
+        # The constraints check that layers is a list; here, that it holds valid specs.
+        if self.layers is not None:
+            problem = layer_spec_problem(self.layers)
+            if problem:
+                raise InvalidParameterError(
+                    f"The 'layers' parameter of {type(self).__name__} must be None or a "
+                    "non-empty list of fastcnn.layers specs (Conv2D, MaxPool2D, AvgPool2D, "
+                    f"GlobalAvgPool2D, Dense, Dropout) with valid settings. Got "
+                    f"{self.layers!r} instead: {problem}."
+                )
+
+    def _check_image_shape(self):
+        shape = self.image_shape
+        values = list(shape)
+        if len(values) not in (2, 3) or not all(
+            isinstance(v, Integral) and not isinstance(v, bool) and v >= 1 for v in values
+        ):
+            raise ValueError(
+                f"image_shape must be (height, width) or (height, width, channels) with "
+                f"positive ints, got {shape!r}"
+            )
+        if len(values) == 2:
+            values.append(1)
+        return tuple(int(v) for v in values)
+
+    def _validate_input(self, X, y="no_validation", reset=True, dtype=None):
+        """X as images (n, H, W, C) of the network's dtype; y checked (not encoded).
+
+        X may be (n, H, W), (n, H, W, C) or 2-D (n, H*W*C); 2-D input is reshaped using
+        ``image_shape`` (or the shape inferred at fit).
+        """
+        dtype = np.dtype(self.dtype if dtype is None else dtype)
+        X, ndim = _as_array_if_images(X)
+        input_image = None
+        if ndim is not None and ndim > 2:
+            if ndim > 4:
+                raise ValueError(
+                    f"X must be 2-D (n_samples, n_features), 3-D (n_samples, height, width) "
+                    f"or 4-D (n_samples, height, width, channels); got shape {X.shape}"
+                )
+            input_image = X.shape[1:] + ((1,) if ndim == 3 else ())
+            X = X.reshape(X.shape[0], math.prod(X.shape[1:]))
+        kwargs = dict(reset=reset, dtype=dtype, order="C")
+        if isinstance(y, str) and y == "no_validation":
+            X = validate_data(self, X, **kwargs)
+        elif is_classifier(self):
+            X, y = validate_data(self, X, y, **kwargs)
+        else:
+            X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, **kwargs)
+        n_features = X.shape[1]
+
+        if reset:
+            if self.image_shape is not None:
+                image_shape = self._check_image_shape()
+                if math.prod(image_shape) != n_features:
+                    raise ValueError(
+                        f"image_shape={tuple(self.image_shape)} holds "
+                        f"{math.prod(image_shape)} values per image but X has {n_features} "
+                        "features per sample; pass image_shape with height * width * "
+                        "channels == n_features, or None to infer it"
+                    )
+                if input_image is not None and input_image != image_shape:
+                    raise ValueError(
+                        f"X holds images of shape {input_image} but image_shape="
+                        f"{tuple(self.image_shape)}; drop image_shape for image-shaped X"
+                    )
+            elif input_image is not None:
+                image_shape = input_image
+            else:
+                side = math.isqrt(n_features)
+                image_shape = (side, side, 1) if side * side == n_features else (
+                    1, n_features, 1)
+            self.image_shape_ = image_shape
+        elif input_image is not None and input_image != self.image_shape_:
+            raise ValueError(
+                f"X holds images of shape {input_image}, but {type(self).__name__} was "
+                f"fitted on images of shape {self.image_shape_}"
+            )
+        images = X.reshape((X.shape[0],) + tuple(self.image_shape_))
+        return images, y
+
+    # ------------------------------------------------------------------ training
+
+    def _fit(self, X, y, incremental=False, classes=None):
+        first_pass = not hasattr(self, "network_") or (not self.warm_start and not incremental)
+        dtype = self.dtype if first_pass else self.network_.dtype
+        if not first_pass and np.dtype(self.dtype) != self.network_.dtype:
+            raise ValueError(
+                f"dtype={self.dtype!r} but the fitted network is {self.network_.dtype}; "
+                "warm_start and partial_fit continue in the dtype of the first fit "
+                "(set warm_start=False to refit)"
+            )
+        X, y = self._validate_input(X, y, reset=first_pass, dtype=dtype)
+        y = self._encode_targets(y, incremental, first_pass, classes)
+        self._random_state = check_random_state(self.random_state)
+        n_threads = effective_n_threads(self.n_threads)
+
+        early_stopping = self.early_stopping and not incremental
+        if early_stopping:
+            stratify = y if is_classifier(self) else None
+            X, X_val, y, y_val = train_test_split(
+                X, y, random_state=self._random_state, test_size=self.validation_fraction,
+                stratify=stratify,
+            )
+            if X_val.shape[0] < 2:
+                raise ValueError(
+                    "The validation set is too small. Increase 'validation_fraction' or "
+                    "the size of your dataset."
+                )
+        else:
+            X_val = y_val = None
+
+        if first_pass:
+            self._initialize(y)
+        if first_pass or not incremental or not hasattr(self, "_optimizer"):
+            self._optimizer = make_optimizer(
+                self.solver, self.network_.params,
+                learning_rate_init=self.learning_rate_init, learning_rate=self.learning_rate,
+                power_t=self.power_t, lr_decay=self.lr_decay, lr_step=self.lr_step,
+                momentum=self.momentum, nesterovs_momentum=self.nesterovs_momentum,
+                beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon,
+            )
+        if not incremental:
+            self._no_improvement_count = 0
+            if early_stopping:
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
+                self.best_loss_ = None
+            else:
+                if first_pass or self.best_loss_ is None:
+                    self.best_loss_ = np.inf
+                self.validation_scores_ = None
+                self.best_validation_score_ = None
+        try:
+            with _single_threaded_blas():
+                self._train(X, y, X_val, y_val, incremental, early_stopping, n_threads)
+        finally:
+            self.network_.clear_cache()
+        return self
+
+    def _initialize(self, y):
+        self.n_outputs_ = y.shape[1] if y.ndim == 2 else len(self.classes_)
+        hidden = list(self.layers) if self.layers is not None else default_layers(
+            self.image_shape_)
+        specs = hidden + [Dense(self.n_outputs_, activation="linear")]
+        self.network_ = Network(specs, self.image_shape_, dtype=self.dtype)
+        self.network_.initialize(self._random_state)
+        self._init_output_bias(y)
+        self.layers_ = hidden
+        self._n_features_out = int(np.prod(self.network_.layers[-1].input_shape))
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
+        self.best_loss_ = np.inf
+
+    def _init_output_bias(self, y):
+        pass
+
+    def _train(self, X, y, X_val, y_val, incremental, early_stopping, n_threads):
+        network, optimizer = self.network_, self._optimizer
+        params, grads = network.params, network.grads
+        weights, weight_grads = network.weights, network.weight_grads
+        n_samples = X.shape[0]
+        batch_size = min(self.batch_size, n_samples)
+        n_batches = -(-n_samples // batch_size)
+        alpha = float(self.alpha)
+        if early_stopping:
+            self._best_state = network.get_state()
+        for epoch in range(self.max_iter):
+            start = time.perf_counter()
+            order = self._random_state.permutation(n_samples) if self.shuffle else None
+            accumulated_loss = 0.0
+            for b, batch in enumerate(gen_batches(n_samples, batch_size)):
+                if order is None:
+                    X_batch, y_batch = X[batch], y[batch]
+                else:
+                    X_batch, y_batch = X[order[batch]], y[order[batch]]
+                m = X_batch.shape[0]
+                output = network.forward(X_batch, training=True, n_threads=n_threads)
+                loss, d_output = self._loss(output, y_batch, n_threads)
+                network.backward(d_output, n_threads=n_threads)
+                if alpha:
+                    loss += l2_penalty(weights, alpha, m)
+                    add_l2_gradient(weights, weight_grads, alpha, m)
+                optimizer.update(params, grads)
+                accumulated_loss += loss * m
+                if self.verbose >= 2:
+                    self._print_progress(b + 1, n_batches)
+            seconds = time.perf_counter() - start  # training only, not validation
+            self.n_iter_ += 1
+            self.t_ += n_samples
+            self.loss_ = accumulated_loss / n_samples
+            self.loss_curve_.append(self.loss_)
+            self._update_no_improvement_count(early_stopping, X_val, y_val, n_threads)
+            optimizer.iteration_ends(self.n_iter_, self.t_)
+            if self.verbose:
+                self._print_epoch(seconds, n_samples, early_stopping)
+
+            if self._no_improvement_count > self.n_iter_no_change:
+                if early_stopping:
+                    msg = (f"Validation score did not improve more than tol={self.tol:f} "
+                           f"for {self.n_iter_no_change} consecutive epochs.")
+                else:
+                    msg = (f"Training loss did not improve more than tol={self.tol:f} for "
+                           f"{self.n_iter_no_change} consecutive epochs.")
+                if optimizer.trigger_stopping(msg, self.verbose):
+                    break
+                self._no_improvement_count = 0
+            if incremental:
+                break
+            if epoch + 1 == self.max_iter:
+                warnings.warn(
+                    f"{type(self).__name__}: maximum iterations ({self.max_iter}) reached "
+                    "and the optimization hasn't converged yet; increase max_iter.",
+                    ConvergenceWarning,
+                )
+        if early_stopping:
+            network.set_state(self._best_state)
+            del self._best_state
+
+    def _update_no_improvement_count(self, early_stopping, X_val, y_val, n_threads):
+        if early_stopping:
+            score = self._validation_score(X_val, y_val, n_threads)
+            self.validation_scores_.append(score)
+            if score < self.best_validation_score_ + self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                self._best_state = self.network_.get_state()
+        else:
+            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if self.loss_curve_[-1] < self.best_loss_:
+                self.best_loss_ = self.loss_curve_[-1]
+
+    def _print_progress(self, done, total):
+        width = 30
+        filled = width * done // total
+        bar = "=" * filled + ">" * (filled < width) + " " * (width - filled - 1)
+        sys.stdout.write(f"\r  [{bar}] {done}/{total} batches")
+        if done == total:
+            sys.stdout.write("\r" + " " * (width + 30) + "\r")
+        sys.stdout.flush()
+
+    def _print_epoch(self, seconds, n_samples, early_stopping):
+        line = f"Epoch {self.n_iter_}: loss {self.loss_:.6f}"
+        if early_stopping:
+            line += f", validation score {self.validation_scores_[-1]:.4f}"
+        rate = n_samples / seconds if seconds > 0 else float("inf")
+        line += f", {seconds:.2f} s, {rate:.0f} images/s"
+        print(line, flush=True)
+
+    # ------------------------------------------------------------------ inference
+
+    def _network_output(self, X, features=False):
+        """Output (or last hidden features) of the network for X, in prediction mode."""
+        check_is_fitted(self, "network_")
+        images, _ = self._validate_input(X, reset=False, dtype=self.network_.dtype)
+        n_threads = effective_n_threads(self.n_threads)
+        n = images.shape[0]
+        width = self._n_features_out if features else self.n_outputs_
+        out = np.empty((n, width), dtype=self.network_.dtype)
+        with _single_threaded_blas():
+            for batch in gen_batches(n, _PREDICT_BATCH):
+                if features:
+                    out[batch] = self.network_.features(images[batch], n_threads=n_threads)
+                else:
+                    out[batch] = self.network_.forward(images[batch], n_threads=n_threads)
+        return out
+
+    def transform(self, X):
+        """The last hidden layer's features (the output layer's input), 2-D.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), (n, H, W) or (n, H, W, C)
+
+        Returns
+        -------
+        features : ndarray of shape (n_samples, n_hidden_features), of the model's dtype
+        """
+        return self._network_output(X, features=True)
+
+    def _set_transformer_tags(self, tags):
+        # transform returns the model's dtype: an input of that dtype keeps it.
+        valid = isinstance(self.dtype, str) and self.dtype in ("float32", "float64")
+        tags.transformer_tags.preserves_dtype = [self.dtype] if valid else []
+        return tags
+
+
+class CNNClassifier(ClassifierMixin, TransformerMixin, ClassNamePrefixFeaturesOutMixin,
+                    _BaseCNN):
+    """Convolutional neural network classifier, trained by mini-batch gradient descent.
+
+    Images are NHWC arrays: ``X`` may be (n_samples, height, width) grayscale,
+    (n_samples, height, width, channels), or 2-D (n_samples, height * width * channels)
+    with ``image_shape``. Pixel values are used as given: scale them yourself (e.g.
+    ``X / 255`` or a :class:`~sklearn.preprocessing.MinMaxScaler` in a pipeline).
+    Labels may be of any type. Parameter names follow
+    :class:`~sklearn.neural_network.MLPClassifier`.
+
+    Parameters
+    ----------
+    layers : list of layer specs, default=None
+        Hidden layers from :mod:`fastcnn.layers` (Conv2D, MaxPool2D, AvgPool2D,
+        GlobalAvgPool2D, Dense, Dropout); the softmax output layer is added. None builds a
+        default sized to the input (see :func:`fastcnn._estimator.default_layers`).
+    image_shape : tuple (H, W) or (H, W, C), default=None
+        Shape of one image for 2-D X. None: square grayscale when n_features is a perfect
+        square, else a 1 x n_features strip. Ignored (but checked) for 3-D/4-D X.
+    solver : {"adam", "sgd", "rmsprop", "adagrad"}, default="adam"
+        "sgd" uses ``momentum`` and ``nesterovs_momentum``; "adam" ``beta_1``, ``beta_2``
+        and ``epsilon``; "rmsprop" ``beta_2`` (the squared-gradient decay) and ``epsilon``.
+    learning_rate : {"constant", "invscaling", "adaptive", "step"}, default="constant"
+        Learning-rate schedule (for every solver): "invscaling" divides by
+        ``(t + 1) ** power_t`` (t = samples seen); "adaptive" divides by 5 each time
+        training stalls for ``n_iter_no_change`` epochs; "step" multiplies by ``lr_decay``
+        every ``lr_step`` epochs.
+    learning_rate_init : float, default=1e-3
+    power_t : float, default=0.5
+    lr_decay : float in (0, 1], default=0.5
+    lr_step : int, default=10
+    batch_size : int, default=64
+        Clipped to the number of samples.
+    max_iter : int, default=30
+        Maximum number of epochs (passes over the training data).
+    alpha : float, default=0.0
+        L2 penalty on the weights (MLPClassifier's scaling).
+    momentum : float, default=0.9
+    nesterovs_momentum : bool, default=True
+    beta_1, beta_2, epsilon : float, default=0.9, 0.999, 1e-8
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data (stratified) and stop when
+        its accuracy has not improved by ``tol`` for ``n_iter_no_change`` epochs; the
+        best weights are kept.
+    validation_fraction : float, default=0.1
+    n_iter_no_change : int, default=10
+    tol : float, default=1e-4
+    shuffle : bool, default=True
+        Reshuffle the training data every epoch.
+    random_state : int, RandomState instance or None, default=None
+        Weight initialisation, shuffling, the validation split and dropout masks.
+    warm_start : bool, default=False
+        Continue from the previous fit's weights.
+    verbose : int, default=0
+        1: one line per epoch (loss, validation score, seconds, images/s); 2: also a
+        progress bar within each epoch.
+    n_threads : int, default=None
+        Threads for the compiled kernels: None uses every usable core, -1 all, -2 all but
+        one. Results do not depend on it.
+    dtype : {"float32", "float64"}, default="float32"
+        Precision of the weights and of the computation.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Only when X had string column names.
+    image_shape_ : tuple (H, W, C)
+    layers_ : list of layer specs
+        The hidden layers used (the default ones when ``layers=None``).
+    network_ : fastcnn.network.Network
+    n_outputs_ : int
+    loss_ : float
+        Mean training loss of the last epoch (cross-entropy plus the L2 term).
+    loss_curve_ : list of float
+    best_loss_ : float or None
+    validation_scores_ : list of float or None
+        Validation accuracy per epoch, with early stopping.
+    best_validation_score_ : float or None
+    n_iter_ : int
+        Epochs run.
+    t_ : int
+        Training samples seen.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from fastcnn import CNNClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = CNNClassifier(image_shape=(8, 8), max_iter=2, random_state=0)
+    >>> clf.fit(X[:200] / 16, y[:200]).predict(X[:3]).shape
+    (3,)
+    """
+
+    def _encode_targets(self, y, incremental, first_pass, classes):
+        check_classification_targets(y)
+        if incremental and first_pass:
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+            self.classes_ = unique_labels(classes)
+        elif incremental:
+            if classes is not None and not np.array_equal(unique_labels(classes),
+                                                          self.classes_):
+                raise ValueError(
+                    f"classes={classes!r} is not the same as on the first call to "
+                    f"partial_fit, which was {self.classes_!r}"
+                )
+        else:
+            found = unique_labels(y)
+            if not first_pass and not np.array_equal(found, self.classes_):
+                raise ValueError(
+                    "warm_start can only be used where y has the same classes as in the "
+                    f"previous call to fit: previously got {self.classes_}, y has {found}"
+                )
+            self.classes_ = found
+        if len(self.classes_) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes in the data, "
+                f"but the data contains only one class: {self.classes_[0]}"
+            )
+        encoded = np.searchsorted(self.classes_, y)
+        encoded = np.minimum(encoded, len(self.classes_) - 1)
+        unknown = self.classes_[encoded] != y
+        if np.any(unknown):
+            raise ValueError(
+                f"y contains labels not in classes {self.classes_}: "
+                f"{np.unique(np.asarray(y)[unknown])}"
+            )
+        return encoded.astype(np.int64)
+
+    def _loss(self, output, y, n_threads):
+        return softmax_cross_entropy(output, y, n_threads=n_threads)
+
+    def _validation_score(self, X, y, n_threads):
+        out = np.concatenate([
+            self.network_.forward(X[batch], n_threads=n_threads)
+            for batch in gen_batches(X.shape[0], _PREDICT_BATCH)
+        ])
+        return accuracy_score(y, np.argmax(out, axis=1))
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Fit the network to images X and labels y.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), (n, H, W) or (n, H, W, C)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, incremental=False)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, classes=None):
+        """One epoch over (X, y), continuing from the current weights.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), (n, H, W) or (n, H, W, C)
+        y : array-like of shape (n_samples,)
+        classes : array-like of shape (n_classes,), default=None
+            Every class of the whole problem; required on the first call.
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, incremental=True, classes=classes)
+
+    def predict(self, X):
+        """Predicted class labels for X."""
+        logits = self._network_output(X)
+        return self.classes_[np.argmax(logits, axis=1)]
+
+    def predict_proba(self, X):
+        """Class probabilities for X, shape (n_samples, n_classes), float64."""
+        logits = self._network_output(X).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        np.exp(logits, out=logits)
+        logits /= logits.sum(axis=1, keepdims=True)
+        return logits
+
+    def predict_log_proba(self, X):
+        """Log of :meth:`predict_proba`."""
+        return np.log(self.predict_proba(X))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = False
+        return self._set_transformer_tags(tags)
+
+
+class CNNRegressor(RegressorMixin, TransformerMixin, ClassNamePrefixFeaturesOutMixin,
+                   _BaseCNN):
+    """Convolutional neural network regressor (linear output, squared error).
+
+    Same parameters and input conventions as :class:`CNNClassifier`; ``y`` may have one
+    or several outputs. With early stopping the validation score is R^2. The output
+    layer's bias starts at the mean of y (no rescaling of X or y is done).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastcnn import CNNRegressor
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.rand(64, 6, 6)
+    >>> y = X.mean(axis=(1, 2))
+    >>> CNNRegressor(max_iter=2, random_state=0).fit(X, y).predict(X[:2]).shape
+    (2,)
+    """
+
+    def _encode_targets(self, y, incremental, first_pass, classes):
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        y2 = y.reshape(-1, 1) if y.ndim == 1 else y
+        if not first_pass and y2.shape[1] != self.n_outputs_:
+            raise ValueError(
+                f"y has {y2.shape[1]} outputs but {type(self).__name__} was fitted with "
+                f"{self.n_outputs_}"
+            )
+        return np.ascontiguousarray(y2, dtype=self.network_.dtype if not first_pass
+                                    else np.dtype(self.dtype))
+
+    def _init_output_bias(self, y):
+        self.network_.layers[-1].bias[...] = y.mean(axis=0)
+
+    def _loss(self, output, y, n_threads):
+        return squared_error(output, y, n_threads=n_threads)
+
+    def _validation_score(self, X, y, n_threads):
+        out = np.concatenate([
+            self.network_.forward(X[batch], n_threads=n_threads)
+            for batch in gen_batches(X.shape[0], _PREDICT_BATCH)
+        ])
+        return r2_score(y, out)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Fit the network to images X and targets y.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), (n, H, W) or (n, H, W, C)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, incremental=False)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y):
+        """One epoch over (X, y), continuing from the current weights."""
+        return self._fit(X, y, incremental=True)
+
+    def predict(self, X):
+        """Predicted targets, float64, shape (n_samples,) or (n_samples, n_outputs)."""
+        out = self._network_output(X).astype(np.float64)
+        return out.ravel() if self.n_outputs_ == 1 else out
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return self._set_transformer_tags(tags)

@@ -1,0 +1,607 @@
+"""Layer specs users write, and the runtime layers a network builds from them.
+
+A spec (``Conv2D(16, 3, padding="same")``) is a plain value: it stores its settings exactly as
+given, compares equal to another spec with the same settings, pickles, and exposes
+``get_params`` / ``set_params`` so that :func:`sklearn.base.clone` copies a ``layers`` list
+and :class:`~sklearn.model_selection.GridSearchCV` can tune it like any other parameter.
+Specs are checked when an estimator is fitted (through its parameter constraints), not when
+they are made, as scikit-learn does for estimators.
+
+The runtime layers (``_Conv2DLayer`` and friends) are built by :class:`fastcnn.network.Network`
+for one input shape and dtype. Each holds its parameters and their gradients and has
+``forward(x, training)`` and ``backward(dy)``; all arithmetic is in ``fastcnn.functional``
+(NHWC kernels) or, for dense layers, NumPy's BLAS matmul.
+
+Examples
+--------
+>>> from fastcnn.layers import Conv2D, MaxPool2D, Dense, Dropout
+>>> layers = [Conv2D(16, 3, padding="same"), MaxPool2D(2), Dense(64), Dropout(0.25)]
+>>> layers[0]
+Conv2D(filters=16, kernel_size=3, padding='same')
+>>> Conv2D(16, 3, padding="same") == layers[0]
+True
+"""
+import inspect
+import numbers
+
+import numpy as np
+
+from . import functional as F
+
+__all__ = ["Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "Dense", "Dropout"]
+
+#: Accepted activation names; MLPClassifier's "identity" and "logistic" are aliases.
+ACTIVATIONS = {
+    None: "linear",
+    "linear": "linear",
+    "identity": "linear",
+    "relu": "relu",
+    "sigmoid": "sigmoid",
+    "logistic": "sigmoid",
+    "tanh": "tanh",
+}
+
+_MISSING = inspect.Parameter.empty
+
+
+def _hashable(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return tuple(value.tolist())
+    return value
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _int_pair_problem(value, name, minimum=1):
+    """None if ``value`` is an int >= minimum or a pair of them, else what is wrong."""
+    values = list(value) if isinstance(value, (tuple, list)) else [value]
+    if len(values) != 2 and isinstance(value, (tuple, list)):
+        return f"{name} must be an int or a pair of ints, got {value!r}"
+    if not all(_is_int(v) and v >= minimum for v in values):
+        return f"{name} must be an int >= {minimum} or a pair of them, got {value!r}"
+    return None
+
+
+def _pair(value):
+    if isinstance(value, (tuple, list)):
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+class _LayerSpec:
+    """Shared behaviour of the layer specs: parameters, equality, repr, validation."""
+
+    @classmethod
+    def _param_names(cls):
+        signature = inspect.signature(cls.__init__)
+        return [p for p in signature.parameters.values() if p.name != "self"]
+
+    def get_params(self, deep=True):
+        """The spec's settings as a dict (what ``sklearn.base.clone`` rebuilds it from)."""
+        return {p.name: getattr(self, p.name) for p in self._param_names()}
+
+    def set_params(self, **params):
+        """Change settings in place; returns the spec."""
+        valid = {p.name for p in self._param_names()}
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(
+                    f"Invalid parameter {name!r} for {type(self).__name__}; "
+                    f"valid parameters are {sorted(valid)}"
+                )
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self):
+        parts = []
+        for p in self._param_names():
+            value = getattr(self, p.name)
+            required = p.default is _MISSING
+            if required or not _equal_settings(value, p.default):
+                parts.append(f"{p.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def __eq__(self, other):
+        if type(self) is not type(other):
+            return NotImplemented
+        return all(
+            _equal_settings(a, b)
+            for a, b in zip(self.get_params().values(), other.get_params().values())
+        )
+
+    def __hash__(self):
+        return hash((type(self).__name__, tuple(_hashable(v) for v in self.get_params().values())))
+
+    def _problem(self):
+        """None if the settings are valid, else a sentence saying what is wrong."""
+        return None
+
+    # Whether the layer needs an image (N, H, W, C) input rather than a flat one.
+    _spatial = False
+
+
+def _equal_settings(a, b):
+    try:
+        return bool(_hashable(a) == _hashable(b))
+    except (TypeError, ValueError):
+        return False
+
+
+def _activation_problem(activation):
+    try:
+        known = activation in ACTIVATIONS
+    except TypeError:
+        known = False
+    if not known:
+        return (f"activation must be one of 'relu', 'sigmoid', 'tanh', 'linear' "
+                f"(or 'logistic', 'identity', None), got {activation!r}")
+    return None
+
+
+class Conv2D(_LayerSpec):
+    """2-D convolution layer spec (cross-correlation over NHWC images).
+
+    Parameters
+    ----------
+    filters : int
+        Number of output channels.
+    kernel_size : int or (int, int)
+    stride : int or (int, int), default=1
+    padding : {"valid", "same"}, int, (int, int) or (int, int, int, int), default="valid"
+        "same" keeps ceil(input / stride) pixels, as in TensorFlow.
+    dilation : int or (int, int), default=1
+    activation : {"relu", "sigmoid", "tanh", "linear"}, default="relu"
+
+    Examples
+    --------
+    >>> Conv2D(32, 3, padding="same")
+    Conv2D(filters=32, kernel_size=3, padding='same')
+    """
+
+    _spatial = True
+
+    def __init__(self, filters, kernel_size, stride=1, padding="valid", dilation=1,
+                 activation="relu"):
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+        self.activation = activation
+
+    def _problem(self):
+        if not (_is_int(self.filters) and self.filters >= 1):
+            return f"filters must be an int >= 1, got {self.filters!r}"
+        for name in ("kernel_size", "stride", "dilation"):
+            problem = _int_pair_problem(getattr(self, name), name)
+            if problem:
+                return problem
+        padding = self.padding
+        if isinstance(padding, str):
+            if padding not in ("valid", "same"):
+                return f"padding must be 'valid', 'same' or ints >= 0, got {padding!r}"
+        else:
+            values = list(padding) if isinstance(padding, (tuple, list)) else [padding]
+            if len(values) not in (1, 2, 4) or not all(_is_int(v) and v >= 0 for v in values):
+                return (f"padding must be 'valid', 'same', an int >= 0, a (vertical, "
+                        f"horizontal) pair or a (top, bottom, left, right) 4-tuple, got "
+                        f"{padding!r}")
+        return _activation_problem(self.activation)
+
+
+class _PoolSpec(_LayerSpec):
+    _spatial = True
+
+    def __init__(self, pool_size=2, stride=None):
+        self.pool_size = pool_size
+        self.stride = stride
+
+    def _problem(self):
+        problem = _int_pair_problem(self.pool_size, "pool_size")
+        if problem is None and self.stride is not None:
+            problem = _int_pair_problem(self.stride, "stride")
+        return problem
+
+
+class MaxPool2D(_PoolSpec):
+    """Max pooling layer spec; ``stride=None`` means ``stride = pool_size``.
+
+    Examples
+    --------
+    >>> MaxPool2D(2)
+    MaxPool2D()
+    """
+
+
+class AvgPool2D(_PoolSpec):
+    """Average pooling layer spec; ``stride=None`` means ``stride = pool_size``.
+
+    Examples
+    --------
+    >>> AvgPool2D(3, stride=2)
+    AvgPool2D(pool_size=3, stride=2)
+    """
+
+
+class GlobalAvgPool2D(_LayerSpec):
+    """Averages each channel over the whole image: (N, H, W, C) -> (N, C).
+
+    Examples
+    --------
+    >>> GlobalAvgPool2D()
+    GlobalAvgPool2D()
+    """
+
+    _spatial = True
+
+    def __init__(self):
+        pass
+
+
+class Dense(_LayerSpec):
+    """Fully connected layer spec; an image input is flattened first.
+
+    Examples
+    --------
+    >>> Dense(128, activation="tanh")
+    Dense(units=128, activation='tanh')
+    """
+
+    def __init__(self, units, activation="relu"):
+        self.units = units
+        self.activation = activation
+
+    def _problem(self):
+        if not (_is_int(self.units) and self.units >= 1):
+            return f"units must be an int >= 1, got {self.units!r}"
+        return _activation_problem(self.activation)
+
+
+class Dropout(_LayerSpec):
+    """Zeroes a fraction ``rate`` of its inputs while training (scaling the rest by
+    1 / (1 - rate)); the identity at prediction time.
+
+    Examples
+    --------
+    >>> Dropout(0.5)
+    Dropout(rate=0.5)
+    """
+
+    def __init__(self, rate):
+        self.rate = rate
+
+    def _problem(self):
+        rate = self.rate
+        if not (isinstance(rate, numbers.Real) and not isinstance(rate, (bool, np.bool_))
+                and 0 <= rate < 1):
+            return f"rate must be a number in [0, 1), got {rate!r}"
+        return None
+
+
+SPEC_TYPES = (Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Dense, Dropout)
+
+
+def layer_spec_problem(layers):
+    """None if ``layers`` is a usable non-empty list of specs, else what is wrong with it."""
+    if not isinstance(layers, (list, tuple)):
+        return f"layers must be a list of layer specs, got {type(layers).__name__}"
+    if len(layers) == 0:
+        return "layers must not be empty (use None for the default network)"
+    for i, spec in enumerate(layers, start=1):
+        if not isinstance(spec, SPEC_TYPES):
+            return (f"layer #{i} is {spec!r}, not one of "
+                    f"{', '.join(t.__name__ for t in SPEC_TYPES)}")
+        problem = spec._problem()
+        if problem:
+            return f"{type(spec).__name__} #{i}: {problem}"
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# Runtime layers
+# --------------------------------------------------------------------------------------
+
+
+def _shape_str(shape):
+    return "x".join(str(s) for s in shape)
+
+
+def _activate(z, activation, n_threads):
+    if activation == "relu":
+        return F.relu(z, n_threads=n_threads)
+    if activation == "sigmoid":
+        return F.sigmoid(z, n_threads=n_threads)
+    if activation == "tanh":
+        return F.tanh(z, n_threads=n_threads)
+    return z
+
+
+def _activation_backward(dy, y, activation, n_threads):
+    if activation == "relu":
+        return F.relu_backward(dy, y, n_threads=n_threads)
+    if activation == "sigmoid":
+        return F.sigmoid_backward(dy, y, n_threads=n_threads)
+    if activation == "tanh":
+        return F.tanh_backward(dy, y, n_threads=n_threads)
+    return dy
+
+
+def _init_weights(rng, shape, fan_in, fan_out, activation, dtype):
+    """He normal for relu, Glorot uniform otherwise, drawn from a RandomState."""
+    if activation == "relu":
+        w = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)
+    else:
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        w = rng.uniform(-limit, limit, size=shape)
+    return w.astype(dtype)
+
+
+class _Layer:
+    """A runtime layer: parameters, gradients, forward and backward for one input shape."""
+
+    # Cached arrays of the last training forward pass; dropped when pickling.
+    _cache_names = ()
+
+    def __init__(self, spec, index, input_shape, dtype, need_dx):
+        self.spec = spec
+        self.index = index
+        self.input_shape = tuple(input_shape)
+        self.dtype = np.dtype(dtype)
+        self.need_dx = need_dx
+        self.params = []
+        self.grads = []
+
+    @property
+    def name(self):
+        return f"{type(self.spec).__name__} #{self.index}"
+
+    def init_params(self, rng):
+        pass
+
+    def clear_cache(self):
+        for name in self._cache_names:
+            setattr(self, name, None)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for name in self._cache_names:
+            state[name] = None
+        return state
+
+    def _needs_image(self):
+        if len(self.input_shape) != 3:
+            raise ValueError(
+                f"{self.name} needs an image input (height x width x channels) but gets "
+                f"{self.input_shape[0]} flat features from an earlier Dense or "
+                "GlobalAvgPool2D layer: put Conv2D and pooling layers before them"
+            )
+
+
+class _Conv2DLayer(_Layer):
+    _cache_names = ("_x", "_y")
+
+    def __init__(self, spec, index, input_shape, dtype, need_dx):
+        super().__init__(spec, index, input_shape, dtype, need_dx)
+        self._needs_image()
+        h, w, c = self.input_shape
+        kh, kw = _pair(spec.kernel_size)
+        sh, sw = _pair(spec.stride)
+        dh, dw = _pair(spec.dilation)
+        self.activation = ACTIVATIONS[spec.activation]
+        self.stride = (sh, sw)
+        self.dilation = (dh, dw)
+        self.padding = self._pads((h, w), (kh, kw))
+        top, bottom, left, right = self.padding
+        ho = (h + top + bottom - (kh - 1) * dh - 1) // sh + 1
+        wo = (w + left + right - (kw - 1) * dw - 1) // sw + 1
+        if ho < 1 or wo < 1:
+            dil = f" dilation {dh}x{dw}" if (dh, dw) != (1, 1) else ""
+            raise ValueError(
+                f"{self.name} ({kh}x{kw}{dil}) does not fit its {_shape_str(self.input_shape)} "
+                "input: use padding='same' or a smaller kernel"
+            )
+        self.output_shape = (ho, wo, spec.filters)
+        self.weight = np.zeros((kh, kw, c, spec.filters), dtype=self.dtype)
+        self.bias = np.zeros(spec.filters, dtype=self.dtype)
+        self.params = [self.weight, self.bias]
+        self.grads = [np.zeros_like(self.weight), np.zeros_like(self.bias)]
+        self._x = self._y = None
+
+    def _pads(self, in_hw, kernel_hw):
+        padding = self.spec.padding
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding == "same":
+            pads = []
+            for size, k, s, d in zip(in_hw, kernel_hw, self.stride, self.dilation):
+                out = -(-size // s)
+                total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+                pads += [total // 2, total - total // 2]
+            return tuple(pads)
+        if isinstance(padding, (tuple, list)):
+            if len(padding) == 2:
+                return (padding[0], padding[0], padding[1], padding[1])
+            if len(padding) == 1:
+                return (padding[0],) * 4
+            return tuple(int(p) for p in padding)
+        return (int(padding),) * 4
+
+    def init_params(self, rng):
+        kh, kw, c, k = self.weight.shape
+        self.weight[...] = _init_weights(rng, self.weight.shape, kh * kw * c, kh * kw * k,
+                                         self.activation, self.dtype)
+        self.bias[...] = 0
+
+    def forward(self, x, training, n_threads):
+        fused = "relu" if self.activation == "relu" else None
+        y = F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding,
+                     dilation=self.dilation, activation=fused, n_threads=n_threads)
+        if self.activation in ("sigmoid", "tanh"):
+            y = _activate(y, self.activation, n_threads)
+        if training:
+            self._x, self._y = x, y
+        return y
+
+    def backward(self, dy, n_threads):
+        dz = _activation_backward(dy, self._y, self.activation, n_threads)
+        dx, dw, db = F.conv2d_backward(self._x, self.weight, dz, stride=self.stride,
+                                       padding=self.padding, dilation=self.dilation,
+                                       need_dx=self.need_dx, n_threads=n_threads)
+        self.grads[0][...] = dw
+        self.grads[1][...] = db
+        return dx
+
+
+class _MaxPool2DLayer(_Layer):
+    _cache_names = ("_argmax", "_x_shape")
+
+    def __init__(self, spec, index, input_shape, dtype, need_dx):
+        super().__init__(spec, index, input_shape, dtype, need_dx)
+        self._needs_image()
+        h, w, c = self.input_shape
+        self.pool_size = _pair(spec.pool_size)
+        self.stride = _pair(spec.stride) if spec.stride is not None else self.pool_size
+        ho = (h - self.pool_size[0]) // self.stride[0] + 1
+        wo = (w - self.pool_size[1]) // self.stride[1] + 1
+        if ho < 1 or wo < 1:
+            raise ValueError(
+                f"{self.name} ({self.pool_size[0]}x{self.pool_size[1]}) does not fit its "
+                f"{_shape_str(self.input_shape)} input: use a smaller pool_size, remove the "
+                "layer, or use padding='same' in the layers before it"
+            )
+        self.output_shape = (ho, wo, c)
+        self._argmax = self._x_shape = None
+
+    def forward(self, x, training, n_threads):
+        y, argmax = F.max_pool2d(x, self.pool_size, self.stride, n_threads=n_threads)
+        if training:
+            self._argmax, self._x_shape = argmax, x.shape
+        return y
+
+    def backward(self, dy, n_threads):
+        if not self.need_dx:
+            return None
+        return F.max_pool2d_backward(dy, self._argmax, self._x_shape, n_threads=n_threads)
+
+
+class _AvgPool2DLayer(_MaxPool2DLayer):
+    _cache_names = ("_x_shape",)
+
+    def forward(self, x, training, n_threads):
+        y = F.avg_pool2d(x, self.pool_size, self.stride, n_threads=n_threads)
+        if training:
+            self._x_shape = x.shape
+        return y
+
+    def backward(self, dy, n_threads):
+        if not self.need_dx:
+            return None
+        return F.avg_pool2d_backward(dy, self._x_shape, self.pool_size, self.stride,
+                                     n_threads=n_threads)
+
+
+class _GlobalAvgPool2DLayer(_Layer):
+    _cache_names = ("_x_shape",)
+
+    def __init__(self, spec, index, input_shape, dtype, need_dx):
+        super().__init__(spec, index, input_shape, dtype, need_dx)
+        self._needs_image()
+        self.output_shape = (self.input_shape[2],)
+        self._x_shape = None
+
+    def forward(self, x, training, n_threads):
+        if training:
+            self._x_shape = x.shape
+        return F.global_avg_pool2d(x, n_threads=n_threads)
+
+    def backward(self, dy, n_threads):
+        if not self.need_dx:
+            return None
+        return F.global_avg_pool2d_backward(dy, self._x_shape, n_threads=n_threads)
+
+
+class _DenseLayer(_Layer):
+    """x (flattened to 2-D) @ W + b with BLAS matmul, then the activation."""
+
+    _cache_names = ("_x", "_y", "_x_shape")
+
+    def __init__(self, spec, index, input_shape, dtype, need_dx):
+        super().__init__(spec, index, input_shape, dtype, need_dx)
+        self.activation = ACTIVATIONS[spec.activation]
+        n_in = int(np.prod(self.input_shape))
+        self.output_shape = (spec.units,)
+        self.weight = np.zeros((n_in, spec.units), dtype=self.dtype)
+        self.bias = np.zeros(spec.units, dtype=self.dtype)
+        self.params = [self.weight, self.bias]
+        self.grads = [np.zeros_like(self.weight), np.zeros_like(self.bias)]
+        self._x = self._y = self._x_shape = None
+
+    def init_params(self, rng):
+        n_in, n_out = self.weight.shape
+        self.weight[...] = _init_weights(rng, self.weight.shape, n_in, n_out, self.activation,
+                                         self.dtype)
+        self.bias[...] = 0
+
+    def forward(self, x, training, n_threads):
+        x2 = x.reshape(x.shape[0], -1)
+        z = x2 @ self.weight
+        z += self.bias
+        y = _activate(z, self.activation, n_threads)
+        if training:
+            self._x, self._y, self._x_shape = x2, y, x.shape
+        return y
+
+    def backward(self, dy, n_threads):
+        dz = _activation_backward(dy, self._y, self.activation, n_threads)
+        np.matmul(self._x.T, dz, out=self.grads[0])
+        np.sum(dz, axis=0, out=self.grads[1])
+        if not self.need_dx:
+            return None
+        return (dz @ self.weight.T).reshape(self._x_shape)
+
+
+class _DropoutLayer(_Layer):
+    """Inverted dropout; the mask comes from the network's ``dropout_rng`` (a Generator)."""
+
+    _cache_names = ("_mask",)
+
+    def __init__(self, spec, index, input_shape, dtype, need_dx, network):
+        super().__init__(spec, index, input_shape, dtype, need_dx)
+        self.output_shape = self.input_shape
+        self.rate = float(spec.rate)
+        self.network = network
+        self._mask = None
+
+    def forward(self, x, training, n_threads):
+        if not training or self.rate == 0.0:
+            self._mask = None
+            return x
+        keep = self.network.dropout_rng.random(x.shape, dtype=self.dtype) >= self.rate
+        self._mask = keep.astype(self.dtype) * self.dtype.type(1.0 / (1.0 - self.rate))
+        return x * self._mask
+
+    def backward(self, dy, n_threads):
+        if not self.need_dx:
+            return None
+        return dy if self._mask is None else dy * self._mask
+
+
+def build_layer(spec, index, input_shape, dtype, need_dx, network):
+    """The runtime layer for ``spec`` at position ``index`` (1-based) given its input shape."""
+    if isinstance(spec, Conv2D):
+        return _Conv2DLayer(spec, index, input_shape, dtype, need_dx)
+    if isinstance(spec, MaxPool2D):
+        return _MaxPool2DLayer(spec, index, input_shape, dtype, need_dx)
+    if isinstance(spec, AvgPool2D):
+        return _AvgPool2DLayer(spec, index, input_shape, dtype, need_dx)
+    if isinstance(spec, GlobalAvgPool2D):
+        return _GlobalAvgPool2DLayer(spec, index, input_shape, dtype, need_dx)
+    if isinstance(spec, Dense):
+        return _DenseLayer(spec, index, input_shape, dtype, need_dx)
+    if isinstance(spec, Dropout):
+        return _DropoutLayer(spec, index, input_shape, dtype, need_dx, network)
+    raise TypeError(f"layer #{index} is {spec!r}, not a fastcnn.layers spec")

@@ -1,0 +1,58 @@
+"""Losses: each returns ``(mean_loss, gradient w.r.t. the network output)``.
+
+The gradient already includes the ``1 / n_samples`` of the mean, so it can be passed to
+``Network.backward`` as it is.
+
+Examples
+--------
+>>> import numpy as np
+>>> from fastcnn.losses import squared_error
+>>> loss, grad = squared_error(np.array([[1.0], [3.0]]), np.array([[0.0], [3.0]]))
+>>> loss, grad.ravel()
+(0.25, array([0.5, 0. ]))
+"""
+import numpy as np
+
+from . import functional as F
+
+
+def softmax_cross_entropy(logits, labels, n_threads=None):
+    """Mean cross-entropy of softmax(logits) against integer class labels.
+
+    Parameters
+    ----------
+    logits : ndarray of shape (n_samples, n_classes)
+    labels : ndarray of shape (n_samples,), int64 class indices
+    """
+    loss, dlogits = F.softmax_cross_entropy(logits, labels, n_threads=n_threads)
+    return float(loss), dlogits
+
+
+def squared_error(output, target, n_threads=None):
+    """Half the squared error, summed over outputs, averaged over samples.
+
+    Parameters
+    ----------
+    output, target : ndarray of shape (n_samples, n_outputs)
+    """
+    diff = output - target
+    n = output.shape[0]
+    loss = 0.5 * float(np.einsum("ij,ij->", diff, diff, dtype=np.float64)) / n
+    diff /= output.dtype.type(n)
+    return loss, diff
+
+
+def l2_penalty(weights, alpha, n_samples):
+    """``alpha / 2 * sum ||W||^2 / n_samples`` (MLPClassifier's scaling of ``alpha``)."""
+    if alpha == 0.0:
+        return 0.0
+    total = sum(float(np.dot(w.ravel(), w.ravel())) for w in weights)
+    return 0.5 * alpha * total / n_samples
+
+
+def add_l2_gradient(weights, weight_grads, alpha, n_samples):
+    """Add the gradient of :func:`l2_penalty` to the weight gradients, in place."""
+    if alpha == 0.0:
+        return
+    for w, g in zip(weights, weight_grads):
+        g += w.dtype.type(alpha / n_samples) * w
