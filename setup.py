@@ -6,6 +6,9 @@ FASTCNN_DEBUG=1      Cython bounds/wraparound checks on, ``-O0 -g``: for memory-
 FASTCNN_NATIVE=1     add ``-march=native`` (the default build is portable and dispatches
                      to AVX-512 / AVX2 micro-kernels at run time).
 FASTCNN_NO_OPENMP=1  build serially even when the compiler supports OpenMP.
+FASTCNN_SANITIZE=address
+                     build with AddressSanitizer (run Python with the ASan runtime preloaded,
+                     LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0).
 """
 import os
 import sys
@@ -61,7 +64,7 @@ def _openmp_flags():
 
 def _build_mode_changed(debug):
     stamp = os.path.join("build", "fastcnn-build-mode")
-    mode = "debug" if debug else "release"
+    mode = ("debug" if debug else "release") + os.environ.get("FASTCNN_SANITIZE", "")
     previous = open(stamp).read() if os.path.exists(stamp) else None
     os.makedirs("build", exist_ok=True)
     with open(stamp, "w") as f:
@@ -87,6 +90,11 @@ def _extensions():
     link_args = list(openmp or [])
     if debug:
         link_args.append("-g")
+    sanitizer = os.environ.get("FASTCNN_SANITIZE", "").strip()
+    if sanitizer:
+        flags = [f"-fsanitize={sanitizer}", "-fno-omit-frame-pointer"]
+        compile_args += flags
+        link_args += flags
     macros = [("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
     extensions = [
         Extension(
