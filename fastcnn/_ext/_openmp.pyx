@@ -32,9 +32,12 @@ def effective_n_threads(n_threads=None):
 
     None: as many threads as OpenMP would use (``OMP_NUM_THREADS`` and
     ``threadpoolctl.threadpool_limits(..., user_api="openmp")`` are honoured), capped by the
-    usable cores (cgroup quota, affinity). A negative value means all usable cores but
-    ``-n_threads - 1`` (``-1`` is all of them). Returns 1 without OpenMP and in a child
-    process made by ``fork`` after OpenMP was used.
+    usable cores (cgroup quota, affinity). A negative value counts back from that same
+    number, as scikit-learn's does: ``-1`` is what None gives, ``-2`` one fewer, never
+    fewer than 1. So ``-1`` also stays within ``OMP_NUM_THREADS`` and the limits that
+    joblib sets in its workers (``GridSearchCV(n_jobs=...)`` does not oversubscribe). A
+    positive value is used as given. Returns 1 without OpenMP and in a child process made
+    by ``fork`` (GNU OpenMP's threads do not survive fork: a parallel region there hangs).
     """
     if n_threads is not None:
         if isinstance(n_threads, bool) or not isinstance(n_threads, (int,)) and not (
@@ -44,11 +47,12 @@ def effective_n_threads(n_threads=None):
         n_threads = int(n_threads)
         if n_threads == 0:
             raise ValueError("n_threads=0 is invalid: use None (all cores), a positive count, "
-                             "or a negative one (-1 = all cores, -2 = all but one)")
+                             "or a negative one (-1 = all usable cores, -2 = one fewer)")
     if not FASTCNN_OPENMP_ENABLED or _in_forked_child:
         return 1
+    if n_threads is not None and n_threads > 0:
+        return n_threads
+    usable = max(1, min(omp_get_max_threads(), _cpu_count()))
     if n_threads is None:
-        return max(1, min(omp_get_max_threads(), _cpu_count()))
-    if n_threads < 0:
-        return max(1, _cpu_count() + 1 + n_threads)
-    return n_threads
+        return usable
+    return max(1, usable + 1 + n_threads)
