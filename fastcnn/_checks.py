@@ -120,5 +120,17 @@ def output_size(size, pad_before, pad_after, kernel, stride, dilation):
     return (size + pad_before + pad_after - extent) // stride + 1
 
 
-def resolve_threads(n_threads):
-    return effective_n_threads(n_threads)
+# Work below this many units per thread runs on fewer threads (PyTorch's grain size):
+# a parallel region costs microseconds to start and join, and far more when the cores are
+# busy with other processes and the OpenMP team has to wait for one to be scheduled.
+PARALLEL_GRAIN = 32768
+
+
+def resolve_threads(n_threads, work=None):
+    """Threads for a kernel call: ``n_threads`` resolved, then capped so that each
+    thread gets at least PARALLEL_GRAIN units of ``work`` (elements, or vector
+    multiply-adds for the convolutions). Results never depend on the count."""
+    n_threads = effective_n_threads(n_threads)
+    if work is not None:
+        n_threads = max(1, min(n_threads, int(work) // PARALLEL_GRAIN))
+    return n_threads

@@ -30,7 +30,7 @@ def _as_float_any_shape(value, name, dtype=None):
 
 def _elementwise(kernel, x, n_threads):
     x = _as_float_any_shape(x, "x")
-    n_threads = resolve_threads(n_threads)
+    n_threads = resolve_threads(n_threads, x.size)
     y = np.empty_like(x)
     kernel(x.reshape(-1), y.reshape(-1), n_threads)
     return y
@@ -46,7 +46,7 @@ def _elementwise_backward(kernel, dy, y, n_threads):
             f"dy and y (the forward output) must have the same shape, got dy {dy.shape} "
             f"and y {y.shape}"
         )
-    n_threads = resolve_threads(n_threads)
+    n_threads = resolve_threads(n_threads, dy.size)
     dx = np.empty_like(dy)
     kernel(dy.reshape(-1), y.reshape(-1), dx.reshape(-1), n_threads)
     return dx
@@ -224,7 +224,7 @@ def softmax(logits, n_threads=None):
            [0.5, 0.5]])
     """
     logits = _as_logits(logits)
-    n_threads = resolve_threads(n_threads)
+    n_threads = resolve_threads(n_threads, logits.size * 4)
     out = np.empty_like(logits)
     _activations.softmax_forward(logits, out, n_threads)
     return out
@@ -280,7 +280,7 @@ def softmax_cross_entropy(logits, labels, n_threads=None):
                 f"got values in [{lo}, {hi}]"
             )
     labels_arr = np.ascontiguousarray(labels_arr, dtype=np.int64)
-    n_threads = resolve_threads(n_threads)
+    n_threads = resolve_threads(n_threads, logits.size * 4)
     dlogits = np.empty_like(logits)
     row_loss = np.empty(n, dtype=np.float64)
     loss = _activations.softmax_cross_entropy_forward_backward(

@@ -90,8 +90,8 @@ def max_pool2d(x, pool_size, stride=None, n_threads=None):
     """
     x = as_float_array(x, "x", 4)
     pool, stride, (ho, wo) = _pool_geometry(x.shape[1:3], pool_size, stride)
-    n_threads = resolve_threads(n_threads)
     n, _, _, c = x.shape
+    n_threads = resolve_threads(n_threads, n * ho * wo * c * pool[0] * pool[1])
     y = np.empty((n, ho, wo, c), dtype=x.dtype)
     argmax = np.empty((n, ho, wo, c), dtype=np.int64)
     if y.size:
@@ -160,7 +160,7 @@ def max_pool2d_backward(dy, argmax, x_shape, n_threads=None):
                 f"got values in [{lo}, {hi}]"
             )
     argmax_arr = np.ascontiguousarray(argmax_arr, dtype=np.int64)
-    n_threads = resolve_threads(n_threads)
+    n_threads = resolve_threads(n_threads, 2 * argmax_arr.size)
     dx = np.empty((n, h, w, c), dtype=dy.dtype)
     if dx.size:
         _pool.max_pool2d_backward(dy, argmax_arr, dx, n_threads)
@@ -196,7 +196,7 @@ def avg_pool2d(x, pool_size, stride=None, n_threads=None):
     """
     x = as_float_array(x, "x", 4)
     pool, stride, (ho, wo) = _pool_geometry(x.shape[1:3], pool_size, stride)
-    n_threads = resolve_threads(n_threads)
+    n_threads = resolve_threads(n_threads, x.shape[0] * ho * wo * x.shape[3] * pool[0] * pool[1])
     y = np.empty((x.shape[0], ho, wo, x.shape[3]), dtype=x.dtype)
     if y.size:
         _pool.avg_pool2d_forward(x, y, pool[0], pool[1], stride[0], stride[1], n_threads)
@@ -238,7 +238,7 @@ def avg_pool2d_backward(dy, x_shape, pool_size, stride=None, n_threads=None):
             f"dy must have the forward output's shape {(n, ho, wo, c)} for x_shape "
             f"{tuple(x_shape)}, pool_size {pool} and stride {stride}, got {dy.shape}"
         )
-    n_threads = resolve_threads(n_threads)
+    n_threads = resolve_threads(n_threads, dy.size * pool[0] * pool[1])
     dx = np.empty((n, h, w, c), dtype=dy.dtype)
     if dx.size:
         _pool.avg_pool2d_backward(dy, dx, pool[0], pool[1], stride[0], stride[1], n_threads)
@@ -270,7 +270,7 @@ def global_avg_pool2d(x, n_threads=None):
     n, h, w, c = x.shape
     if h < 1 or w < 1:
         raise ValueError(f"x must have at least one pixel per image, got shape {x.shape}")
-    n_threads = resolve_threads(n_threads)
+    n_threads = resolve_threads(n_threads, x.size)
     y = np.empty((n, c), dtype=x.dtype)
     if y.size:
         _pool.global_avg_pool2d_forward(x, y, n_threads)
@@ -305,7 +305,7 @@ def global_avg_pool2d_backward(dy, x_shape, n_threads=None):
         raise ValueError(
             f"dy must have shape (N, C) = {(n, c)} for x_shape {tuple(x_shape)}, got {dy.shape}"
         )
-    n_threads = resolve_threads(n_threads)
+    n_threads = resolve_threads(n_threads, n * h * w * c)
     dx = np.empty((n, h, w, c), dtype=dy.dtype)
     if dx.size:
         _pool.global_avg_pool2d_backward(dy, dx, n_threads)

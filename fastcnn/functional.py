@@ -166,7 +166,8 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, activation=None, n_thr
     kh, kw, c, k = w.shape
     if activation not in (None, "linear", "identity", "relu"):
         raise ValueError(f"activation must be None or 'relu', got {activation!r}")
-    n_threads = resolve_threads(n_threads)
+    # work in vector multiply-adds (about 16 scalar ones each)
+    n_threads = resolve_threads(n_threads, x.shape[0] * ho * wo * kh * kw * c * k // 16)
     isa_arg = isa
     isa, nv = _vector_plan(_resolve_isa(isa), x.itemsize, k)
     block = nv * _conv.vector_length(isa, x.itemsize)
@@ -302,7 +303,7 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, dilation=1, need_dx=True, n_t
             f"dy must have the forward output's shape {(n, ho, wo, k)} for x {x.shape} and "
             f"w {w.shape}, got {dy.shape}"
         )
-    n_threads = resolve_threads(n_threads)
+    n_threads = resolve_threads(n_threads, n * ho * wo * kh * kw * c * k // 16)
     best_isa = _resolve_isa(isa)
     itemsize = x.itemsize
     db = np.empty(k, dtype=dtype)

@@ -277,3 +277,13 @@ BAD_INPUTS = [
 def test_bad_input_is_a_clear_error(func, kwargs, error, message):
     with pytest.raises(error, match=message):
         func(**kwargs)
+
+
+def test_small_work_runs_on_fewer_threads(monkeypatch):
+    from fastcnn import _checks
+
+    monkeypatch.setattr(_checks, "PARALLEL_GRAIN", 32768)
+    assert _checks.resolve_threads(4, work=10) == 1
+    assert _checks.resolve_threads(4, work=3 * 32768) == 3
+    assert _checks.resolve_threads(2, work=10**9) == 2
+    assert _checks.resolve_threads(2) == 2
