@@ -56,31 +56,35 @@ def _single_threaded_blas():
 
 
 def default_layers(image_shape):
-    """The network ``layers=None`` builds for one image of shape (H, W, C).
+    """The hidden layers ``layers=None`` builds for one image of shape (H, W, C).
 
-    Images of at least 6x6 get 3x3 'same' convolution blocks, each halving the image with
-    2x2 max pooling (at most three blocks), then a dense layer with dropout. Smaller
-    inputs (scikit-learn's conformance data, 1 x F strips of tabular features) get one
-    small convolution and a small dense layer, so that they train in milliseconds.
+    Images of at least 6x6 get up to three blocks of two 3x3 'same' convolutions, 2x2 max
+    pooling and dropout (40 filters, doubling per block up to 128), each halving the image
+    while it is at least 6 pixels high and wide, then a dense layer of 128 with dropout. On
+    the 8x8 digits that is one block: about 0.99 accuracy in a few seconds. Smaller inputs
+    (scikit-learn's conformance data, 1 x F strips of tabular features) get one small
+    convolution and a small dense layer, so that they train in milliseconds.
 
     Examples
     --------
-    >>> default_layers((28, 28, 1))[:3]
-    [Conv2D(filters=32, kernel_size=3, padding='same'), Conv2D(filters=32, kernel_size=3, padding='same'), MaxPool2D()]
+    >>> default_layers((8, 8, 1))
+    [Conv2D(filters=40, kernel_size=3, padding='same'), Conv2D(filters=40, kernel_size=3, padding='same'), MaxPool2D(), Dropout(rate=0.25), Dense(units=128), Dropout(rate=0.5)]
     >>> default_layers((1, 4, 1))
     [Conv2D(filters=16, kernel_size=3, padding='same'), Dense(units=32)]
-    """  # noqa: E501
+    """
     h, w, _ = image_shape
     side = min(h, w)
     if side < 6:
         return [Conv2D(16, 3, padding="same"), Dense(32)]
     layers = []
-    filters = 32
-    while side >= 6 and len(layers) < 9:
+    filters = 40
+    for _ in range(3):
+        if side < 6:
+            break
         layers += [Conv2D(filters, 3, padding="same"), Conv2D(filters, 3, padding="same"),
-                   MaxPool2D(2)]
+                   MaxPool2D(2), Dropout(0.25)]
         side //= 2
-        filters *= 2
+        filters = min(2 * filters, 128)
     return layers + [Dense(128), Dropout(0.5)]
 
 
@@ -148,7 +152,7 @@ class _BaseCNN(BaseEstimator):
         lr_decay=0.5,
         lr_step=10,
         batch_size=64,
-        max_iter=30,
+        max_iter=35,
         alpha=0.0,
         momentum=0.9,
         nesterovs_momentum=True,
@@ -434,8 +438,7 @@ class _BaseCNN(BaseEstimator):
                 self._no_improvement_count += 1
             else:
                 self._no_improvement_count = 0
-            if self.loss_curve_[-1] < self.best_loss_:
-                self.best_loss_ = self.loss_curve_[-1]
+            self.best_loss_ = min(self.best_loss_, self.loss_curve_[-1])
 
     def _print_progress(self, done, total):
         width = 30
@@ -526,7 +529,7 @@ class CNNClassifier(ClassifierMixin, TransformerMixin, ClassNamePrefixFeaturesOu
     lr_step : int, default=10
     batch_size : int, default=64
         Clipped to the number of samples.
-    max_iter : int, default=30
+    max_iter : int, default=35
         Maximum number of epochs (passes over the training data).
     alpha : float, default=0.0
         L2 penalty on the weights (MLPClassifier's scaling).

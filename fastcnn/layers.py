@@ -120,9 +120,6 @@ class _LayerSpec:
         """None if the settings are valid, else a sentence saying what is wrong."""
         return None
 
-    # Whether the layer needs an image (N, H, W, C) input rather than a flat one.
-    _spatial = False
-
 
 def _equal_settings(a, b):
     try:
@@ -162,8 +159,6 @@ class Conv2D(_LayerSpec):
     Conv2D(filters=32, kernel_size=3, padding='same')
     """
 
-    _spatial = True
-
     def __init__(self, filters, kernel_size, stride=1, padding="valid", dilation=1,
                  activation="relu"):
         self.filters = filters
@@ -194,8 +189,6 @@ class Conv2D(_LayerSpec):
 
 
 class _PoolSpec(_LayerSpec):
-    _spatial = True
-
     def __init__(self, pool_size=2, stride=None):
         self.pool_size = pool_size
         self.stride = stride
@@ -235,8 +228,6 @@ class GlobalAvgPool2D(_LayerSpec):
     >>> GlobalAvgPool2D()
     GlobalAvgPool2D()
     """
-
-    _spatial = True
 
     def __init__(self):
         pass
@@ -548,7 +539,14 @@ class _DenseLayer(_Layer):
 
     def forward(self, x, training, n_threads):
         x2 = x.reshape(x.shape[0], -1)
-        z = x2 @ self.weight
+        if training or self.dtype != np.float32:
+            z = x2 @ self.weight
+        else:
+            # BLAS sums in a different order for different batch sizes (a single row even
+            # takes another routine), so in float32 a sample's prediction would depend on
+            # the batch it came in. Accumulating in float64 and rounding once makes those
+            # differences vanish; training keeps the faster float32 product.
+            z = (x2.astype(np.float64) @ self.weight.astype(np.float64)).astype(np.float32)
         z += self.bias
         y = _activate(z, self.activation, n_threads)
         if training:

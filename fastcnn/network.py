@@ -10,7 +10,7 @@ Examples
 >>> from fastcnn.layers import Conv2D, MaxPool2D, Dense
 >>> from fastcnn.network import Network
 >>> net = Network([Conv2D(8, 3, padding="same"), MaxPool2D(2), Dense(10, "linear")], (8, 8, 1))
->>> net.initialize(np.random.RandomState(0))
+>>> net = net.initialize(np.random.RandomState(0))
 >>> net.forward(np.zeros((4, 8, 8, 1), dtype=np.float32)).shape
 (4, 10)
 """
@@ -113,7 +113,6 @@ class Network:
         """
         for layer in reversed(self.layers):
             dout = layer.backward(dout, n_threads)
-        return None
 
     def features(self, x, n_threads=None):
         """The input of the last layer, flattened to (n_samples, n_features)."""

@@ -276,7 +276,7 @@ def test_alpha_penalises_weights(small_digits):
     X, y = small_digits
     plain = small_clf(max_iter=10).fit(X, y)
     decayed = small_clf(max_iter=10, alpha=50.0).fit(X, y)
-    norm = lambda clf: sum(float((w ** 2).sum()) for w in clf.network_.weights)  # noqa: E731
+    norm = lambda clf: sum(float((w ** 2).sum()) for w in clf.network_.weights)
     assert norm(decayed) < norm(plain)
 
 
@@ -372,7 +372,7 @@ def test_warm_start(small_digits):
 def test_regressor_single_and_multi_output():
     rng = np.random.RandomState(0)
     X = rng.rand(120, 6, 6)
-    y = np.stack([X.mean(axis=(1, 2)), X[:, :3].mean(axis=(1, 2))], axis=1)
+    y = np.stack([X.sum(axis=(1, 2)), X[:, :3].sum(axis=(1, 2))], axis=1)
     reg = CNNRegressor(max_iter=60, random_state=0).fit(X, y)
     pred = reg.predict(X)
     assert pred.shape == (120, 2) and pred.dtype == np.float64
@@ -436,6 +436,16 @@ def test_n_threads_reaches_every_kernel(small_digits, monkeypatch):
                          "tanh_backward", "sigmoid", "sigmoid_backward",
                          "softmax_cross_entropy"}
     assert all(threads == {1} for threads in seen.values()), seen
+
+
+def test_prediction_does_not_depend_on_the_batch(small_digits):
+    X, y = small_digits
+    clf = CNNClassifier(image_shape=(8, 8), max_iter=1, random_state=0).fit(X, y)
+    batched = clf.predict_proba(X[:40])
+    one_by_one = np.vstack([clf.predict_proba(X[i:i + 1]) for i in range(40)])
+    np.testing.assert_array_equal(batched, one_by_one)
+    np.testing.assert_array_equal(clf.transform(X[:40]),
+                                  np.vstack([clf.transform(X[i:i + 1]) for i in range(40)]))
 
 
 def test_verbose_output(small_digits, capsys):
@@ -554,18 +564,18 @@ def test_unfitted_raises():
     (dict(solver="lbfgs"), "'solver' parameter of CNNClassifier must be a str among"),
     (dict(learning_rate_init=0.0), "'learning_rate_init' parameter"),
     (dict(learning_rate_init=-1.0), "'learning_rate_init' parameter"),
-    (dict(batch_size=0), "'batch_size' parameter of CNNClassifier must be an int in the "
-                         r"range \[1, inf\)"),
+    (dict(batch_size=0), ("'batch_size' parameter of CNNClassifier must be an int in the "
+                          r"range \[1, inf\)")),
     (dict(layers=[]), r"'layers' parameter .* layers must not be empty"),
-    (dict(layers=[Conv2D(4, 3), Dropout(1.0)]), r"Dropout #2: rate must be a number in "
-                                                r"\[0, 1\), got 1.0"),
+    (dict(layers=[Conv2D(4, 3), Dropout(1.0)]), (r"Dropout #2: rate must be a number in "
+                                                 r"\[0, 1\), got 1.0")),
     (dict(layers=[Dropout(-0.1)]), r"Dropout #1: rate must be a number in \[0, 1\)"),
     (dict(layers=[Conv2D(0, 3)]), "Conv2D #1: filters must be an int >= 1"),
     (dict(layers=[Conv2D(4, 3, padding="full")]), "padding must be"),
     (dict(layers=[Dense(4, activation="softplus")]), "activation must be one of"),
     (dict(layers=[Dense(4), "relu"]), "layer #2 is 'relu'"),
-    (dict(layers=Dense(4)), "'layers' parameter of CNNClassifier must be None or an "
-                            "instance of 'list'"),
+    (dict(layers=Dense(4)), ("'layers' parameter of CNNClassifier must be None or an "
+                             "instance of 'list'")),
     (dict(learning_rate="cosine"), "'learning_rate' parameter"),
     (dict(dtype="float16"), "'dtype' parameter"),
     (dict(n_threads=0), "'n_threads' parameter"),
