@@ -6,6 +6,7 @@ mini-batch training loop with early stopping; the network and its layers do the 
 """
 import math
 import sys
+import threading
 import time
 import warnings
 from numbers import Integral, Real
@@ -31,6 +32,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from threadpoolctl import ThreadpoolController
 
 from ._ext._openmp import effective_n_threads
+from ._version import __version__
 from .layers import Conv2D, Dense, Dropout, MaxPool2D, layer_spec_problem
 from .losses import add_l2_gradient, l2_penalty, softmax_cross_entropy, squared_error
 from .network import Network
@@ -39,20 +41,45 @@ from .optimizers import SCHEDULES, SOLVERS, make_optimizer
 # Images per forward pass at prediction time: bounds memory for large X.
 _PREDICT_BATCH = 512
 
-_threadpool_controller = None
-
-
-def _single_threaded_blas():
+class _SingleThreadedBlas:
     """A context in which BLAS runs on one thread.
 
     The dense layers' matmuls are small next to the convolutions, and multithreaded BLAS
     competes with the OpenMP kernels' threads (which spin a while after each parallel
     region): on 2 cores training ran 6x slower. scikit-learn's KMeans does the same.
+    The limit is process-wide, so concurrent fits and predictions share one: the first to
+    enter sets it and the last to leave restores the original.
     """
-    global _threadpool_controller
-    if _threadpool_controller is None:
-        _threadpool_controller = ThreadpoolController()
-    return _threadpool_controller.limit(limits=1, user_api="blas")
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._limiter = None
+        self._controller = None
+
+    def __enter__(self):
+        with self._lock:
+            if self._depth == 0:
+                if self._controller is None:
+                    self._controller = ThreadpoolController()
+                self._limiter = self._controller.limit(limits=1, user_api="blas")
+            self._depth += 1
+        return self
+
+    def __exit__(self, *exc_info):
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                self._limiter.restore_original_limits()
+                self._limiter = None
+        return False
+
+
+_single_threaded_blas_context = _SingleThreadedBlas()
+
+
+def _single_threaded_blas():
+    return _single_threaded_blas_context
 
 
 def default_layers(image_shape):
@@ -105,6 +132,28 @@ def _as_array_if_images(X):
 
 
 class _BaseCNN(BaseEstimator):
+    # Pickles hold the weights, not training workspaces: the optimizer's state (moments,
+    # velocities) and the random generator are rebuilt by the next fit / partial_fit.
+    _not_pickled = ("_optimizer", "_random_state")
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        for name in self._not_pickled:
+            state.pop(name, None)
+        state["_fastcnn_version"] = __version__
+        return state
+
+    def __setstate__(self, state):
+        version = state.pop("_fastcnn_version", None)
+        if version != __version__:
+            warnings.warn(
+                f"Trying to unpickle {type(self).__name__} from fastcnn version "
+                f"{version or 'unknown'} when using version {__version__}. This might lead "
+                "to breaking code or invalid results; refit the model with this version.",
+                UserWarning,
+                stacklevel=2,
+            )
+        super().__setstate__(state)
     """What the classifier and the regressor share: parameters, input checks, training."""
 
     _parameter_constraints = {

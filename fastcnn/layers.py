@@ -358,10 +358,16 @@ class _Layer:
             setattr(self, name, None)
 
     def __getstate__(self):
+        # Weights only: no cached activations, and gradients are rebuilt on load.
         state = self.__dict__.copy()
         for name in self._cache_names:
             state[name] = None
+        state["grads"] = None
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.grads = [np.zeros_like(p) for p in self.params]
 
     def _needs_image(self):
         if len(self.input_shape) != 3:
