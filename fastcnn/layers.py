@@ -27,6 +27,9 @@ import numbers
 import numpy as np
 
 from . import functional as F
+from ._checks import resolve_threads
+from ._conv_plan import ConvPlan
+from ._ext import _activations, _pool
 
 __all__ = ["Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "Dense", "Dropout"]
 
@@ -301,24 +304,29 @@ def _shape_str(shape):
     return "x".join(str(s) for s in shape)
 
 
+# The runtime layers call the kernels directly: the network checked every shape when it
+# was built, and per-call validation would cost more than the kernels at small sizes.
+_KERNEL_ACTIVATIONS = ("relu", "sigmoid", "tanh")
+
+
 def _activate(z, activation, n_threads):
-    if activation == "relu":
-        return F.relu(z, n_threads=n_threads)
-    if activation == "sigmoid":
-        return F.sigmoid(z, n_threads=n_threads)
-    if activation == "tanh":
-        return F.tanh(z, n_threads=n_threads)
+    """The activation of z, computed in place (z is the layer's own fresh array)."""
+    if activation not in _KERNEL_ACTIVATIONS:
+        return z
+    flat = z.reshape(-1)
+    getattr(_activations, f"{activation}_forward")(flat, flat,
+                                                    resolve_threads(n_threads, flat.size))
     return z
 
 
 def _activation_backward(dy, y, activation, n_threads):
-    if activation == "relu":
-        return F.relu_backward(dy, y, n_threads=n_threads)
-    if activation == "sigmoid":
-        return F.sigmoid_backward(dy, y, n_threads=n_threads)
-    if activation == "tanh":
-        return F.tanh_backward(dy, y, n_threads=n_threads)
-    return dy
+    if activation not in _KERNEL_ACTIVATIONS:
+        return dy
+    kernel = getattr(_activations, f"{activation}_backward")
+    dy = np.ascontiguousarray(dy, dtype=y.dtype)
+    dx = np.empty_like(dy)
+    kernel(dy.reshape(-1), y.reshape(-1), dx.reshape(-1), resolve_threads(n_threads, dy.size))
+    return dx
 
 
 def _init_weights(rng, shape, fan_in, fan_out, activation, dtype):
@@ -402,6 +410,8 @@ class _Conv2DLayer(_Layer):
                 "input: use padding='same' or a smaller kernel"
             )
         self.output_shape = (ho, wo, spec.filters)
+        self._plan = ConvPlan(self.input_shape, (kh, kw, c, spec.filters), self.stride,
+                              self.padding, self.dilation, self.dtype)
         self.weight = np.zeros((kh, kw, c, spec.filters), dtype=self.dtype)
         self.bias = np.zeros(spec.filters, dtype=self.dtype)
         self.params = [self.weight, self.bias]
@@ -434,9 +444,8 @@ class _Conv2DLayer(_Layer):
         self.bias[...] = 0
 
     def forward(self, x, training, n_threads):
-        fused = "relu" if self.activation == "relu" else None
-        y = F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding,
-                     dilation=self.dilation, activation=fused, n_threads=n_threads)
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        y = self._plan.forward(x, self.weight, self.bias, self.activation == "relu", n_threads)
         if self.activation in ("sigmoid", "tanh"):
             y = _activate(y, self.activation, n_threads)
         if training:
@@ -445,9 +454,8 @@ class _Conv2DLayer(_Layer):
 
     def backward(self, dy, n_threads):
         dz = _activation_backward(dy, self._y, self.activation, n_threads)
-        dx, dw, db = F.conv2d_backward(self._x, self.weight, dz, stride=self.stride,
-                                       padding=self.padding, dilation=self.dilation,
-                                       need_dx=self.need_dx, n_threads=n_threads)
+        dz = np.ascontiguousarray(dz, dtype=self.dtype)
+        dx, dw, db = self._plan.backward(self._x, self.weight, dz, self.need_dx, n_threads)
         self.grads[0][...] = dw
         self.grads[1][...] = db
         return dx
@@ -473,8 +481,17 @@ class _MaxPool2DLayer(_Layer):
         self.output_shape = (ho, wo, c)
         self._argmax = self._x_shape = None
 
+    def _threads(self, n_threads, n_images):
+        ho, wo, c = self.output_shape
+        work = n_images * ho * wo * c * self.pool_size[0] * self.pool_size[1]
+        return resolve_threads(n_threads, work)
+
     def forward(self, x, training, n_threads):
-        y, argmax = F.max_pool2d(x, self.pool_size, self.stride, n_threads=n_threads)
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        y = np.empty((x.shape[0], *self.output_shape), dtype=self.dtype)
+        argmax = np.empty(y.shape, dtype=np.int64)
+        _pool.max_pool2d_forward(x, y, argmax, *self.pool_size, *self.stride,
+                                 self._threads(n_threads, x.shape[0]))
         if training:
             self._argmax, self._x_shape = argmax, x.shape
         return y
@@ -482,14 +499,20 @@ class _MaxPool2DLayer(_Layer):
     def backward(self, dy, n_threads):
         if not self.need_dx:
             return None
-        return F.max_pool2d_backward(dy, self._argmax, self._x_shape, n_threads=n_threads)
+        dy = np.ascontiguousarray(dy, dtype=self.dtype)
+        dx = np.empty(self._x_shape, dtype=self.dtype)
+        _pool.max_pool2d_backward(dy, self._argmax, dx, self._threads(n_threads, dy.shape[0]))
+        return dx
 
 
 class _AvgPool2DLayer(_MaxPool2DLayer):
     _cache_names = ("_x_shape",)
 
     def forward(self, x, training, n_threads):
-        y = F.avg_pool2d(x, self.pool_size, self.stride, n_threads=n_threads)
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        y = np.empty((x.shape[0], *self.output_shape), dtype=self.dtype)
+        _pool.avg_pool2d_forward(x, y, *self.pool_size, *self.stride,
+                                 self._threads(n_threads, x.shape[0]))
         if training:
             self._x_shape = x.shape
         return y
@@ -497,8 +520,11 @@ class _AvgPool2DLayer(_MaxPool2DLayer):
     def backward(self, dy, n_threads):
         if not self.need_dx:
             return None
-        return F.avg_pool2d_backward(dy, self._x_shape, self.pool_size, self.stride,
-                                     n_threads=n_threads)
+        dy = np.ascontiguousarray(dy, dtype=self.dtype)
+        dx = np.empty(self._x_shape, dtype=self.dtype)
+        _pool.avg_pool2d_backward(dy, dx, *self.pool_size, *self.stride,
+                                  self._threads(n_threads, dy.shape[0]))
+        return dx
 
 
 class _GlobalAvgPool2DLayer(_Layer):

@@ -411,31 +411,37 @@ def test_results_do_not_depend_on_n_threads(small_digits):
 
 
 def test_n_threads_reaches_every_kernel(small_digits, monkeypatch):
-    from fastcnn import functional as F
+    """Every compiled kernel a fit and a predict run gets the estimator's thread count
+    (tests/conftest.py turns off the small-work cap, so nothing lowers it)."""
+    from fastcnn._ext import _activations, _conv, _openmp, _pool
 
     X, y = small_digits
     seen = {}
-    for name in ["conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward",
-                 "avg_pool2d", "avg_pool2d_backward", "global_avg_pool2d",
-                 "global_avg_pool2d_backward", "relu", "relu_backward", "tanh",
-                 "tanh_backward", "sigmoid", "sigmoid_backward", "softmax_cross_entropy"]:
-        original = getattr(F, name)
+    for module in (_conv, _pool, _activations):
+        for name in dir(module):
+            original = getattr(module, name)
+            if name.startswith("_") or not callable(original) or name in (
+                    "cpu_isa", "vector_length"):
+                continue
 
-        def spy(*args, _name=name, _original=original, **kwargs):
-            seen.setdefault(_name, set()).add(kwargs.get("n_threads"))
-            return _original(*args, **kwargs)
+            def spy(*args, _name=name, _original=original):
+                seen.setdefault(_name, set()).add(args[-1])
+                return _original(*args)
 
-        monkeypatch.setattr(F, name, spy)
+            monkeypatch.setattr(module, name, spy)
     layers = [Conv2D(4, 3, padding="same", activation="tanh"), MaxPool2D(2),
               Conv2D(4, 3, padding="same", activation="sigmoid"), AvgPool2D(2),
               Conv2D(4, 1), GlobalAvgPool2D(), Dense(8)]
-    small_clf(layers=layers, n_threads=1, max_iter=1).fit(X, y).predict(X)
-    assert set(seen) >= {"conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward",
-                         "avg_pool2d", "avg_pool2d_backward", "global_avg_pool2d",
-                         "global_avg_pool2d_backward", "relu", "relu_backward", "tanh",
-                         "tanh_backward", "sigmoid", "sigmoid_backward",
-                         "softmax_cross_entropy"}
-    assert all(threads == {1} for threads in seen.values()), seen
+    small_clf(layers=layers, n_threads=2, max_iter=1).fit(X, y).predict(X)
+    assert set(seen) >= {"conv2d_forward", "conv2d_backward_weights",
+                         "conv2d_backward_data_phase", "bias_grad", "max_pool2d_forward",
+                         "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
+                         "global_avg_pool2d_forward", "global_avg_pool2d_backward",
+                         "relu_forward", "relu_backward", "tanh_forward", "tanh_backward",
+                         "sigmoid_forward", "sigmoid_backward",
+                         "softmax_cross_entropy_forward_backward"}, sorted(seen)
+    expected = _openmp.effective_n_threads(2)
+    assert all(threads == {expected} for threads in seen.values()), seen
 
 
 def test_prediction_does_not_depend_on_the_batch(small_digits):

@@ -1,0 +1,229 @@
+"""How one convolution geometry runs on the compiled kernels, decided once.
+
+A :class:`ConvPlan` fixes everything that depends only on the shapes (output size, which
+kernel, SIMD path and register-tile width, the stride phases of the data gradient) so that
+each call only packs the weights and runs the kernels. ``fastcnn.functional`` builds a plan
+per call after validating its arguments; the network's layers build one per layer and
+reuse it for every batch. Plans trust their inputs: C-contiguous arrays of the plan's
+dtype and shapes, as the callers guarantee.
+"""
+import numpy as np
+
+from . import _checks
+from ._ext import _conv
+from ._ext._openmp import effective_n_threads
+
+# Fewer weight-gradient tiles than this and the batch is split into chunks with private
+# partial sums (added in chunk order), so small layers still use every core. Fixed, so
+# the arithmetic does not depend on the thread count.
+_MIN_WEIGHT_GRAD_TASKS = 64
+# The bias gradient sums this many fixed chunks of pixels in parallel, then adds them in order.
+_BIAS_GRAD_CHUNKS = 64
+# The weight gradient walks the batch in steps of about this many bytes of x and dy, so
+# that each step stays in cache while every tile reads it.
+_WEIGHT_GRAD_STEP_BYTES = 256 * 1024
+
+
+def resolve_isa(isa):
+    """The SIMD path to use: the CPU's best, or ``isa`` if the CPU supports it."""
+    best = _conv.cpu_isa()
+    if isa is None:
+        return best
+    if isa not in (0, 1, 2):
+        raise ValueError(f"isa must be None, 0 (baseline), 1 (AVX2) or 2 (AVX-512), got {isa!r}")
+    if isa > best:
+        raise ValueError(
+            f"isa={isa} ({_conv.ISA_NAMES[isa]}) is not supported by this CPU; "
+            f"the best it has is {best} ({_conv.ISA_NAMES[best]})"
+        )
+    return isa
+
+
+def _vector_plan(isa, itemsize, n_out):
+    """Instruction set and vectors per tile row for ``n_out`` output channels.
+
+    Wide layers use two full vectors per tile row; narrow ones step down to a narrower
+    vector so that little of each vector is padding.
+    """
+    if n_out > _conv.vector_length(isa, itemsize):
+        return isa, 2
+    while isa > 0 and n_out <= _conv.vector_length(isa - 1, itemsize):
+        isa -= 1
+    return isa, 1
+
+
+def _row_vector_isa(isa, itemsize, width):
+    """The widest instruction set whose vectors tile an output row of ``width`` with
+    little waste (single-channel kernels vectorise along rows)."""
+    while isa > 0:
+        v = _conv.vector_length(isa, itemsize)
+        if -(-width // v) * v <= 1.15 * width:
+            break
+        isa -= 1
+    return isa
+
+
+def _pack_blocks(w2, block):
+    """(T, Cin, Cout) -> (Cout blocks, T, Cin, block), zero-padded in Cout."""
+    taps, cin, cout = w2.shape
+    n_blocks = -(-cout // block)
+    packed = np.zeros((n_blocks, taps, cin, block), dtype=w2.dtype)
+    for i in range(n_blocks):
+        width = min(block, cout - i * block)
+        packed[i, :, :, :width] = w2[:, :, i * block:i * block + width]
+    return packed
+
+
+def _data_grad_phases(shape_hw, kernel_hw, stride, pads, dilation):
+    """For each stride phase (row0, col0): the taps (r, s) that reach it and their dy offsets.
+
+    Input row i = row0 + stride*j (padded row a = i + pad_top) receives output row
+    oh = (a - r*dilation) / stride for each r where that is an integer, i.e. oh = j + e_r
+    with e_r = (row0 + pad_top - r*dilation) / stride, the same for every j of the phase.
+    """
+    axes = []
+    for size, kernel, s, pad, d in zip(shape_hw, kernel_hw, stride, pads, dilation):
+        phases = []
+        for first in range(min(s, size)):
+            taps = [(r, (first + pad - r * d) // s) for r in range(kernel)
+                    if (first + pad - r * d) % s == 0]
+            phases.append((first, taps))
+        axes.append(phases)
+    for row0, row_taps in axes[0]:
+        for col0, col_taps in axes[1]:
+            yield row0, col0, [(r, er, s, es) for r, er in row_taps for s, es in col_taps]
+
+
+class ConvPlan:
+    """One convolution geometry: image (H, W, C), weights (R, S, C, K), stride, padding
+    (top, bottom, left, right), dilation, dtype and SIMD path."""
+
+    def __init__(self, image_shape, weight_shape, stride, pads, dilation, dtype, isa=None):
+        self.h, self.w, self.c = image_shape
+        self.kh, self.kw, _, self.k = weight_shape
+        self.stride, self.pads, self.dilation = tuple(stride), tuple(pads), tuple(dilation)
+        self.dtype = np.dtype(dtype)
+        itemsize = self.dtype.itemsize
+        self.ho = (self.h + pads[0] + pads[1] - (self.kh - 1) * dilation[0] - 1) // stride[0] + 1
+        self.wo = (self.w + pads[2] + pads[3] - (self.kw - 1) * dilation[1] - 1) // stride[1] + 1
+        isa = resolve_isa(isa)
+        # Multiply-adds per image, in vectors of ~16: the work that decides the threads.
+        self.vector_work = self.ho * self.wo * self.kh * self.kw * self.c * self.k // 16
+
+        # A single input channel with stride 1 along the width runs the row-vectorised
+        # kernels; everything else the register-tiled ones.
+        self.single_channel = self.c == 1 and stride[1] == 1
+        self.row_isa = _row_vector_isa(isa, itemsize, self.wo)
+        v = _conv.vector_length(self.row_isa, itemsize)
+        self.row_width = -(-self.wo // v) * v
+        self.row_padded_width = max(self.w + pads[2] + pads[3],
+                                    self.row_width + (self.kw - 1) * dilation[1])
+
+        self.fwd_isa, self.fwd_nv = _vector_plan(isa, itemsize, self.k)
+        self.fwd_block = self.fwd_nv * _conv.vector_length(self.fwd_isa, itemsize)
+        self.k_padded = -(-self.k // self.fwd_block) * self.fwd_block
+        n_tiles = (self.kh * self.kw * -(-self.c // _conv.TILE_CHANNELS)
+                   * (self.k_padded // self.fwd_block))
+        self.wgrad_tiles = n_tiles
+
+        self.dx_isa, self.dx_nv = _vector_plan(isa, itemsize, self.c)
+        self.dx_block = self.dx_nv * _conv.vector_length(self.dx_isa, itemsize)
+        self.phases = []
+        for row0, col0, taps in _data_grad_phases((self.h, self.w), (self.kh, self.kw),
+                                                  stride, pads[::2], dilation):
+            if taps:  # a phase no tap reaches has a zero gradient
+                rows, row_off, cols, col_off = (np.array(v, dtype=np.intc) for v in zip(*taps))
+                self.phases.append((row0, col0, rows, cols, row_off, col_off))
+
+    def threads(self, n_threads, n_images):
+        """``n_threads`` (None: all usable cores) capped for small batches."""
+        n_threads = effective_n_threads(n_threads)
+        return max(1, min(n_threads, n_images * self.vector_work // _checks.PARALLEL_GRAIN))
+
+    def _single_channel_rows(self, x):
+        """Zero-padded (N, Hp, Wp) copy of single-channel images, readable a vector past
+        the last output column."""
+        n = x.shape[0]
+        top, bottom, left, _ = self.pads
+        xpad = np.zeros((n, self.h + top + bottom, self.row_padded_width), dtype=self.dtype)
+        xpad[:, top:top + self.h, left:left + self.w] = x[..., 0]
+        return xpad
+
+    def forward(self, x, w, b, relu, n_threads):
+        """conv(x, w) + b (then relu), as (N, Ho, Wo, K). ``b`` may be None."""
+        n = x.shape[0]
+        out = np.empty((n, self.ho, self.wo, self.k), dtype=self.dtype)
+        if out.size == 0:
+            return out
+        n_threads = self.threads(n_threads, n)
+        kh, kw, k = self.kh, self.kw, self.k
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        if self.single_channel:
+            bias = np.zeros(k, self.dtype) if b is None else b
+            _conv.conv2d_forward_c1(self._single_channel_rows(x), w.reshape(kh * kw, k), bias,
+                                    out, kh, kw, sh, dh, dw, self.row_width, relu,
+                                    self.row_isa, n_threads)
+            return out
+        wpack = _pack_blocks(w.reshape(kh * kw, self.c, k), self.fwd_block)
+        bias = np.zeros(self.k_padded, dtype=self.dtype)
+        if b is not None:
+            bias[:k] = b
+        _conv.conv2d_forward(x, wpack, bias, out, kh, kw, sh, sw, self.pads[0], self.pads[2],
+                             dh, dw, relu, self.fwd_isa, self.fwd_nv, n_threads)
+        return out
+
+    def backward(self, x, w, dy, need_dx, n_threads):
+        """(dx or None, dw, db) for the forward input x and the output gradient dy."""
+        n = x.shape[0]
+        n_threads = self.threads(n_threads, n)
+        db = np.empty(self.k, dtype=self.dtype)
+        _conv.bias_grad(dy.reshape(-1, self.k), db, _BIAS_GRAD_CHUNKS, n_threads)
+        if n == 0:
+            dw = np.zeros((self.kh, self.kw, self.c, self.k), dtype=self.dtype)
+        elif self.single_channel:
+            dw = self._single_channel_weight_grad(x, dy, n_threads)
+        else:
+            dw = self._weight_grad(x, dy, n_threads)
+        if not need_dx:
+            return None, dw, db
+        dx = np.zeros_like(x)
+        if n == 0:
+            return dx, dw, db
+        # (R, S, C, K) -> (R, S, K, C): the data gradient's "output channels" are C.
+        w_t = w.transpose(0, 1, 3, 2)
+        for row0, col0, rows, cols, row_off, col_off in self.phases:
+            wpack = _pack_blocks(w_t[rows, cols], self.dx_block)
+            _conv.conv2d_backward_data_phase(dy, wpack, row_off, col_off, dx, row0, col0,
+                                             self.stride[0], self.stride[1], self.dx_isa,
+                                             self.dx_nv, n_threads)
+        return dx, dw, db
+
+    def _weight_grad(self, x, dy, n_threads):
+        """dw by the register-tiled kernel: (channel tile x output-channel block) per task."""
+        n = x.shape[0]
+        if self.k_padded != self.k:
+            dy_padded = np.zeros((n, self.ho, self.wo, self.k_padded), dtype=self.dtype)
+            dy_padded[..., :self.k] = dy
+        else:
+            dy_padded = dy
+        n_chunks = max(1, min(n, -(-_MIN_WEIGHT_GRAD_TASKS // self.wgrad_tiles)))
+        partial = np.empty((n_chunks, self.kh, self.kw, self.c, self.k), dtype=self.dtype)
+        images_per_step = max(1, _WEIGHT_GRAD_STEP_BYTES // (dy_padded[0].nbytes + x[0].nbytes))
+        _conv.conv2d_backward_weights(x, dy_padded, partial, self.stride[0], self.stride[1],
+                                      self.pads[0], self.pads[2], self.dilation[0],
+                                      self.dilation[1], self.fwd_block, images_per_step,
+                                      self.fwd_isa, self.fwd_nv, n_threads)
+        return partial[0] if n_chunks == 1 else partial.sum(axis=0)
+
+    def _single_channel_weight_grad(self, x, dy, n_threads):
+        """dw of a single-channel, width-stride-1 convolution, vectorised along rows."""
+        n = x.shape[0]
+        dyt = np.zeros((n, self.ho, self.k, self.row_width), dtype=self.dtype)
+        dyt[..., :self.wo] = dy.transpose(0, 1, 3, 2)
+        n_chunks = max(1, min(n, -(-_MIN_WEIGHT_GRAD_TASKS // (self.kh * self.kw))))
+        partial = np.empty((n_chunks, self.kh, self.kw, self.k), dtype=self.dtype)
+        _conv.conv2d_backward_weights_c1(self._single_channel_rows(x), dyt, partial,
+                                         self.stride[0], self.dilation[0], self.dilation[1],
+                                         self.row_isa, n_threads)
+        dw = partial[0] if n_chunks == 1 else partial.sum(axis=0)
+        return dw.reshape(self.kh, self.kw, 1, self.k)
