@@ -183,7 +183,9 @@ def in_subprocess(fn, *args):
 
 # ------------------------------------------------------------------------- layers
 def conv_layer_shapes():
-    """(name, batch, H, W, C, K, kernel, padding) of every conv layer of the networks."""
+    """(name, batch, H, W, C, K, kernel, padding, first) of every conv layer of the networks.
+
+    A network's first layer needs no data gradient: neither library computes one there."""
     shapes = []
     for name, net in NETWORKS.items():
         height, width, channels = net["input"]
@@ -192,7 +194,7 @@ def conv_layer_shapes():
             if layer[0] == "conv":
                 index += 1
                 shapes.append((f"{name}.conv{index}", BATCH, height, width, channels, layer[1],
-                               layer[2], layer[3]))
+                               layer[2], layer[3], index == 1))
                 channels = layer[1]
                 if layer[3] == 0:
                     height, width = height - layer[2] + 1, width - layer[2] + 1
@@ -204,7 +206,7 @@ def conv_layer_shapes():
 def layer_gflops(shape, repeats, have_torch):
     from fastcnn import functional as F
 
-    _, n, h, w, c, k, r, pad = shape
+    _, n, h, w, c, k, r, pad, first = shape
     padding = "same" if pad == "same" else 0
     rng = np.random.default_rng(0)
     x = rng.random((n, h, w, c), dtype=np.float32)
@@ -218,9 +220,10 @@ def layer_gflops(shape, repeats, have_torch):
                                                      need_dx=False, n_threads=1), repeats)
     bwd = median_seconds(lambda: F.conv2d_backward(x, wt, dy, padding=padding, n_threads=1),
                          repeats)
+    passes = 2 if first else 3
     row = {"fastcnn_forward": flops / fwd, "fastcnn_backward_weights": flops / bwd_w,
            "fastcnn_backward_data": flops / max(bwd - bwd_w, 1e-9),
-           "fastcnn_forward_backward": 3 * flops / (fwd + bwd)}
+           "fastcnn_forward_backward": passes * flops / (fwd + (bwd_w if first else bwd))}
     if have_torch:
         import torch
 
@@ -232,7 +235,7 @@ def layer_gflops(shape, repeats, have_torch):
             conv = conv.to(memory_format=fmt)
             with torch.inference_mode():
                 t_fwd = median_seconds(lambda: torch.relu(conv(xt)), repeats)
-            xg = xt.detach().clone().requires_grad_(c > 1)
+            xg = xt.detach().clone().requires_grad_(not first)
             grad = torch.from_numpy(dy.transpose(0, 3, 1, 2).copy()).contiguous(memory_format=fmt)
 
             def fwd_bwd():
@@ -241,7 +244,7 @@ def layer_gflops(shape, repeats, have_torch):
 
             t_fb = median_seconds(fwd_bwd, repeats)
             row[f"torch_{layout}_forward"] = flops / t_fwd
-            row[f"torch_{layout}_forward_backward"] = 3 * flops / t_fb
+            row[f"torch_{layout}_forward_backward"] = passes * flops / t_fb
     return row
 
 
@@ -259,7 +262,8 @@ def thread_counts(spec):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--networks", default="lenet,vgg")
+    parser.add_argument("--networks", default="lenet,vgg",
+                        help="comma-separated subset of lenet,vgg; empty for layers only")
     parser.add_argument("--threads", default="1,2,all")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-torch", action="store_true")
@@ -290,7 +294,7 @@ def main():
     if have_torch:
         libraries += [("torch_nchw", run_torch, (False,)),
                       ("torch_channels_last", run_torch, (True,))]
-    for name in args.networks.split(","):
+    for name in filter(None, args.networks.split(",")):
         print(f"\n{name}: training / prediction images per second (median of "
               f"{args.repeats}), peak RSS MiB, batch {BATCH}")
         header = f"{'threads':>7} {'library':<20}{'train/s':>10}{'predict/s':>11}{'peak MiB':>10}"
@@ -343,6 +347,7 @@ def main():
             row = layer_gflops(shape, args.repeats, have_torch)
             results["layers"][shape[0]] = dict(shape=shape[1:], **row)
             label = f"{shape[0]} {shape[2]}x{shape[3]} {shape[4]}->{shape[5]} {shape[6]}x{shape[6]}"
+            label += " (no dx)" if shape[8] else ""
             print(f"{label:<36}" + "".join(f"{row[c]:>12.1f}" for c in columns))
 
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

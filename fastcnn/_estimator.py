@@ -33,6 +33,7 @@ from threadpoolctl import ThreadpoolController
 
 from ._ext._openmp import effective_n_threads
 from ._version import __version__
+from .augment import Augment
 from .layers import Conv2D, Dense, Dropout, MaxPool2D, layer_spec_problem
 from .losses import add_l2_gradient, l2_penalty, softmax_cross_entropy, squared_error
 from .network import Network
@@ -178,6 +179,7 @@ class _BaseCNN(BaseEstimator):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "shuffle": ["boolean"],
+        "augment": [None, Augment],
         "random_state": ["random_state"],
         "warm_start": ["boolean"],
         "verbose": ["verbose"],
@@ -213,6 +215,7 @@ class _BaseCNN(BaseEstimator):
         n_iter_no_change=10,
         tol=1e-4,
         shuffle=True,
+        augment=None,
         random_state=None,
         warm_start=False,
         verbose=0,
@@ -240,6 +243,7 @@ class _BaseCNN(BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
         self.shuffle = shuffle
+        self.augment = augment
         self.random_state = random_state
         self.warm_start = warm_start
         self.verbose = verbose
@@ -259,6 +263,14 @@ class _BaseCNN(BaseEstimator):
                     "non-empty list of fastcnn.layers specs (Conv2D, MaxPool2D, AvgPool2D, "
                     f"GlobalAvgPool2D, Dense, Dropout) with valid settings. Got "
                     f"{self.layers!r} instead: {problem}."
+                )
+        if self.augment is not None:
+            problem = self.augment._problem()
+            if problem:
+                raise InvalidParameterError(
+                    f"The 'augment' parameter of {type(self).__name__} must be None or a "
+                    f"fastcnn.augment.Augment with valid settings. Got {self.augment!r} "
+                    f"instead: {problem}."
                 )
 
     def _check_image_shape(self):
@@ -383,9 +395,18 @@ class _BaseCNN(BaseEstimator):
                     self.best_loss_ = np.inf
                 self.validation_scores_ = None
                 self.best_validation_score_ = None
+        elif self.best_loss_ is None:
+            # partial_fit after a fit with early stopping, which tracked no best loss.
+            self.best_loss_ = np.inf
+        # Drawn only when augmenting, so that augment=None trains exactly as before.
+        augment_rng = None
+        if self.augment is not None and not self.augment.is_identity:
+            augment_rng = np.random.default_rng(
+                self._random_state.randint(np.iinfo(np.int32).max))
         try:
             with _single_threaded_blas():
-                self._train(X, y, X_val, y_val, incremental, early_stopping, n_threads)
+                self._train(X, y, X_val, y_val, incremental, early_stopping, n_threads,
+                            augment_rng)
         finally:
             self.network_.clear_cache()
         return self
@@ -409,7 +430,8 @@ class _BaseCNN(BaseEstimator):
     def _init_output_bias(self, y):
         pass
 
-    def _train(self, X, y, X_val, y_val, incremental, early_stopping, n_threads):
+    def _train(self, X, y, X_val, y_val, incremental, early_stopping, n_threads,
+               augment_rng=None):
         network, optimizer = self.network_, self._optimizer
         params, grads = network.params, network.grads
         weights, weight_grads = network.weights, network.weight_grads
@@ -428,6 +450,8 @@ class _BaseCNN(BaseEstimator):
                     X_batch, y_batch = X[batch], y[batch]
                 else:
                     X_batch, y_batch = X[order[batch]], y[order[batch]]
+                if augment_rng is not None:
+                    X_batch = self.augment.apply(X_batch, augment_rng)
                 m = X_batch.shape[0]
                 output = network.forward(X_batch, training=True, n_threads=n_threads)
                 loss, d_output = self._loss(output, y_batch, n_threads)
@@ -537,6 +561,52 @@ class _BaseCNN(BaseEstimator):
         """
         return self._network_output(X, features=True)
 
+    def summary(self):
+        """A table of the fitted network: layers, output shapes, parameters and FLOPs.
+
+        One row per layer (the input, the hidden layers, then the output layer the
+        estimator adds), with totals. FLOPs are those of one image's forward pass: two
+        per multiply-add in Conv2D and Dense layers, one per window element in pooling
+        layers, none for Dropout; biases and activations are not counted.
+
+        Returns
+        -------
+        table : str
+            The table as text; ``print(model.summary())`` shows it.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the estimator has not been fitted yet.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_digits
+        >>> from fastcnn import CNNClassifier
+        >>> from fastcnn.layers import Conv2D, Dense
+        >>> X, y = load_digits(return_X_y=True)
+        >>> clf = CNNClassifier([Conv2D(8, 3), Dense(16)], image_shape=(8, 8), max_iter=1,
+        ...                     random_state=0).fit(X[:100] / 16, y[:100])
+        >>> print(clf.summary())
+        CNNClassifier: 8x8x1 images -> 10 classes, float32
+        #  Layer                                           Output shape  Parameters  FLOPs/image
+        ----------------------------------------------------------------------------------------
+           Input                                           8x8x1
+        1  Conv2D(filters=8, kernel_size=3)                6x6x8                 80        5,184
+        2  Dense(units=16)                                 16                 4,624        9,216
+        3  Dense(units=10, activation='linear')  (output)  10                   170          320
+        ----------------------------------------------------------------------------------------
+        Total: 4,874 parameters (19.0 KiB as float32), 14,720 FLOPs per image (14.72 kFLOPs)
+        """
+        check_is_fitted(self, "network_")
+        shape = "x".join(map(str, self.image_shape_))
+        if is_classifier(self):
+            outputs = f"{len(self.classes_)} classes"
+        else:
+            outputs = f"{self.n_outputs_} output{'s' * (self.n_outputs_ != 1)}"
+        title = f"{type(self).__name__}: {shape} images -> {outputs}, {self.network_.dtype}"
+        return self.network_.summary(title=title, output_layer=True)
+
     def _set_transformer_tags(self, tags):
         # transform returns the model's dtype: an input of that dtype keeps it.
         valid = isinstance(self.dtype, str) and self.dtype in ("float32", "float64")
@@ -594,8 +664,14 @@ class CNNClassifier(ClassifierMixin, TransformerMixin, ClassNamePrefixFeaturesOu
     tol : float, default=1e-4
     shuffle : bool, default=True
         Reshuffle the training data every epoch.
+    augment : fastcnn.augment.Augment, default=None
+        Random shifts, horizontal flips and small rotations applied afresh to every
+        training batch (``Augment(shift=2, flip=True, rotation=10)``); never to the
+        validation data or at prediction. Drawn from ``random_state``. None: no
+        augmentation.
     random_state : int, RandomState instance or None, default=None
-        Weight initialisation, shuffling, the validation split and dropout masks.
+        Weight initialisation, shuffling, the validation split, dropout masks and the
+        augmentation draws: an int gives the same fitted model every time.
     warm_start : bool, default=False
         Continue from the previous fit's weights.
     verbose : int, default=0

@@ -25,7 +25,7 @@ Augment(shift=2, flip=True, rotation=10)
 import numbers
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, special
 
 __all__ = ["Augment"]
 
@@ -258,14 +258,19 @@ def _rotate(images, angles):
     """
     n, h, w, c = images.shape
     planes = np.ascontiguousarray(images.transpose(0, 3, 1, 2)).reshape(n * c, h, w)
-    theta = np.repeat(np.deg2rad(angles), c)[:, None, None]
-    cos, sin = np.cos(theta), np.sin(theta)
-    rows, cols = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2,
+    # cosdg / sindg are exact at multiples of 90 degrees, as scipy.ndimage.rotate uses.
+    cos = special.cosdg(np.repeat(angles, c))[:, None, None]
+    sin = special.sindg(np.repeat(angles, c))[:, None, None]
+    rows, cols = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64),
                              indexing="ij")
+    # Source = R @ target + (centre - R @ centre), computed as scipy.ndimage.rotate does:
+    # in "constant" mode a point a rounding error outside the image reads zero, so the
+    # same arithmetic gives the same pixels at the border.
+    centre_r, centre_c = (h - 1) / 2, (w - 1) / 2
     coordinates = np.stack([
         np.broadcast_to(np.arange(n * c, dtype=np.float64)[:, None, None], (n * c, h, w)),
-        cos * rows + sin * cols + (h - 1) / 2,
-        -sin * rows + cos * cols + (w - 1) / 2,
+        cos * rows + sin * cols + (centre_r - (cos * centre_r + sin * centre_c)),
+        -sin * rows + cos * cols + (centre_c - (-sin * centre_r + cos * centre_c)),
     ])
     rotated = ndimage.map_coordinates(planes, coordinates, output=images.dtype, order=1,
                                       mode="constant", cval=0.0)

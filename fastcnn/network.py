@@ -14,10 +14,20 @@ Examples
 >>> net.forward(np.zeros((4, 8, 8, 1), dtype=np.float32)).shape
 (4, 10)
 """
+import math
+
 import numpy as np
 from sklearn.utils import check_random_state
 
-from .layers import build_layer, layer_spec_problem
+from .layers import (
+    AvgPool2D,
+    Conv2D,
+    Dense,
+    GlobalAvgPool2D,
+    MaxPool2D,
+    build_layer,
+    layer_spec_problem,
+)
 
 
 class Network:
@@ -125,11 +135,112 @@ class Network:
         for layer in self.layers:
             layer.clear_cache()
 
-    def summary(self):
-        """One line per layer: name, output shape and parameter count."""
-        lines = [f"input {'x'.join(map(str, self.input_shape))}"]
-        for layer in self.layers:
-            shape = "x".join(map(str, layer.output_shape))
-            n = sum(p.size for p in layer.params)
-            lines.append(f"{layer.name:<22} -> {shape:<12} {n:>9} parameters")
+    def summary_rows(self):
+        """One dict per layer: ``name``, ``spec``, ``output_shape``, ``n_params``, ``flops``.
+
+        ``flops`` counts the floating-point operations of a forward pass of one image: two
+        per multiply-add in Conv2D and Dense layers, one per window element in pooling
+        layers, none for Dropout (the identity at prediction); biases and activations are
+        not counted.
+        """
+        return [
+            {
+                "name": layer.name,
+                "spec": layer.spec,
+                "output_shape": tuple(layer.output_shape),
+                "n_params": sum(p.size for p in layer.params),
+                "flops": layer_flops(layer),
+            }
+            for layer in self.layers
+        ]
+
+    def summary(self, title=None, output_layer=False):
+        """A table of the layers: output shape, parameter count and FLOPs per image.
+
+        Parameters
+        ----------
+        title : str, default=None
+            A first line above the table.
+        output_layer : bool, default=False
+            Mark the last layer as the output layer (the estimators add it).
+
+        Returns
+        -------
+        table : str
+            See :meth:`summary_rows` for what the FLOPs count.
+        """
+        rows = [("", "Input", _shape_str(self.input_shape), "", "")]
+        for i, row in enumerate(self.summary_rows(), start=1):
+            layer = repr(row["spec"])
+            if output_layer and i == len(self.layers):
+                layer += "  (output)"
+            rows.append((str(i), layer, _shape_str(row["output_shape"]),
+                         f"{row['n_params']:,}", f"{row['flops']:,}"))
+        header = ("#", "Layer", "Output shape", "Parameters", "FLOPs/image")
+        widths = [max(len(r[j]) for r in rows + [header]) for j in range(len(header))]
+        align = ("<", "<", "<", ">", ">")
+
+        def line(cells):
+            return "  ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, align, widths)).rstrip()
+
+        rule = "-" * len(line(tuple("x" * w for w in widths)))
+        n_params = self.n_params
+        flops = sum(layer_flops(layer) for layer in self.layers)
+        total = (f"Total: {n_params:,} parameters ({_bytes_str(n_params * self.dtype.itemsize)}"
+                 f" as {self.dtype}), {flops:,} FLOPs per image ({_flops_str(flops)})")
+        lines = ([title] if title else []) + [line(header), rule]
+        lines += [line(r) for r in rows] + [rule, total]
         return "\n".join(lines)
+
+
+def layer_flops(layer):
+    """Floating-point operations of one image's forward pass through a runtime layer.
+
+    Two per multiply-add for Conv2D and Dense, one per window element for pooling,
+    none for Dropout; biases and activations are not counted.
+
+    Examples
+    --------
+    >>> from fastcnn.layers import Conv2D
+    >>> net = Network([Conv2D(4, 3)], (5, 5, 2))
+    >>> layer_flops(net.layers[0])  # 3x3 output, 4 filters, 3x3x2 taps, 2 per multiply-add
+    1296
+    """
+    spec = layer.spec
+    out_size = math.prod(layer.output_shape)
+    if isinstance(spec, Conv2D):
+        kh, kw = _pair(spec.kernel_size)
+        return 2 * out_size * kh * kw * layer.input_shape[2]
+    if isinstance(spec, Dense):
+        return 2 * math.prod(layer.input_shape) * spec.units
+    if isinstance(spec, (MaxPool2D, AvgPool2D)):
+        ph, pw = _pair(spec.pool_size)
+        return out_size * ph * pw
+    if isinstance(spec, GlobalAvgPool2D):
+        return math.prod(layer.input_shape)
+    return 0
+
+
+def _pair(value):
+    if isinstance(value, (tuple, list)):
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+def _shape_str(shape):
+    return "x".join(str(s) for s in shape)
+
+
+def _bytes_str(n):
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _flops_str(flops):
+    for unit, scale in (("GFLOPs", 1e9), ("MFLOPs", 1e6), ("kFLOPs", 1e3)):
+        if flops >= scale:
+            return f"{flops / scale:.2f} {unit}"
+    return f"{flops} FLOPs"

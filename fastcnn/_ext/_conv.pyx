@@ -117,7 +117,7 @@ def conv2d_forward(
 ):
     """out = conv(x, w) + bias (then max(., 0) when ``relu``), one pixel tile per task.
 
-    Where output rows are at least a tile wide, a tile is a strip of one output row: if
+    Where output rows split into whole tiles, a tile is a strip of one output row: if
     its receptive field lies inside the image horizontally, each tap needs a single input
     pointer (the pixels follow at stride_w * C), taps in vertical padding are dropped, and
     without horizontal dilation a whole kernel row is one tap of S*C contiguous values.
@@ -134,8 +134,10 @@ def conv2d_forward(
         Py_ssize_t n_kblocks = wpack.shape[0]
         int ntaps = kernel_h * kernel_w
         int patch_len = ntaps * C
-        bint strips = Wo >= tp
-        # strips: tiles per output row; otherwise tiles over the flattened image
+        # Strips (tiles within one output row) only where the row splits into whole tiles:
+        # a shifted last strip would recompute up to a tile of pixels per row. Otherwise
+        # tiles run over the flattened image, where only the image's last one overlaps.
+        bint strips = Wo % tp == 0
         Py_ssize_t n_ptiles = (Wo + tp - 1) // tp * Ho if strips else (n_pixels + tp - 1) // tp
         Py_ssize_t n_tasks = n_images * n_ptiles
         Py_ssize_t task, n, ptile, kblock, p, p_first, p_end, k0, oh, ow, ih, iw
