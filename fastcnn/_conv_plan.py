@@ -129,11 +129,15 @@ class ConvPlan:
         self.dx_isa, self.dx_nv = _vector_plan(isa, itemsize, self.c)
         self.dx_block = self.dx_nv * _conv.vector_length(self.dx_isa, itemsize)
         self.phases = []
+        n_phases = 0
         for row0, col0, taps in _data_grad_phases((self.h, self.w), (self.kh, self.kw),
                                                   stride, pads[::2], dilation):
+            n_phases += 1
             if taps:  # a phase no tap reaches has a zero gradient
                 rows, row_off, cols, col_off = (np.array(v, dtype=np.intc) for v in zip(*taps))
                 self.phases.append((row0, col0, rows, cols, row_off, col_off))
+        # the phases' kernels write every input pixel unless a phase has no taps
+        self.dx_needs_zeros = len(self.phases) < n_phases
 
     def threads(self, n_threads, n_images):
         """``n_threads`` (None: all usable cores) capped for small batches."""
@@ -186,7 +190,7 @@ class ConvPlan:
             dw = self._weight_grad(x, dy, n_threads)
         if not need_dx:
             return None, dw, db
-        dx = np.zeros_like(x)
+        dx = np.zeros_like(x) if self.dx_needs_zeros else np.empty_like(x)
         if n == 0:
             return dx, dw, db
         # (R, S, C, K) -> (R, S, K, C): the data gradient's "output channels" are C.

@@ -320,13 +320,16 @@ def _activate(z, activation, n_threads):
 
 
 def _activation_backward(dy, y, activation, n_threads):
+    """dy times the activation's derivative (from its output y), in place: dy is the
+    fresh gradient array the layer above just returned, used by nothing else."""
     if activation not in _KERNEL_ACTIVATIONS:
         return dy
-    kernel = getattr(_activations, f"{activation}_backward")
-    dy = np.ascontiguousarray(dy, dtype=y.dtype)
-    dx = np.empty_like(dy)
-    kernel(dy.reshape(-1), y.reshape(-1), dx.reshape(-1), resolve_threads(n_threads, dy.size))
-    return dx
+    if not (dy.flags.c_contiguous and dy.flags.writeable and dy.dtype == y.dtype):
+        dy = np.array(dy, dtype=y.dtype, order="C")
+    flat = dy.reshape(-1)
+    getattr(_activations, f"{activation}_backward")(flat, y.reshape(-1), flat,
+                                                     resolve_threads(n_threads, flat.size))
+    return dy
 
 
 def _init_weights(rng, shape, fan_in, fan_out, activation, dtype):
