@@ -678,8 +678,9 @@ class CNNClassifier(ClassifierMixin, TransformerMixin, ClassNamePrefixFeaturesOu
         1: one line per epoch (loss, validation score, seconds, images/s); 2: also a
         progress bar within each epoch.
     n_threads : int, default=None
-        Threads for the compiled kernels: None uses every usable core, -1 all, -2 all but
-        one. Results do not depend on it.
+        Threads for the compiled kernels: None uses every usable core (honouring
+        OMP_NUM_THREADS and threadpoolctl limits), -1 the same, -2 one fewer, and so on.
+        Results do not depend on it.
     dtype : {"float32", "float64"}, default="float32"
         Precision of the weights and of the computation.
 

@@ -20,11 +20,18 @@ def openmp_enabled():
     return bool(FASTCNN_OPENMP_ENABLED)
 
 
-def _cpu_count():
-    # Cgroup- and affinity-aware count of usable CPUs (as joblib/loky compute it).
-    from joblib import cpu_count
+_usable_cpus = None
 
-    return max(1, cpu_count(only_physical_cores=False))
+
+def _cpu_count():
+    # Cgroup- and affinity-aware count of usable CPUs (as joblib/loky compute it). Read
+    # once: it reads cgroup files and costs far more than a small kernel call.
+    global _usable_cpus
+    if _usable_cpus is None:
+        from joblib import cpu_count
+
+        _usable_cpus = max(1, cpu_count(only_physical_cores=False))
+    return _usable_cpus
 
 
 def effective_n_threads(n_threads=None):
