@@ -4,6 +4,7 @@ The estimators validate their input and parameters, encode labels, build a
 :class:`~fastcnn.network.Network` from the layer specs (plus the output layer) and run the
 mini-batch training loop with early stopping; the network and its layers do the arithmetic.
 """
+import copy
 import math
 import sys
 import threading
@@ -346,6 +347,17 @@ class _BaseCNN(BaseEstimator):
     # ------------------------------------------------------------------ training
 
     def _fit(self, X, y, incremental=False, classes=None):
+        # An error part-way (MemoryError in a kernel, bad data found late) leaves the
+        # estimator as it was before this call.
+        saved = copy.deepcopy(self.__dict__)
+        try:
+            return self._fit_unguarded(X, y, incremental, classes)
+        except Exception:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    def _fit_unguarded(self, X, y, incremental, classes):
         first_pass = not hasattr(self, "network_") or (not self.warm_start and not incremental)
         dtype = self.dtype if first_pass else self.network_.dtype
         if not first_pass and np.dtype(self.dtype) != self.network_.dtype:
@@ -445,24 +457,45 @@ class _BaseCNN(BaseEstimator):
             start = time.perf_counter()
             order = self._random_state.permutation(n_samples) if self.shuffle else None
             accumulated_loss = 0.0
-            for b, batch in enumerate(gen_batches(n_samples, batch_size)):
-                if order is None:
-                    X_batch, y_batch = X[batch], y[batch]
-                else:
-                    X_batch, y_batch = X[order[batch]], y[order[batch]]
-                if augment_rng is not None:
-                    X_batch = self.augment.apply(X_batch, augment_rng)
-                m = X_batch.shape[0]
-                output = network.forward(X_batch, training=True, n_threads=n_threads)
-                loss, d_output = self._loss(output, y_batch, n_threads)
-                network.backward(d_output, n_threads=n_threads)
-                if alpha:
-                    loss += l2_penalty(weights, alpha, m)
-                    add_l2_gradient(weights, weight_grads, alpha, m)
-                optimizer.update(params, grads)
-                accumulated_loss += loss * m
-                if self.verbose >= 2:
-                    self._print_progress(b + 1, n_batches)
+            # The weights after the last completed epoch: what a divergence or Ctrl-C
+            # falls back to.
+            epoch_state = network.get_state()
+            stop = None
+            try:
+                for b, batch in enumerate(gen_batches(n_samples, batch_size)):
+                    if order is None:
+                        X_batch, y_batch = X[batch], y[batch]
+                    else:
+                        X_batch, y_batch = X[order[batch]], y[order[batch]]
+                    if augment_rng is not None:
+                        X_batch = self.augment.apply(X_batch, augment_rng)
+                    m = X_batch.shape[0]
+                    output = network.forward(X_batch, training=True, n_threads=n_threads)
+                    loss, d_output = self._loss(output, y_batch, n_threads)
+                    if alpha:
+                        loss += l2_penalty(weights, alpha, m)
+                    if not np.isfinite(loss):
+                        stop = (f"{type(self).__name__}: the training loss became "
+                                f"{loss} in epoch {self.n_iter_ + 1}; training stopped and "
+                                "the weights of the last finite epoch were kept. Lower "
+                                f"learning_rate_init (now {self.learning_rate_init}) or "
+                                "scale the input.")
+                        break
+                    network.backward(d_output, n_threads=n_threads)
+                    if alpha:
+                        add_l2_gradient(weights, weight_grads, alpha, m)
+                    optimizer.update(params, grads)
+                    accumulated_loss += loss * m
+                    if self.verbose >= 2:
+                        self._print_progress(b + 1, n_batches)
+            except KeyboardInterrupt:
+                stop = (f"{type(self).__name__}: training interrupted in epoch "
+                        f"{self.n_iter_ + 1}; the model keeps the weights of the last "
+                        f"completed epoch ({self.n_iter_}).")
+            if stop is not None:
+                network.set_state(epoch_state)
+                warnings.warn(stop, RuntimeWarning, stacklevel=4)
+                break
             seconds = time.perf_counter() - start  # training only, not validation
             self.n_iter_ += 1
             self.t_ += n_samples

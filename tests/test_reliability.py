@@ -456,3 +456,67 @@ def test_unfitted_regressor_raises_not_fitted(digits, method):
     args = (X[:5], y[:5].astype(float)) if method == "score" else (X[:5],)
     with pytest.raises(NotFittedError):
         getattr(CNNRegressor(layers=small_layers(), image_shape=(8, 8)), method)(*args)
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+def test_divergence_stops_with_a_warning_and_keeps_finite_weights(digits):
+    X, y = digits
+    clf = CNNClassifier(layers=[Conv2D(4, 3, padding="same"), Dense(16)], image_shape=(8, 8),
+                        solver="sgd", learning_rate_init=1e4, momentum=0.9, max_iter=5,
+                        random_state=0)
+    with pytest.warns(RuntimeWarning, match=r"loss became .* in epoch \d+.*learning_rate_init"):
+        clf.fit(X[:300] * 100, y[:300])
+    assert all(np.isfinite(p).all() for p in clf.network_.params)
+    assert np.isfinite(clf.predict_proba(X[:50])).all()
+
+
+def test_ctrl_c_stops_at_a_batch_boundary_and_keeps_the_last_epoch(digits, monkeypatch):
+    X, y = digits
+    clf = small_clf(max_iter=5, batch_size=64)
+    fit_quietly(clf, X[:256], y[:256])
+    done = {"calls": 0}
+    original = clf.network_.backward
+
+    def interrupt_in_third_epoch(*args, **kwargs):
+        done["calls"] += 1
+        if done["calls"] == 2 * 4 + 2:  # 4 batches per epoch: inside epoch 3
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    clf.set_params(warm_start=True)
+    n_iter = clf.n_iter_
+    monkeypatch.setattr(clf.network_, "backward", interrupt_in_third_epoch)
+    with pytest.warns(RuntimeWarning, match="training interrupted in epoch"):
+        clf.fit(X[:256], y[:256])
+    assert clf.n_iter_ == n_iter + 2
+    assert np.isfinite(clf.predict_proba(X)).all()
+
+
+def test_an_error_inside_a_kernel_leaves_the_estimator_unchanged(fitted, digits,
+                                                                  monkeypatch):
+    from fastcnn._conv_plan import ConvPlan
+
+    X, y = digits
+    clf = pickle.loads(pickle.dumps(fitted))
+    before = [p.copy() for p in clf.network_.params]
+    state = (clf.n_iter_, list(clf.loss_curve_), clf.t_)
+    expected = clf.predict_proba(X)
+    calls = {"n": 0}
+    original = ConvPlan.backward
+
+    def fail_later(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise MemoryError("simulated")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ConvPlan, "backward", fail_later)
+    with pytest.raises(MemoryError):
+        clf.partial_fit(X[:300], y[:300])
+    monkeypatch.undo()
+    assert (clf.n_iter_, list(clf.loss_curve_), clf.t_) == state
+    for p, q in zip(clf.network_.params, before):
+        np.testing.assert_array_equal(p, q)
+    np.testing.assert_array_equal(clf.predict_proba(X), expected)
