@@ -26,8 +26,7 @@ import numbers
 
 import numpy as np
 
-from . import functional as F
-from ._checks import resolve_threads
+from ._checks import padding_amounts, resolve_threads
 from ._conv_plan import ConvPlan
 from ._ext import _activations, _pool
 
@@ -402,7 +401,10 @@ class _Conv2DLayer(_Layer):
         self.activation = ACTIVATIONS[spec.activation]
         self.stride = (sh, sw)
         self.dilation = (dh, dw)
-        self.padding = self._pads((h, w), (kh, kw))
+        padding = self.spec.padding
+        if isinstance(padding, (tuple, list)) and len(padding) == 1:
+            padding = padding[0]
+        self.padding = padding_amounts(padding, (h, w), (kh, kw), self.stride, self.dilation)
         top, bottom, left, right = self.padding
         ho = (h + top + bottom - (kh - 1) * dh - 1) // sh + 1
         wo = (w + left + right - (kw - 1) * dw - 1) // sw + 1
@@ -420,25 +422,6 @@ class _Conv2DLayer(_Layer):
         self.params = [self.weight, self.bias]
         self.grads = [np.zeros_like(self.weight), np.zeros_like(self.bias)]
         self._x = self._y = None
-
-    def _pads(self, in_hw, kernel_hw):
-        padding = self.spec.padding
-        if padding == "valid":
-            return (0, 0, 0, 0)
-        if padding == "same":
-            pads = []
-            for size, k, s, d in zip(in_hw, kernel_hw, self.stride, self.dilation):
-                out = -(-size // s)
-                total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
-                pads += [total // 2, total - total // 2]
-            return tuple(pads)
-        if isinstance(padding, (tuple, list)):
-            if len(padding) == 2:
-                return (padding[0], padding[0], padding[1], padding[1])
-            if len(padding) == 1:
-                return (padding[0],) * 4
-            return tuple(int(p) for p in padding)
-        return (int(padding),) * 4
 
     def init_params(self, rng):
         kh, kw, c, k = self.weight.shape
@@ -540,14 +523,20 @@ class _GlobalAvgPool2DLayer(_Layer):
         self._x_shape = None
 
     def forward(self, x, training, n_threads):
+        x = np.ascontiguousarray(x, dtype=self.dtype)
         if training:
             self._x_shape = x.shape
-        return F.global_avg_pool2d(x, n_threads=n_threads)
+        y = np.empty((x.shape[0], self.output_shape[0]), dtype=self.dtype)
+        _pool.global_avg_pool2d_forward(x, y, resolve_threads(n_threads, x.size))
+        return y
 
     def backward(self, dy, n_threads):
         if not self.need_dx:
             return None
-        return F.global_avg_pool2d_backward(dy, self._x_shape, n_threads=n_threads)
+        dy = np.ascontiguousarray(dy, dtype=self.dtype)
+        dx = np.empty(self._x_shape, dtype=self.dtype)
+        _pool.global_avg_pool2d_backward(dy, dx, resolve_threads(n_threads, dx.size))
+        return dx
 
 
 class _DenseLayer(_Layer):
