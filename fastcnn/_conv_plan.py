@@ -10,6 +10,7 @@ dtype and shapes, as the callers guarantee.
 import numpy as np
 
 from . import _checks
+from ._workspace import empty, zeros
 from ._ext import _conv
 from ._ext._openmp import effective_n_threads
 
@@ -22,6 +23,9 @@ _BIAS_GRAD_CHUNKS = 64
 # The weight gradient walks the batch in steps of about this many bytes of x and dy, so
 # that each step stays in cache while every tile reads it.
 _WEIGHT_GRAD_STEP_BYTES = 256 * 1024
+# The column data gradient works through the batch in chunks of about this many bytes of
+# columns, so they stay in cache between being written and added up.
+_COLUMN_CHUNK_BYTES = 1024 * 1024
 
 
 def resolve_isa(isa):
@@ -98,7 +102,8 @@ class ConvPlan:
     """One convolution geometry: image (H, W, C), weights (R, S, C, K), stride, padding
     (top, bottom, left, right), dilation, dtype and SIMD path."""
 
-    def __init__(self, image_shape, weight_shape, stride, pads, dilation, dtype, isa=None):
+    def __init__(self, image_shape, weight_shape, stride, pads, dilation, dtype, isa=None,
+                 columns=True):
         self.h, self.w, self.c = image_shape
         self.kh, self.kw, _, self.k = weight_shape
         self.stride, self.pads, self.dilation = tuple(stride), tuple(pads), tuple(dilation)
@@ -138,25 +143,42 @@ class ConvPlan:
                 self.phases.append((row0, col0, rows, cols, row_off, col_off))
         # the phases' kernels write every input pixel unless a phase has no taps
         self.dx_needs_zeros = len(self.phases) < n_phases
+        # Few input channels leave most of each data-gradient vector empty and most taps
+        # reading padding; such layers compute each output pixel's (R, S, C) terms as a
+        # 1x1 convolution of dy (K -> R*S*C, full vectors) and add them into dx.
+        self.dx_by_columns = columns and self.c < _conv.vector_length(isa, itemsize)
+        if self.dx_by_columns:
+            n_terms = self.kh * self.kw * self.c
+            self._columns = ConvPlan((self.ho, self.wo, self.k), (1, 1, self.k, n_terms),
+                                     (1, 1), (0, 0, 0, 0), (1, 1), dtype, isa,
+                                     columns=False)
+            self._images_per_chunk = max(1, _COLUMN_CHUNK_BYTES
+                                         // (self.ho * self.wo * n_terms * itemsize))
 
     def threads(self, n_threads, n_images):
         """``n_threads`` (None: all usable cores) capped for small batches."""
         n_threads = effective_n_threads(n_threads)
         return max(1, min(n_threads, n_images * self.vector_work // _checks.PARALLEL_GRAIN))
 
-    def _single_channel_rows(self, x):
+    def _single_channel_rows(self, x, ws):
         """Zero-padded (N, Hp, Wp) copy of single-channel images, readable a vector past
         the last output column."""
         n = x.shape[0]
         top, bottom, left, _ = self.pads
-        xpad = np.zeros((n, self.h + top + bottom, self.row_padded_width), dtype=self.dtype)
+        # only the image region is written: the padding stays zero when the array is reused
+        xpad = zeros(ws, "xpad", (n, self.h + top + bottom, self.row_padded_width), self.dtype)
         xpad[:, top:top + self.h, left:left + self.w] = x[..., 0]
         return xpad
 
-    def forward(self, x, w, b, relu, n_threads):
-        """conv(x, w) + b (then relu), as (N, Ho, Wo, K). ``b`` may be None."""
+    def forward(self, x, w, b, relu, n_threads, ws=None, out=None):
+        """conv(x, w) + b (then relu), as (N, Ho, Wo, K). ``b`` may be None.
+
+        ``ws`` is a :class:`~fastcnn._workspace.Workspace` to take arrays from (None: fresh
+        ones); ``out``, if given, receives the result.
+        """
         n = x.shape[0]
-        out = np.empty((n, self.ho, self.wo, self.k), dtype=self.dtype)
+        if out is None:
+            out = empty(ws, "out", (n, self.ho, self.wo, self.k), self.dtype)
         if out.size == 0:
             return out
         n_threads = self.threads(n_threads, n)
@@ -164,8 +186,8 @@ class ConvPlan:
         (sh, sw), (dh, dw) = self.stride, self.dilation
         if self.single_channel:
             bias = np.zeros(k, self.dtype) if b is None else b
-            _conv.conv2d_forward_c1(self._single_channel_rows(x), w.reshape(kh * kw, k), bias,
-                                    out, kh, kw, sh, dh, dw, self.row_width, relu,
+            _conv.conv2d_forward_c1(self._single_channel_rows(x, ws), w.reshape(kh * kw, k),
+                                    bias, out, kh, kw, sh, dh, dw, self.row_width, relu,
                                     self.row_isa, n_threads)
             return out
         wpack = _pack_blocks(w.reshape(kh * kw, self.c, k), self.fwd_block)
@@ -176,8 +198,11 @@ class ConvPlan:
                              dh, dw, relu, self.fwd_isa, self.fwd_nv, n_threads)
         return out
 
-    def backward(self, x, w, dy, need_dx, n_threads):
-        """(dx or None, dw, db) for the forward input x and the output gradient dy."""
+    def backward(self, x, w, dy, need_dx, n_threads, ws=None):
+        """(dx or None, dw, db) for the forward input x and the output gradient dy.
+
+        dx and dw may be arrays of ``ws`` (db is always fresh).
+        """
         n = x.shape[0]
         n_threads = self.threads(n_threads, n)
         db = np.empty(self.k, dtype=self.dtype)
@@ -185,12 +210,16 @@ class ConvPlan:
         if n == 0:
             dw = np.zeros((self.kh, self.kw, self.c, self.k), dtype=self.dtype)
         elif self.single_channel:
-            dw = self._single_channel_weight_grad(x, dy, n_threads)
+            dw = self._single_channel_weight_grad(x, dy, n_threads, ws)
         else:
-            dw = self._weight_grad(x, dy, n_threads)
+            dw = self._weight_grad(x, dy, n_threads, ws)
         if not need_dx:
             return None, dw, db
-        dx = np.zeros_like(x) if self.dx_needs_zeros else np.empty_like(x)
+        if self.dx_by_columns:
+            return self._data_grad_by_columns(w, dy, n_threads, ws), dw, db
+        dx = empty(ws, "dx", x.shape, self.dtype)
+        if self.dx_needs_zeros:
+            dx.fill(0)
         if n == 0:
             return dx, dw, db
         # (R, S, C, K) -> (R, S, K, C): the data gradient's "output channels" are C.
@@ -202,16 +231,35 @@ class ConvPlan:
                                              self.dx_nv, n_threads)
         return dx, dw, db
 
-    def _weight_grad(self, x, dy, n_threads):
+    def _data_grad_by_columns(self, w, dy, n_threads, ws):
+        """dx as the (R, S, C) terms of every output pixel, dy @ w.T, added into place."""
+        n = dy.shape[0]
+        dx = empty(ws, "dx", (n, self.h, self.w, self.c), self.dtype)
+        if n == 0:
+            return dx
+        w_columns = w.reshape(-1, self.k).T.reshape(1, 1, self.k, -1)
+        step = min(n, self._images_per_chunk)
+        columns = empty(ws, "columns", (step, self.ho, self.wo, self._columns.k), self.dtype)
+        for first in range(0, n, step):
+            chunk = slice(first, first + step)
+            cols = self._columns.forward(dy[chunk], w_columns, None, False, n_threads,
+                                         out=columns[:len(dy[chunk])])
+            _conv.col2im_add(cols, dx[chunk], self.kh, self.kw, *self.stride, self.pads[0],
+                             self.pads[2], *self.dilation, self._columns.fwd_isa,
+                             min(n_threads, cols.shape[0]))
+        return dx
+
+    def _weight_grad(self, x, dy, n_threads, ws):
         """dw by the register-tiled kernel: (channel tile x output-channel block) per task."""
         n = x.shape[0]
         if self.k_padded != self.k:
-            dy_padded = np.zeros((n, self.ho, self.wo, self.k_padded), dtype=self.dtype)
+            # the padding channels stay zero when the array is reused
+            dy_padded = zeros(ws, "dy_padded", (n, self.ho, self.wo, self.k_padded), self.dtype)
             dy_padded[..., :self.k] = dy
         else:
             dy_padded = dy
         n_chunks = max(1, min(n, -(-_MIN_WEIGHT_GRAD_TASKS // self.wgrad_tiles)))
-        partial = np.empty((n_chunks, self.kh, self.kw, self.c, self.k), dtype=self.dtype)
+        partial = empty(ws, "partial", (n_chunks, self.kh, self.kw, self.c, self.k), self.dtype)
         images_per_step = max(1, _WEIGHT_GRAD_STEP_BYTES // (dy_padded[0].nbytes + x[0].nbytes))
         _conv.conv2d_backward_weights(x, dy_padded, partial, self.stride[0], self.stride[1],
                                       self.pads[0], self.pads[2], self.dilation[0],
@@ -219,14 +267,15 @@ class ConvPlan:
                                       self.fwd_isa, self.fwd_nv, n_threads)
         return partial[0] if n_chunks == 1 else partial.sum(axis=0)
 
-    def _single_channel_weight_grad(self, x, dy, n_threads):
+    def _single_channel_weight_grad(self, x, dy, n_threads, ws):
         """dw of a single-channel, width-stride-1 convolution, vectorised along rows."""
         n = x.shape[0]
-        dyt = np.zeros((n, self.ho, self.k, self.row_width), dtype=self.dtype)
+        # the columns past Wo stay zero when the array is reused
+        dyt = zeros(ws, "dyt", (n, self.ho, self.k, self.row_width), self.dtype)
         dyt[..., :self.wo] = dy.transpose(0, 1, 3, 2)
         n_chunks = max(1, min(n, -(-_MIN_WEIGHT_GRAD_TASKS // (self.kh * self.kw))))
-        partial = np.empty((n_chunks, self.kh, self.kw, self.k), dtype=self.dtype)
-        _conv.conv2d_backward_weights_c1(self._single_channel_rows(x), dyt, partial,
+        partial = empty(ws, "partial", (n_chunks, self.kh, self.kw, self.k), self.dtype)
+        _conv.conv2d_backward_weights_c1(self._single_channel_rows(x, ws), dyt, partial,
                                          self.stride[0], self.dilation[0], self.dilation[1],
                                          self.row_isa, n_threads)
         dw = partial[0] if n_chunks == 1 else partial.sum(axis=0)

@@ -29,6 +29,7 @@ import numpy as np
 from ._checks import padding_amounts, resolve_threads
 from ._conv_plan import ConvPlan
 from ._ext import _activations, _pool
+from ._workspace import empty
 
 __all__ = ["Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "Dense", "Dropout"]
 
@@ -429,19 +430,20 @@ class _Conv2DLayer(_Layer):
                                          self.activation, self.dtype)
         self.bias[...] = 0
 
-    def forward(self, x, training, n_threads):
+    def forward(self, x, training, n_threads, ws=None):
         x = np.ascontiguousarray(x, dtype=self.dtype)
-        y = self._plan.forward(x, self.weight, self.bias, self.activation == "relu", n_threads)
+        y = self._plan.forward(x, self.weight, self.bias, self.activation == "relu", n_threads,
+                               ws)
         if self.activation in ("sigmoid", "tanh"):
             y = _activate(y, self.activation, n_threads)
         if training:
             self._x, self._y = x, y
         return y
 
-    def backward(self, dy, n_threads):
+    def backward(self, dy, n_threads, ws=None):
         dz = _activation_backward(dy, self._y, self.activation, n_threads)
         dz = np.ascontiguousarray(dz, dtype=self.dtype)
-        dx, dw, db = self._plan.backward(self._x, self.weight, dz, self.need_dx, n_threads)
+        dx, dw, db = self._plan.backward(self._x, self.weight, dz, self.need_dx, n_threads, ws)
         self.grads[0][...] = dw
         self.grads[1][...] = db
         return dx
@@ -472,21 +474,21 @@ class _MaxPool2DLayer(_Layer):
         work = n_images * ho * wo * c * self.pool_size[0] * self.pool_size[1]
         return resolve_threads(n_threads, work)
 
-    def forward(self, x, training, n_threads):
+    def forward(self, x, training, n_threads, ws=None):
         x = np.ascontiguousarray(x, dtype=self.dtype)
-        y = np.empty((x.shape[0], *self.output_shape), dtype=self.dtype)
-        argmax = np.empty(y.shape, dtype=np.int64)
+        y = empty(ws, "y", (x.shape[0], *self.output_shape), self.dtype)
+        argmax = empty(ws, "argmax", y.shape, np.int64)
         _pool.max_pool2d_forward(x, y, argmax, *self.pool_size, *self.stride,
                                  self._threads(n_threads, x.shape[0]))
         if training:
             self._argmax, self._x_shape = argmax, x.shape
         return y
 
-    def backward(self, dy, n_threads):
+    def backward(self, dy, n_threads, ws=None):
         if not self.need_dx:
             return None
         dy = np.ascontiguousarray(dy, dtype=self.dtype)
-        dx = np.empty(self._x_shape, dtype=self.dtype)
+        dx = empty(ws, "dx", self._x_shape, self.dtype)
         _pool.max_pool2d_backward(dy, self._argmax, dx, self._threads(n_threads, dy.shape[0]))
         return dx
 
@@ -494,20 +496,20 @@ class _MaxPool2DLayer(_Layer):
 class _AvgPool2DLayer(_MaxPool2DLayer):
     _cache_names = ("_x_shape",)
 
-    def forward(self, x, training, n_threads):
+    def forward(self, x, training, n_threads, ws=None):
         x = np.ascontiguousarray(x, dtype=self.dtype)
-        y = np.empty((x.shape[0], *self.output_shape), dtype=self.dtype)
+        y = empty(ws, "y", (x.shape[0], *self.output_shape), self.dtype)
         _pool.avg_pool2d_forward(x, y, *self.pool_size, *self.stride,
                                  self._threads(n_threads, x.shape[0]))
         if training:
             self._x_shape = x.shape
         return y
 
-    def backward(self, dy, n_threads):
+    def backward(self, dy, n_threads, ws=None):
         if not self.need_dx:
             return None
         dy = np.ascontiguousarray(dy, dtype=self.dtype)
-        dx = np.empty(self._x_shape, dtype=self.dtype)
+        dx = empty(ws, "dx", self._x_shape, self.dtype)
         _pool.avg_pool2d_backward(dy, dx, *self.pool_size, *self.stride,
                                   self._threads(n_threads, dy.shape[0]))
         return dx
@@ -522,19 +524,19 @@ class _GlobalAvgPool2DLayer(_Layer):
         self.output_shape = (self.input_shape[2],)
         self._x_shape = None
 
-    def forward(self, x, training, n_threads):
+    def forward(self, x, training, n_threads, ws=None):
         x = np.ascontiguousarray(x, dtype=self.dtype)
         if training:
             self._x_shape = x.shape
-        y = np.empty((x.shape[0], self.output_shape[0]), dtype=self.dtype)
+        y = empty(ws, "y", (x.shape[0], self.output_shape[0]), self.dtype)
         _pool.global_avg_pool2d_forward(x, y, resolve_threads(n_threads, x.size))
         return y
 
-    def backward(self, dy, n_threads):
+    def backward(self, dy, n_threads, ws=None):
         if not self.need_dx:
             return None
         dy = np.ascontiguousarray(dy, dtype=self.dtype)
-        dx = np.empty(self._x_shape, dtype=self.dtype)
+        dx = empty(ws, "dx", self._x_shape, self.dtype)
         _pool.global_avg_pool2d_backward(dy, dx, resolve_threads(n_threads, dx.size))
         return dx
 
@@ -561,7 +563,7 @@ class _DenseLayer(_Layer):
                                          self.dtype)
         self.bias[...] = 0
 
-    def forward(self, x, training, n_threads):
+    def forward(self, x, training, n_threads, ws=None):
         x2 = x.reshape(x.shape[0], -1)
         if training or self.dtype != np.float32:
             z = x2 @ self.weight
@@ -577,7 +579,7 @@ class _DenseLayer(_Layer):
             self._x, self._y, self._x_shape = x2, y, x.shape
         return y
 
-    def backward(self, dy, n_threads):
+    def backward(self, dy, n_threads, ws=None):
         dz = _activation_backward(dy, self._y, self.activation, n_threads)
         np.matmul(self._x.T, dz, out=self.grads[0])
         np.sum(dz, axis=0, out=self.grads[1])
@@ -598,7 +600,7 @@ class _DropoutLayer(_Layer):
         self.network = network
         self._mask = None
 
-    def forward(self, x, training, n_threads):
+    def forward(self, x, training, n_threads, ws=None):
         if not training or self.rate == 0.0:
             self._mask = None
             return x
@@ -606,7 +608,7 @@ class _DropoutLayer(_Layer):
         self._mask = keep.astype(self.dtype) * self.dtype.type(1.0 / (1.0 - self.rate))
         return x * self._mask
 
-    def backward(self, dy, n_threads):
+    def backward(self, dy, n_threads, ws=None):
         if not self.need_dx:
             return None
         return dy if self._mask is None else dy * self._mask

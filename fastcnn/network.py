@@ -28,6 +28,7 @@ from .layers import (
     build_layer,
     layer_spec_problem,
 )
+from ._workspace import LayerWorkspaces
 
 
 class Network:
@@ -66,6 +67,7 @@ class Network:
             self.layers.append(layer)
             shape = layer.output_shape
         self.output_shape = shape
+        self._workspaces = LayerWorkspaces(len(self.layers))
 
     def initialize(self, random_state=None):
         """He (relu) / Glorot (sigmoid, tanh, linear) weights, zero biases, a dropout seed."""
@@ -112,8 +114,10 @@ class Network:
         ``training=True`` keeps what :meth:`backward` needs and applies dropout.
         """
         layers = self.layers if n_layers is None else self.layers[:n_layers]
-        for layer in layers:
-            x = layer.forward(x, training, n_threads)
+        spaces = self._workspaces.get(training)
+        for i, layer in enumerate(layers):
+            # the last layer's output goes to the caller: a fresh array, never a reused one
+            x = layer.forward(x, training, n_threads, spaces[i] if i + 1 < len(layers) else None)
         return x
 
     def backward(self, dout, n_threads=None):
@@ -121,8 +125,9 @@ class Network:
 
         Runs after ``forward(..., training=True)`` on the same batch.
         """
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout, n_threads)
+        spaces = self._workspaces.get(training=True)
+        for layer, ws in zip(reversed(self.layers), reversed(spaces)):
+            dout = layer.backward(dout, n_threads, ws)
 
     def features(self, x, n_threads=None):
         """The input of the last layer, flattened to (n_samples, n_features)."""
@@ -131,9 +136,10 @@ class Network:
         return out.reshape(out.shape[0], -1)
 
     def clear_cache(self):
-        """Drop the arrays kept from the last training batch."""
+        """Drop the arrays kept from the last training batch and every reused buffer."""
         for layer in self.layers:
             layer.clear_cache()
+        self._workspaces.clear()
 
     def summary_rows(self):
         """One dict per layer: ``name``, ``spec``, ``output_shape``, ``n_params``, ``flops``.

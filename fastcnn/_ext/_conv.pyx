@@ -14,6 +14,7 @@ shapes again.
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memset
 
 cdef extern from "_conv_kernels.h" nogil:
     int FC_TILE_PIXELS_MAX
@@ -35,6 +36,8 @@ cdef extern from "_conv_kernels.h" nogil:
                            const float *bias, int kcount, int relu, float *out, long ldo)
     void fc_store_tile_f64(int isa, const double *tile, int block, int first, int count,
                            const double *bias, int kcount, int relu, double *out, long ldo)
+    void fc_add_run_f32(int isa, float *dst, const float *src, long n)
+    void fc_add_run_f64(int isa, double *dst, const double *src, long n)
     void fc_forward_c1_f32(int isa, const float *const *rows, int R, int S, int dw,
                            const float *w, int K, int Wo, float *out, long ldo)
     void fc_forward_c1_f64(int isa, const double *const *rows, int R, int S, int dw,
@@ -67,6 +70,13 @@ cdef inline void _forward_tile(int isa, int nv, const floating *const *xptr, lon
         fc_forward_tile_f32(isa, nv, xptr, pstride, ntaps, cin, tap_ids, w, tile)
     else:
         fc_forward_tile_f64(isa, nv, xptr, pstride, ntaps, cin, tap_ids, w, tile)
+
+
+cdef inline void _add_run(int isa, floating *dst, const floating *src, long n) noexcept nogil:
+    if floating is float:
+        fc_add_run_f32(isa, dst, src, n)
+    else:
+        fc_add_run_f64(isa, dst, src, n)
 
 
 cdef inline int _live_taps(const floating **ptrs, int ntaps, int tp, const floating *zeros,
@@ -361,6 +371,62 @@ def conv2d_backward_data_phase(
         free(all_ptrs)
         free(all_tap_ids)
         free(all_tiles)
+
+
+def col2im_add(
+    const floating[:, :, :, ::1] cols,    # IN (N, Ho, Wo, R*S*C): each pixel's (R, S, C) terms
+    floating[:, :, :, ::1] dx,            # OUT (N, H, W, C), overwritten
+    int kernel_h, int kernel_w,
+    int stride_h, int stride_w,
+    int pad_top, int pad_left,
+    int dilation_h, int dilation_w,
+    int isa, int n_threads,
+):
+    """dx = 0, then cols[n, oh, ow, (r, s, c)] is added to the input pixel that tap (r, s)
+    of output pixel (oh, ow) reads; taps falling into padding are dropped.
+
+    The data gradient of a convolution whose ``cols`` are dy times the transposed filter.
+    One image per task, its output pixels added in order, so the sums do not depend on
+    the thread count. With ``dilation_w == 1`` the taps of one filter row cover
+    consecutive input pixels, so each row's terms are one contiguous run.
+    """
+    cdef:
+        Py_ssize_t n_images = dx.shape[0], H = dx.shape[1], W = dx.shape[2], C = dx.shape[3]
+        Py_ssize_t Ho = cols.shape[1], Wo = cols.shape[2]
+        Py_ssize_t image_size = H * W * C, row_terms = kernel_w * C
+        Py_ssize_t n, oh, ow, ih, iw, iw0
+        int r, s, s_first, s_end
+        floating *dximg
+        const floating *src
+        const floating *colbase
+
+    if n_images == 0 or image_size == 0:
+        return
+    colbase = &cols[0, 0, 0, 0]
+    for n in prange(n_images, schedule="static", nogil=True, num_threads=n_threads):
+        dximg = &dx[n, 0, 0, 0]
+        memset(dximg, 0, image_size * sizeof(floating))
+        for oh in range(Ho):
+            for ow in range(Wo):
+                iw0 = ow * stride_w - pad_left
+                for r in range(kernel_h):
+                    ih = oh * stride_h + r * dilation_h - pad_top
+                    if ih < 0 or ih >= H:
+                        continue
+                    src = colbase + ((n * Ho + oh) * Wo + ow) * kernel_h * row_terms + r * row_terms
+                    if dilation_w == 1:
+                        # taps s_first <= s < s_end land inside the row
+                        s_first = <int> max(0, -iw0)
+                        s_end = <int> min(kernel_w, W - iw0)
+                        if s_end <= s_first:
+                            continue
+                        _add_run(isa, dximg + (ih * W + iw0 + s_first) * C, src + s_first * C,
+                                 (s_end - s_first) * C)
+                    else:
+                        for s in range(kernel_w):
+                            iw = iw0 + s * dilation_w
+                            if 0 <= iw < W:
+                                _add_run(isa, dximg + (ih * W + iw) * C, src + s * C, C)
 
 
 def conv2d_backward_weights(

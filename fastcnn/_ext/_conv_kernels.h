@@ -130,6 +130,16 @@ static void fc_weight_grad_tile_f64(int isa, int nv, int tc, const double *const
                 (nv, tc, xrows, dyrows, rowlen, nrows, xstride, dystride, tile))
 }
 
+static void fc_add_run_f32(int isa, float *dst, const float *src, long n)
+{
+    FC_DISPATCH(f32, add_run, (dst, src, n))
+}
+
+static void fc_add_run_f64(int isa, double *dst, const double *src, long n)
+{
+    FC_DISPATCH(f64, add_run, (dst, src, n))
+}
+
 static void fc_forward_c1_f32(int isa, const float *const *rows, int R, int S, int dw,
                               const float *w, int K, int Wo, float *out, long ldo)
 {

@@ -127,6 +127,25 @@ static void FC_NAME(store_tile)(const FC_T *tile, int block, int first, int coun
     }
 }
 
+/* dst[q] += src[q] for q < n: full vectors, then 16-byte vectors, then single elements. */
+static void FC_NAME(add_run)(FC_T *dst, const FC_T *src, long n)
+{
+    typedef FC_T small_vec __attribute__((vector_size(16)));
+    enum { SMALL = (int)(16 / sizeof(FC_T)) };
+    long q = 0;
+    for (; q + FC_V <= n; q += FC_V)
+        FC_NAME(store)(dst + q, FC_NAME(load)(dst + q) + FC_NAME(load)(src + q));
+    for (; q + SMALL <= n; q += SMALL) {
+        small_vec a, b;
+        __builtin_memcpy(&a, dst + q, sizeof(a));
+        __builtin_memcpy(&b, src + q, sizeof(b));
+        a += b;
+        __builtin_memcpy(dst + q, &a, sizeof(a));
+    }
+    for (; q < n; q++)
+        dst[q] += src[q];
+}
+
 static inline __attribute__((always_inline)) void FC_NAME(weight_grad_tile_impl)(
     const int nv, const int tc, const FC_T *const *xrows, const FC_T *const *dyrows,
     const int *rowlen, int nrows, long xstride, long dystride, FC_T *tile)

@@ -1,0 +1,93 @@
+"""Arrays kept from one batch to the next.
+
+A training or prediction loop runs the same layers on batches of the same shape over and
+over. Allocating every intermediate array afresh costs more than it seems: arrays above
+malloc's mmap threshold come back as new pages, and each first touch of a page is a page
+fault (microseconds each under a hypervisor), which at LeNet sizes costs as much as the
+arithmetic. A :class:`Workspace` hands out the same array for the same name while the
+shape and dtype stay the same.
+
+Whoever holds a workspace owns its arrays until the next call with the same name: the
+network gives each layer its own, per thread and per mode (training, prediction), and
+never hands one of its arrays back to a caller.
+"""
+import threading
+
+import numpy as np
+
+
+class Workspace:
+    """Named arrays reused while their shape and dtype do not change."""
+
+    def __init__(self):
+        self._arrays = {}
+
+    def empty(self, name, shape, dtype):
+        """An array of ``shape`` and ``dtype`` with whatever the last user left in it."""
+        shape = tuple(shape)
+        dtype = np.dtype(dtype)
+        array = self._arrays.get(name)
+        if array is None or array.shape != shape or array.dtype != dtype:
+            array = np.empty(shape, dtype=dtype)
+            self._arrays[name] = array
+        return array
+
+    def zeros(self, name, shape, dtype):
+        """Like :meth:`empty`, but zero-filled when (re)allocated.
+
+        For arrays whose callers write the same region every time and rely on the rest
+        (zero padding) staying zero.
+        """
+        shape = tuple(shape)
+        dtype = np.dtype(dtype)
+        array = self._arrays.get(name)
+        if array is None or array.shape != shape or array.dtype != dtype:
+            array = np.zeros(shape, dtype=dtype)
+            self._arrays[name] = array
+        return array
+
+
+def empty(workspace, name, shape, dtype):
+    """``workspace.empty(...)``, or a fresh array when there is no workspace."""
+    if workspace is None:
+        return np.empty(shape, dtype=dtype)
+    return workspace.empty(name, shape, dtype)
+
+
+def zeros(workspace, name, shape, dtype):
+    """``workspace.zeros(...)``, or a fresh zero array when there is no workspace."""
+    if workspace is None:
+        return np.zeros(shape, dtype=dtype)
+    return workspace.zeros(name, shape, dtype)
+
+
+class LayerWorkspaces:
+    """One workspace per layer, per thread and per mode (training or prediction).
+
+    Per thread so that concurrent ``predict`` calls on one model never share arrays;
+    per mode so that a prediction between a training forward pass and its backward pass
+    leaves the training arrays alone. Not pickled: a loaded model starts empty.
+    """
+
+    def __init__(self, n_layers):
+        self.n_layers = n_layers
+        self._local = threading.local()
+
+    def get(self, training):
+        """The list of per-layer workspaces of this thread for the given mode."""
+        attr = "training" if training else "prediction"
+        spaces = getattr(self._local, attr, None)
+        if spaces is None:
+            spaces = [Workspace() for _ in range(self.n_layers)]
+            setattr(self._local, attr, spaces)
+        return spaces
+
+    def clear(self):
+        """Drop every thread's arrays (frees the memory once no batch uses them)."""
+        self._local = threading.local()
+
+    def __getstate__(self):
+        return {"n_layers": self.n_layers}
+
+    def __setstate__(self, state):
+        self.__init__(state["n_layers"])
