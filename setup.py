@@ -10,6 +10,7 @@ FASTCNN_SANITIZE=address
                      build with AddressSanitizer (run Python with the ASan runtime preloaded,
                      LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0).
 """
+import glob
 import os
 import sys
 import tempfile
@@ -101,6 +102,8 @@ def _extensions():
             f"fastcnn._ext.{name}",
             [f"fastcnn/_ext/{name}.pyx"],
             include_dirs=[numpy.get_include(), "fastcnn/_ext"],
+            # rebuild when a C header changes (cythonize does not follow nested includes)
+            depends=sorted(glob.glob("fastcnn/_ext/*.h")),
             define_macros=macros,
             extra_compile_args=compile_args,
             extra_link_args=link_args,

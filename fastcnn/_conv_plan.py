@@ -56,17 +56,6 @@ def _vector_plan(isa, itemsize, n_out):
     return isa, 1
 
 
-def _row_vector_isa(isa, itemsize, width):
-    """The widest instruction set whose vectors tile an output row of ``width`` with
-    little waste (single-channel kernels vectorise along rows)."""
-    while isa > 0:
-        v = _conv.vector_length(isa, itemsize)
-        if -(-width // v) * v <= 1.15 * width:
-            break
-        isa -= 1
-    return isa
-
-
 def _pack_blocks(w2, block):
     """(T, Cin, Cout) -> (Cout blocks, T, Cin, block), zero-padded in Cout."""
     taps, cin, cout = w2.shape
@@ -118,11 +107,16 @@ class ConvPlan:
         # A single input channel with stride 1 along the width runs the row-vectorised
         # kernels; everything else the register-tiled ones.
         self.single_channel = self.c == 1 and stride[1] == 1
-        self.row_isa = _row_vector_isa(isa, itemsize, self.wo)
-        v = _conv.vector_length(self.row_isa, itemsize)
-        self.row_width = -(-self.wo // v) * v
-        self.row_padded_width = max(self.w + pads[2] + pads[3],
-                                    self.row_width + (self.kw - 1) * dilation[1])
+        # Their rows are expanded K-fold (see _conv_microkernel.h): an output row is Wo*K
+        # values, computed in whole vectors of Lv, and every expanded row must be readable
+        # from each tap's offset to the end of that last vector.
+        self.row_isa = isa
+        v = _conv.vector_length(isa, itemsize)
+        row_values = self.wo * self.k
+        self.row_vector_values = -(-row_values // v) * v
+        self.expanded_row_len = max((self.w + pads[2] + pads[3]) * self.k,
+                                    (self.kw - 1) * dilation[1] * self.k
+                                    + self.row_vector_values)
 
         self.fwd_isa, self.fwd_nv = _vector_plan(isa, itemsize, self.k)
         self.fwd_block = self.fwd_nv * _conv.vector_length(self.fwd_isa, itemsize)
@@ -160,15 +154,27 @@ class ConvPlan:
         n_threads = effective_n_threads(n_threads)
         return max(1, min(n_threads, n_images * self.vector_work // _checks.PARALLEL_GRAIN))
 
-    def _single_channel_rows(self, x, ws):
-        """Zero-padded (N, Hp, Wp) copy of single-channel images, readable a vector past
-        the last output column."""
-        n = x.shape[0]
+    def _expanded_rows(self, x, ws, n_threads, reuse=False):
+        """Zero-padded, K-fold expanded rows of single-channel images (N, Hp, row length).
+
+        ``reuse=True`` (the backward pass) takes the rows the forward pass left in ``ws``
+        when they were made from this same array x.
+        """
         top, bottom, left, _ = self.pads
-        # only the image region is written: the padding stays zero when the array is reused
-        xpad = zeros(ws, "xpad", (n, self.h + top + bottom, self.row_padded_width), self.dtype)
-        xpad[:, top:top + self.h, left:left + self.w] = x[..., 0]
-        return xpad
+        xe = empty(ws, "expanded", (x.shape[0], self.h + top + bottom, self.expanded_row_len),
+                   self.dtype)
+        if reuse and ws is not None and ws.sources.get("expanded") is x:
+            return xe
+        _conv.expand_channels(x.reshape(x.shape[:3]), xe, top, left, self.k, n_threads)
+        if ws is not None:
+            ws.sources["expanded"] = x
+        return xe
+
+    def _row_pattern(self, values):
+        """(..., K) -> (..., Lv): the values repeated for each output column, zero-padded."""
+        tiled = np.zeros(values.shape[:-1] + (self.row_vector_values,), dtype=self.dtype)
+        tiled[..., :self.wo * self.k] = np.tile(values, self.wo)
+        return tiled
 
     def forward(self, x, w, b, relu, n_threads, ws=None, out=None):
         """conv(x, w) + b (then relu), as (N, Ho, Wo, K). ``b`` may be None.
@@ -186,8 +192,9 @@ class ConvPlan:
         (sh, sw), (dh, dw) = self.stride, self.dilation
         if self.single_channel:
             bias = np.zeros(k, self.dtype) if b is None else b
-            _conv.conv2d_forward_c1(self._single_channel_rows(x, ws), w.reshape(kh * kw, k),
-                                    bias, out, kh, kw, sh, dh, dw, self.row_width, relu,
+            _conv.conv2d_forward_c1(self._expanded_rows(x, ws, n_threads),
+                                    self._row_pattern(w.reshape(kh * kw, k)),
+                                    self._row_pattern(bias), out, kh, kw, sh, dh, dw, relu,
                                     self.row_isa, n_threads)
             return out
         wpack = _pack_blocks(w.reshape(kh * kw, self.c, k), self.fwd_block)
@@ -270,13 +277,14 @@ class ConvPlan:
     def _single_channel_weight_grad(self, x, dy, n_threads, ws):
         """dw of a single-channel, width-stride-1 convolution, vectorised along rows."""
         n = x.shape[0]
-        # the columns past Wo stay zero when the array is reused
-        dyt = zeros(ws, "dyt", (n, self.ho, self.k, self.row_width), self.dtype)
-        dyt[..., :self.wo] = dy.transpose(0, 1, 3, 2)
         n_chunks = max(1, min(n, -(-_MIN_WEIGHT_GRAD_TASKS // (self.kh * self.kw))))
-        partial = empty(ws, "partial", (n_chunks, self.kh, self.kw, self.k), self.dtype)
-        _conv.conv2d_backward_weights_c1(self._single_channel_rows(x, ws), dyt, partial,
+        sums = empty(ws, "partial", (n_chunks, self.kh, self.kw, self.row_vector_values),
+                     self.dtype)
+        _conv.conv2d_backward_weights_c1(self._expanded_rows(x, ws, n_threads, reuse=True),
+                                         dy, sums,
                                          self.stride[0], self.dilation[0], self.dilation[1],
                                          self.row_isa, n_threads)
-        dw = partial[0] if n_chunks == 1 else partial.sum(axis=0)
+        # chunks in order, then the output columns of each channel
+        sums = sums[0] if n_chunks == 1 else sums.sum(axis=0)
+        dw = sums[..., :self.wo * self.k].reshape(self.kh, self.kw, self.wo, self.k).sum(axis=2)
         return dw.reshape(self.kh, self.kw, 1, self.k)

@@ -38,16 +38,20 @@ cdef extern from "_conv_kernels.h" nogil:
                            const double *bias, int kcount, int relu, double *out, long ldo)
     void fc_add_run_f32(int isa, float *dst, const float *src, long n)
     void fc_add_run_f64(int isa, double *dst, const double *src, long n)
-    void fc_forward_c1_f32(int isa, const float *const *rows, int R, int S, int dw,
-                           const float *w, int K, int Wo, float *out, long ldo)
-    void fc_forward_c1_f64(int isa, const double *const *rows, int R, int S, int dw,
-                           const double *w, int K, int Wo, double *out, long ldo)
-    void fc_weight_grad_c1_f32(int isa, const float *const *xrows, const float *const *dyrows,
-                               const float **dyrows_k, long lddy, int nrows, int width, int K,
-                               float *dw)
-    void fc_weight_grad_c1_f64(int isa, const double *const *xrows,
-                               const double *const *dyrows, const double **dyrows_k, long lddy,
-                               int nrows, int width, int K, double *dw)
+    void fc_forward_c1_f32(int isa, int nr, const float *const *rows, int R, int S,
+                           long tap_step, const float *wrows, long ldw, const float *bias,
+                           int relu, long L, float *out, long ldo)
+    void fc_forward_c1_f64(int isa, int nr, const double *const *rows, int R, int S,
+                           long tap_step, const double *wrows, long ldw, const double *bias,
+                           int relu, long L, double *out, long ldo)
+    void fc_weight_grad_c1_f32(int isa, int nt, const float *const *xrows,
+                               const float *const *dyrows, int nrows, long tap_step, long L,
+                               float *sums, long lds)
+    void fc_weight_grad_c1_f64(int isa, int nt, const double *const *xrows,
+                               const double *const *dyrows, int nrows, long tap_step, long L,
+                               double *sums, long lds)
+    int fc_c1_rows(int isa)
+    int fc_c1_taps(int isa)
 
 TILE_CHANNELS = FC_TILE_CHANNELS
 ISA_NAMES = {0: "baseline (16-byte vectors)", 1: "AVX2+FMA", 2: "AVX-512"}
@@ -556,158 +560,196 @@ def bias_grad(
 ):
     """db[k] = sum of dy[:, k], accumulated in double.
 
-    The rows are split into ``n_chunks`` fixed chunks, each summed on its own, and the
-    chunk sums are added in chunk order: the same result for any thread count.
+    Runs of ``group`` pixels (about 64 values) are summed as vectors: sums[q] over the
+    runs, then db[k] adds up every q with q % K == k. The runs are split into
+    ``n_chunks`` fixed chunks, each summed on its own, the chunk sums are added in chunk
+    order and the pixels past the last whole run at the end: the same result for any
+    thread count.
     """
     cdef:
         Py_ssize_t n_rows = dy.shape[0], K = dy.shape[1]
-        Py_ssize_t chunk_len, chunk, row, row_end, k
+        Py_ssize_t group = max(1, 64 // K) if K > 0 else 1
+        Py_ssize_t width = group * K, n_runs = n_rows // group
+        Py_ssize_t chunk_len, chunk, run, q, k, row
         const floating *dybase
+        const floating *src
         double *sums
         double *acc
         double total
 
     if K == 0:
         return
-    if n_rows == 0:
-        for k in range(K):
-            db[k] = 0
-        return
-    n_chunks = max(1, min(n_chunks, n_rows))
-    chunk_len = (n_rows + n_chunks - 1) // n_chunks
-    n_chunks = (n_rows + chunk_len - 1) // chunk_len
-    dybase = &dy[0, 0]
-    sums = <double *> calloc(n_chunks * K, sizeof(double))
+    n_chunks = max(1, min(n_chunks, n_runs))
+    chunk_len = max(1, (n_runs + n_chunks - 1) // n_chunks)
+    n_chunks = (n_runs + chunk_len - 1) // chunk_len
+    sums = <double *> calloc(max(1, n_chunks) * width, sizeof(double))
     if sums == NULL:
         raise MemoryError()
     try:
-        for chunk in prange(n_chunks, schedule="static", nogil=True, num_threads=n_threads):
-            acc = sums + chunk * K
-            row_end = min((chunk + 1) * chunk_len, n_rows)
-            for row in range(chunk * chunk_len, row_end):
-                for k in range(K):
-                    acc[k] += dybase[row * K + k]
+        if n_rows > 0:
+            dybase = &dy[0, 0]
+            for chunk in prange(n_chunks, schedule="static", nogil=True,
+                                num_threads=n_threads):
+                acc = sums + chunk * width
+                for run in range(chunk * chunk_len, min((chunk + 1) * chunk_len, n_runs)):
+                    src = dybase + run * width
+                    for q in range(width):
+                        acc[q] += src[q]
         for k in range(K):
             total = 0
             for chunk in range(n_chunks):
-                total = total + sums[chunk * K + k]
+                for q in range(k, width, K):
+                    total = total + sums[chunk * width + q]
+            for row in range(n_runs * group, n_rows):
+                total = total + dy[row, k]
             db[k] = <floating> total
     finally:
         free(sums)
 
 
+def expand_channels(
+    const floating[:, :, ::1] x,          # IN (N, H, W) single-channel images
+    floating[:, :, ::1] xe,               # OUT (N, H + pad_top + pad_bottom, row length)
+    int pad_top, int pad_left, int K, int n_threads,
+):
+    """Zero-padded, channel-expanded rows: xe[n, pad_top + i, (pad_left + j) * K + k] =
+    x[n, i, j] for every k < K, zero everywhere else (padding and the row's tail)."""
+    cdef:
+        Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2]
+        Py_ssize_t Hp = xe.shape[1], row_len = xe.shape[2]
+        Py_ssize_t row, n, i, j, k, first = pad_left * K, end = (pad_left + W) * K
+        floating *xrow
+        const floating *src
+        floating value
+
+    for row in prange(n_images * Hp, schedule="static", nogil=True, num_threads=n_threads):
+        n = row // Hp
+        i = row % Hp - pad_top
+        xrow = &xe[0, 0, 0] + row * row_len
+        if i < 0 or i >= H:
+            memset(xrow, 0, row_len * sizeof(floating))
+            continue
+        memset(xrow, 0, first * sizeof(floating))
+        memset(xrow + end, 0, (row_len - end) * sizeof(floating))
+        src = &x[n, i, 0]
+        for j in range(W):
+            value = src[j]
+            for k in range(K):
+                xrow[first + j * K + k] = value
+
+
 def conv2d_forward_c1(
-    const floating[:, :, ::1] xpad,       # IN (N, Hp, Wp) zero-padded single-channel images
-    const floating[:, ::1] w,             # IN (R*S, K)
-    const floating[::1] bias,             # IN (K,)
+    const floating[:, :, ::1] xe,         # IN (N, Hp, row length) from expand_channels
+    const floating[:, ::1] wrows,         # IN (R*S, Lv): element ow*K + k = w[r, s, k]
+    const floating[::1] bias_row,         # IN (Lv,): element ow*K + k = bias[k]
     floating[:, :, :, ::1] out,           # OUT (N, Ho, Wo, K)
     int kernel_h, int kernel_w, int stride_h, int dilation_h, int dilation_w,
-    int width, bint relu, int isa, int n_threads,
+    bint relu, int isa, int n_threads,
 ):
-    """Single-input-channel convolution with stride 1 along the width, one output row per task.
+    """Single-input-channel convolution with stride 1 along the width; a few output rows
+    of one image per task (they share every weight vector loaded).
 
-    ``width`` is Wo rounded up to the vector length; every row of ``xpad`` must be readable
-    up to ``width + (S - 1) * dilation_w``.
+    Lv is Wo*K rounded up to whole vectors; every row of ``xe`` must be readable up to
+    ``(kernel_w - 1) * dilation_w * K + Lv``.
     """
     cdef:
-        Py_ssize_t n_images = xpad.shape[0], Hp = xpad.shape[1], Wp = xpad.shape[2]
-        Py_ssize_t Ho = out.shape[1], Wo = out.shape[2], K = out.shape[3]
-        Py_ssize_t n_tasks = n_images * Ho
-        Py_ssize_t task, n, oh, ow, k
-        int r
-        const floating *xbase = &xpad[0, 0, 0]
-        const floating *wbase = &w[0, 0]
-        const floating *bbase = &bias[0]
-        floating *obase = &out[0, 0, 0, 0]
+        Py_ssize_t Hp = xe.shape[1], row_len = xe.shape[2]
+        Py_ssize_t Ho = out.shape[1], K = out.shape[3]
+        Py_ssize_t L = out.shape[2] * K, ldw = wrows.shape[1]
+        int rows_per_task = fc_c1_rows(isa)
+        Py_ssize_t blocks = (Ho + rows_per_task - 1) // rows_per_task
+        Py_ssize_t n_tasks = out.shape[0] * blocks
+        Py_ssize_t task, n, oh, oh0
+        int r, j, nr
+        const floating *xbase = &xe[0, 0, 0]
         floating *orow
         const floating **rows
         const floating **all_rows
-        floating *planar
-        floating *all_planar
-        floating value
 
-    if n_tasks == 0:
+    if n_tasks == 0 or L == 0:
         return
-    all_rows = <const floating **> malloc(n_threads * kernel_h * sizeof(floating *))
-    all_planar = <floating *> malloc(n_threads * K * width * sizeof(floating))
-    try:
-        if all_rows == NULL or all_planar == NULL:
-            raise MemoryError()
-        for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
-            rows = all_rows + threadid() * kernel_h
-            planar = all_planar + threadid() * K * width
-            n = task // Ho
-            oh = task % Ho
-            for r in range(kernel_h):
-                rows[r] = xbase + (n * Hp + oh * stride_h + r * dilation_h) * Wp
-            if floating is float:
-                fc_forward_c1_f32(isa, rows, kernel_h, kernel_w, dilation_w, wbase, K, Wo,
-                                  planar, width)
-            else:
-                fc_forward_c1_f64(isa, rows, kernel_h, kernel_w, dilation_w, wbase, K, Wo,
-                                  planar, width)
-            orow = obase + task * Wo * K
-            for ow in range(Wo):
-                for k in range(K):
-                    value = planar[k * width + ow] + bbase[k]
-                    if relu and value < 0:
-                        value = 0
-                    orow[ow * K + k] = value
-    finally:
-        free(all_rows)
-        free(all_planar)
-
-
-def conv2d_backward_weights_c1(
-    const floating[:, :, ::1] xpad,       # IN (N, Hp, Wp) zero-padded single-channel images
-    const floating[:, :, :, ::1] dyt,     # IN (N, Ho, K, width) delta, planar, zero-padded
-    floating[:, :, :, ::1] partial,       # OUT (n_chunks, R, S, K)
-    int stride_h, int dilation_h, int dilation_w, int isa, int n_threads,
-):
-    """Weight gradient of conv2d_forward_c1: one (chunk, tap) per task, vectors along rows."""
-    cdef:
-        Py_ssize_t n_images = xpad.shape[0], Hp = xpad.shape[1], Wp = xpad.shape[2]
-        Py_ssize_t Ho = dyt.shape[1], K = dyt.shape[2], width = dyt.shape[3]
-        Py_ssize_t n_chunks = partial.shape[0]
-        int kernel_h = partial.shape[1], kernel_w = partial.shape[2]
-        Py_ssize_t chunk_len = (n_images + n_chunks - 1) // n_chunks
-        Py_ssize_t n_tasks = n_chunks * kernel_h * kernel_w
-        Py_ssize_t scratch = chunk_len * Ho
-        Py_ssize_t task, chunk, n, oh
-        int r, s, nrows
-        const floating *xbase = &xpad[0, 0, 0]
-        const floating *dybase = &dyt[0, 0, 0, 0]
-        floating *pbase = &partial[0, 0, 0, 0]
-        const floating **xrows
-        const floating **dyrows
-        const floating **dyrows_k
-        const floating **all_rows
-
-    if n_tasks == 0:
-        return
-    all_rows = <const floating **> malloc(n_threads * 3 * scratch * sizeof(floating *))
+    all_rows = <const floating **> malloc(n_threads * rows_per_task * kernel_h
+                                          * sizeof(floating *))
     try:
         if all_rows == NULL:
             raise MemoryError()
         for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
-            xrows = all_rows + threadid() * 3 * scratch
+            rows = all_rows + threadid() * rows_per_task * kernel_h
+            n = task // blocks
+            oh0 = (task % blocks) * rows_per_task
+            # whole blocks of rows, then the last rows one at a time
+            oh = oh0
+            while oh < min(oh0 + rows_per_task, Ho):
+                nr = rows_per_task if oh + rows_per_task <= Ho else 1
+                for j in range(nr):
+                    for r in range(kernel_h):
+                        rows[j * kernel_h + r] = xbase + (n * Hp + (oh + j) * stride_h
+                                                          + r * dilation_h) * row_len
+                orow = &out[0, 0, 0, 0] + (n * Ho + oh) * L
+                if floating is float:
+                    fc_forward_c1_f32(isa, nr, rows, kernel_h, kernel_w, dilation_w * K,
+                                      &wrows[0, 0], ldw, &bias_row[0], relu, L, orow, L)
+                else:
+                    fc_forward_c1_f64(isa, nr, rows, kernel_h, kernel_w, dilation_w * K,
+                                      &wrows[0, 0], ldw, &bias_row[0], relu, L, orow, L)
+                oh = oh + nr
+    finally:
+        free(all_rows)
+
+
+def conv2d_backward_weights_c1(
+    const floating[:, :, ::1] xe,         # IN (N, Hp, row length) from expand_channels
+    const floating[:, :, :, ::1] dy,      # IN (N, Ho, Wo, K)
+    floating[:, :, :, ::1] sums,          # OUT (n_chunks, R, S, Lv)
+    int stride_h, int dilation_h, int dilation_w, int isa, int n_threads,
+):
+    """Weight gradient of conv2d_forward_c1 before the sum over output columns:
+    sums[chunk, r, s, ow*K + k] = sum over the chunk's images and output rows of
+    x[.., ow + s*dilation_w] * dy[.., ow, k] (zero past Wo*K). One (chunk, filter row,
+    group of taps) per task; the group shares every delta vector loaded."""
+    cdef:
+        Py_ssize_t n_images = xe.shape[0], Hp = xe.shape[1], row_len = xe.shape[2]
+        Py_ssize_t Ho = dy.shape[1], K = dy.shape[3], L = dy.shape[2] * dy.shape[3]
+        Py_ssize_t n_chunks = sums.shape[0], Lv = sums.shape[3]
+        int kernel_h = sums.shape[1], kernel_w = sums.shape[2]
+        int taps_per_task = fc_c1_taps(isa)
+        int groups = (kernel_w + taps_per_task - 1) // taps_per_task
+        Py_ssize_t chunk_len = (n_images + n_chunks - 1) // n_chunks
+        Py_ssize_t n_tasks = n_chunks * kernel_h * groups
+        Py_ssize_t scratch = chunk_len * Ho
+        Py_ssize_t task, chunk, n, oh
+        int r, s0, nt, nrows
+        const floating *xbase = &xe[0, 0, 0]
+        const floating *dybase = &dy[0, 0, 0, 0]
+        const floating **xrows
+        const floating **dyrows
+        const floating **all_rows
+
+    if n_tasks == 0:
+        return
+    all_rows = <const floating **> malloc(n_threads * 2 * scratch * sizeof(floating *))
+    try:
+        if all_rows == NULL:
+            raise MemoryError()
+        for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
+            xrows = all_rows + threadid() * 2 * scratch
             dyrows = xrows + scratch
-            dyrows_k = dyrows + scratch
-            s = task % kernel_w
-            r = (task // kernel_w) % kernel_h
-            chunk = task // (kernel_w * kernel_h)
+            s0 = (task % groups) * taps_per_task
+            nt = min(taps_per_task, kernel_w - s0)
+            r = (task // groups) % kernel_h
+            chunk = task // (groups * kernel_h)
             nrows = 0
             for n in range(chunk * chunk_len, min((chunk + 1) * chunk_len, n_images)):
                 for oh in range(Ho):
-                    xrows[nrows] = xbase + ((n * Hp + oh * stride_h + r * dilation_h) * Wp
-                                            + s * dilation_w)
-                    dyrows[nrows] = dybase + (n * Ho + oh) * K * width
+                    xrows[nrows] = xbase + ((n * Hp + oh * stride_h + r * dilation_h) * row_len
+                                            + s0 * dilation_w * K)
+                    dyrows[nrows] = dybase + (n * Ho + oh) * L
                     nrows = nrows + 1
             if floating is float:
-                fc_weight_grad_c1_f32(isa, xrows, dyrows, dyrows_k, width, nrows, width, K,
-                                      pbase + task * K)
+                fc_weight_grad_c1_f32(isa, nt, xrows, dyrows, nrows, dilation_w * K, L,
+                                      &sums[chunk, r, s0, 0], Lv)
             else:
-                fc_weight_grad_c1_f64(isa, xrows, dyrows, dyrows_k, width, nrows, width, K,
-                                      pbase + task * K)
+                fc_weight_grad_c1_f64(isa, nt, xrows, dyrows, nrows, dilation_w * K, L,
+                                      &sums[chunk, r, s0, 0], Lv)
     finally:
         free(all_rows)

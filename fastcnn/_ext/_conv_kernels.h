@@ -140,30 +140,43 @@ static void fc_add_run_f64(int isa, double *dst, const double *src, long n)
     FC_DISPATCH(f64, add_run, (dst, src, n))
 }
 
-static void fc_forward_c1_f32(int isa, const float *const *rows, int R, int S, int dw,
-                              const float *w, int K, int Wo, float *out, long ldo)
+static void fc_forward_c1_f32(int isa, int nr, const float *const *rows, int R, int S,
+                              long tap_step, const float *wrows, long ldw, const float *bias,
+                              int relu, long L, float *out, long ldo)
 {
-    FC_DISPATCH(f32, forward_c1, (rows, R, S, dw, w, K, Wo, out, ldo))
+    FC_DISPATCH(f32, forward_c1, (nr, rows, R, S, tap_step, wrows, ldw, bias, relu, L, out, ldo))
 }
 
-static void fc_weight_grad_c1_f32(int isa, const float *const *xrows, const float *const *dyrows,
-                                  const float **dyrows_k, long lddy, int nrows, int width,
-                                  int K, float *dw)
+static void fc_forward_c1_f64(int isa, int nr, const double *const *rows, int R, int S,
+                              long tap_step, const double *wrows, long ldw, const double *bias,
+                              int relu, long L, double *out, long ldo)
 {
-    FC_DISPATCH(f32, weight_grad_c1, (xrows, dyrows, dyrows_k, lddy, nrows, width, K, dw))
+    FC_DISPATCH(f64, forward_c1, (nr, rows, R, S, tap_step, wrows, ldw, bias, relu, L, out, ldo))
 }
 
-static void fc_forward_c1_f64(int isa, const double *const *rows, int R, int S, int dw,
-                              const double *w, int K, int Wo, double *out, long ldo)
+static void fc_weight_grad_c1_f32(int isa, int nt, const float *const *xrows,
+                                  const float *const *dyrows, int nrows, long tap_step, long L,
+                                  float *sums, long lds)
 {
-    FC_DISPATCH(f64, forward_c1, (rows, R, S, dw, w, K, Wo, out, ldo))
+    FC_DISPATCH(f32, weight_grad_c1, (nt, xrows, dyrows, nrows, tap_step, L, sums, lds))
 }
 
-static void fc_weight_grad_c1_f64(int isa, const double *const *xrows, const double *const *dyrows,
-                                  const double **dyrows_k, long lddy, int nrows, int width,
-                                  int K, double *dw)
+static void fc_weight_grad_c1_f64(int isa, int nt, const double *const *xrows,
+                                  const double *const *dyrows, int nrows, long tap_step, long L,
+                                  double *sums, long lds)
 {
-    FC_DISPATCH(f64, weight_grad_c1, (xrows, dyrows, dyrows_k, lddy, nrows, width, K, dw))
+    FC_DISPATCH(f64, weight_grad_c1, (nt, xrows, dyrows, nrows, tap_step, L, sums, lds))
+}
+
+/* Output rows per forward_c1 call and taps per weight_grad_c1 call at an instruction set. */
+static int fc_c1_rows(int isa)
+{
+    return isa == FC_ISA_AVX512 ? 4 : 2;
+}
+
+static int fc_c1_taps(int isa)
+{
+    return isa == FC_ISA_AVX512 ? 4 : 2;
 }
 
 static void fc_store_tile_f32(int isa, const float *tile, int block, int first, int count,
