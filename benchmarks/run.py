@@ -25,7 +25,6 @@ import json  # noqa: E402
 import multiprocessing  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 

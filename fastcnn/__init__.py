@@ -6,7 +6,7 @@
 """
 from ._config import config_summary, show_config
 from ._estimator import CNNClassifier, CNNRegressor
-from .augment import Augment
 from ._version import __version__
+from .augment import Augment
 
 __all__ = ["CNNClassifier", "CNNRegressor", "Augment", "__version__", "show_config", "config_summary"]

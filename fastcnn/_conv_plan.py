@@ -10,9 +10,9 @@ dtype and shapes, as the callers guarantee.
 import numpy as np
 
 from . import _checks
-from ._workspace import empty, zeros
 from ._ext import _conv
 from ._ext._openmp import effective_n_threads
+from ._workspace import empty, zeros
 
 # Fewer weight-gradient tiles than this and the batch is split into chunks with private
 # partial sums (added in chunk order), so small layers still use every core. Fixed, so
@@ -92,7 +92,7 @@ class ConvPlan:
     (top, bottom, left, right), dilation, dtype and SIMD path."""
 
     def __init__(self, image_shape, weight_shape, stride, pads, dilation, dtype, isa=None,
-                 columns=True):
+                 columns=None):
         self.h, self.w, self.c = image_shape
         self.kh, self.kw, _, self.k = weight_shape
         self.stride, self.pads, self.dilation = tuple(stride), tuple(pads), tuple(dilation)
@@ -140,7 +140,10 @@ class ConvPlan:
         # Few input channels leave most of each data-gradient vector empty and most taps
         # reading padding; such layers compute each output pixel's (R, S, C) terms as a
         # 1x1 convolution of dy (K -> R*S*C, full vectors) and add them into dx.
-        self.dx_by_columns = columns and self.c < _conv.vector_length(isa, itemsize)
+        # (``columns`` True or False forces the choice, for tests.)
+        if columns is None:
+            columns = self.c < _conv.vector_length(isa, itemsize)
+        self.dx_by_columns = columns
         if self.dx_by_columns:
             n_terms = self.kh * self.kw * self.c
             self._columns = ConvPlan((self.ho, self.wo, self.k), (1, 1, self.k, n_terms),

@@ -16,7 +16,6 @@ Examples
 >>> F.conv2d(x, w, padding="same").shape
 (2, 8, 8, 4)
 """
-import numpy as np
 
 from ._checks import (
     as_float_array,

@@ -19,6 +19,7 @@ import math
 import numpy as np
 from sklearn.utils import check_random_state
 
+from ._workspace import LayerWorkspaces
 from .layers import (
     AvgPool2D,
     Conv2D,
@@ -28,7 +29,6 @@ from .layers import (
     build_layer,
     layer_spec_problem,
 )
-from ._workspace import LayerWorkspaces
 
 
 class Network:

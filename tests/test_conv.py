@@ -4,6 +4,7 @@ import pytest
 
 from fastcnn import functional as F
 from fastcnn._checks import int_pair, padding_amounts
+from fastcnn._conv_plan import ConvPlan
 from fastcnn._ext import _conv
 
 ISAS = list(range(_conv.cpu_isa() + 1))
@@ -87,6 +88,7 @@ SHAPES = [
     (1, 8, 8, 5, 2, 2, 12, 2, "same", 2),
     (1, 1, 1, 3, 1, 1, 4, 1, 0, 1),
     (1, 2, 9, 4, 1, 3, 6, 1, (0, 0, 2, 2), 1),
+    (3, 11, 9, 1, 5, 5, 7, (2, 1), (1, 2), (1, 2)),
 ]
 
 
@@ -133,6 +135,37 @@ def test_conv2d_backward_matches_naive(shape, dtype, isa):
     np.testing.assert_allclose(dx, ex, **TOLERANCE[dtype])
     np.testing.assert_allclose(dw, ew, **TOLERANCE[dtype])
     np.testing.assert_allclose(db, eb, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_both_data_gradient_paths_match_naive(shape, dtype):
+    """Stride phases and (R, S, C) columns: each layer uses one, both must be right."""
+    stride, padding, dilation = shape[7:]
+    x, w, _ = random_case(shape, dtype)
+    (sh, sw), (dh, dw), pads, ho, wo = naive_geometry(x.shape, w.shape, stride, padding,
+                                                      dilation)
+    dy = np.random.default_rng(1).standard_normal((x.shape[0], ho, wo, w.shape[3]))
+    dy = dy.astype(dtype)
+    expected, _, _ = naive_conv2d_backward(x.astype(np.float64), w.astype(np.float64),
+                                           dy.astype(np.float64), stride, padding, dilation)
+    for columns in (False, True):
+        plan = ConvPlan(x.shape[1:], w.shape, (sh, sw), pads, (dh, dw), dtype, columns=columns)
+        assert plan.dx_by_columns == columns
+        dx, _, _ = plan.backward(x, w, dy, True, 2)
+        np.testing.assert_allclose(dx, expected, **TOLERANCE[dtype], err_msg=f"{columns=}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_rows", [0, 1, 7, 100, 1001])
+@pytest.mark.parametrize("k", [1, 3, 6, 16, 65])
+def test_bias_grad_matches_numpy_sum(k, n_rows, dtype):
+    dy = np.random.default_rng(k + n_rows).standard_normal((n_rows, k)).astype(dtype)
+    db = np.empty(k, dtype=dtype)
+    for n_threads in (1, 2):
+        _conv.bias_grad(dy, db, 64, n_threads)
+        np.testing.assert_allclose(db, dy.astype(np.float64).sum(axis=0), rtol=1e-6,
+                                   atol=1e-5 if dtype == np.float32 else 1e-12)
 
 
 def test_need_dx_false_skips_data_gradient():
@@ -184,6 +217,7 @@ def test_conv2d_gradients_match_finite_differences(shape):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(5, 12, 12, 7, 3, 3, 20, 1, 1, 1),
                                    (3, 9, 9, 1, 5, 5, 6, 2, "same", 1),
+                                   (6, 14, 14, 1, 5, 5, 6, 1, 0, 1),
                                    (16, 6, 6, 3, 1, 1, 4, 1, 0, 1)], ids=str)
 def test_results_are_bitwise_identical_for_any_thread_count(shape, dtype):
     stride, padding, dilation = shape[7:]
