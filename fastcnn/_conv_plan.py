@@ -255,8 +255,7 @@ class ConvPlan:
             cols = self._columns.forward(dy[chunk], w_columns, None, False, n_threads,
                                          out=columns[:len(dy[chunk])])
             _conv.col2im_add(cols, dx[chunk], self.kh, self.kw, *self.stride, self.pads[0],
-                             self.pads[2], *self.dilation, self._columns.fwd_isa,
-                             min(n_threads, cols.shape[0]))
+                             self.pads[2], *self.dilation, self._columns.fwd_isa, n_threads)
         return dx
 
     def _weight_grad(self, x, dy, n_threads, ws):

@@ -542,7 +542,13 @@ class _GlobalAvgPool2DLayer(_Layer):
 
 
 class _DenseLayer(_Layer):
-    """x (flattened to 2-D) @ W + b with BLAS matmul, then the activation."""
+    """x (flattened to 2-D) @ W + b, then the activation.
+
+    The products run on the convolution kernels, as a 1x1 convolution over a one-row
+    image whose pixels are the batch's samples: multithreaded like the rest of the
+    network, bitwise the same for any thread count, and each sample's output the same
+    whatever batch it comes in (every pixel has its own accumulators).
+    """
 
     _cache_names = ("_x", "_y", "_x_shape")
 
@@ -556,6 +562,16 @@ class _DenseLayer(_Layer):
         self.params = [self.weight, self.bias]
         self.grads = [np.zeros_like(self.weight), np.zeros_like(self.bias)]
         self._x = self._y = self._x_shape = None
+        self._plans = {}
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_plans"] = {}
+        return state
+
+    def __setstate__(self, state):
+        state.setdefault("_plans", {})
+        super().__setstate__(state)
 
     def init_params(self, rng):
         n_in, n_out = self.weight.shape
@@ -563,29 +579,46 @@ class _DenseLayer(_Layer):
                                          self.dtype)
         self.bias[...] = 0
 
+    def _plan(self, n):
+        """The 1x1-convolution plan for a batch of n samples (kept per batch size)."""
+        plan = self._plans.get(n)
+        if plan is None:
+            if len(self._plans) >= 8:   # a few batch sizes are all a fit or predict uses
+                self._plans.clear()
+            n_in, n_out = self.weight.shape
+            plan = ConvPlan((1, n, n_in), (1, 1, n_in, n_out), (1, 1), (0, 0, 0, 0), (1, 1),
+                            self.dtype)
+            self._plans[n] = plan
+        return plan
+
     def forward(self, x, training, n_threads, ws=None):
-        x2 = x.reshape(x.shape[0], -1)
-        if training or self.dtype != np.float32:
-            z = x2 @ self.weight
-        else:
-            # BLAS sums in a different order for different batch sizes (a single row even
-            # takes another routine), so in float32 a sample's prediction would depend on
-            # the batch it came in. Accumulating in float64 and rounding once makes those
-            # differences vanish; training keeps the faster float32 product.
-            z = (x2.astype(np.float64) @ self.weight.astype(np.float64)).astype(np.float32)
-        z += self.bias
-        y = _activate(z, self.activation, n_threads)
+        n = x.shape[0]
+        x2 = np.ascontiguousarray(x.reshape(n, -1), dtype=self.dtype)
+        n_in, n_out = self.weight.shape
+        z = self._plan(n).forward(x2.reshape(1, 1, n, n_in),
+                                  self.weight.reshape(1, 1, n_in, n_out), self.bias,
+                                  self.activation == "relu", n_threads, ws)
+        z = z.reshape(n, n_out)
+        if self.activation in ("sigmoid", "tanh"):
+            z = _activate(z, self.activation, n_threads)
         if training:
-            self._x, self._y, self._x_shape = x2, y, x.shape
-        return y
+            self._x, self._y, self._x_shape = x2, z, x.shape
+        return z
 
     def backward(self, dy, n_threads, ws=None):
         dz = _activation_backward(dy, self._y, self.activation, n_threads)
-        np.matmul(self._x.T, dz, out=self.grads[0])
-        np.sum(dz, axis=0, out=self.grads[1])
+        dz = np.ascontiguousarray(dz, dtype=self.dtype)
+        n = dz.shape[0]
+        n_in, n_out = self.weight.shape
+        dx, dw, db = self._plan(n).backward(self._x.reshape(1, 1, n, n_in),
+                                            self.weight.reshape(1, 1, n_in, n_out),
+                                            dz.reshape(1, 1, n, n_out), self.need_dx,
+                                            n_threads, ws)
+        self.grads[0][...] = dw.reshape(n_in, n_out)
+        self.grads[1][...] = db
         if not self.need_dx:
             return None
-        return (dz @ self.weight.T).reshape(self._x_shape)
+        return dx.reshape(self._x_shape)
 
 
 class _DropoutLayer(_Layer):

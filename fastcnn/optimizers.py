@@ -77,20 +77,24 @@ class SGDOptimizer(_Optimizer):
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
         self.velocities = [np.zeros_like(p) for p in params]
+        # products go here rather than to temporaries: fresh arrays as big as a weight
+        # matrix would be new pages to fault in at every step
+        self._scratch = [np.empty_like(p) for p in params]
 
     def _update_one(self, i, p, g):
         lr = p.dtype.type(self.learning_rate)
+        step = np.multiply(g, lr, out=self._scratch[i])   # lr * g
         if self.momentum == 0.0:
-            p -= lr * g
+            p -= step
             return
         v = self.velocities[i]
         mu = p.dtype.type(self.momentum)
         v *= mu
-        v -= lr * g
+        v -= step
         if self.nesterov:
             # p += mu * v_new - lr * g (Sutskever et al. form, as in MLPClassifier)
-            p += mu * v
-            p -= lr * g
+            p -= step
+            p += np.multiply(v, mu, out=step)
         else:
             p += v
 
