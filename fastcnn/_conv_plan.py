@@ -26,6 +26,9 @@ _WEIGHT_GRAD_STEP_BYTES = 256 * 1024
 # The column data gradient works through the batch in chunks of about this many bytes of
 # columns, so they stay in cache between being written and added up.
 _COLUMN_CHUNK_BYTES = 1024 * 1024
+# Packed weights bigger than this (about a core's L2 cache) are walked block by block,
+# each block used for every pixel tile before the next (dense layers).
+_WEIGHTS_OUTER_BYTES = 1024 * 1024
 
 
 def resolve_isa(isa):
@@ -205,7 +208,8 @@ class ConvPlan:
         if b is not None:
             bias[:k] = b
         _conv.conv2d_forward(x, wpack, bias, out, kh, kw, sh, sw, self.pads[0], self.pads[2],
-                             dh, dw, relu, self.fwd_isa, self.fwd_nv, n_threads)
+                             dh, dw, relu, self.fwd_isa, self.fwd_nv,
+                             wpack.nbytes > _WEIGHTS_OUTER_BYTES, n_threads)
         return out
 
     def backward(self, x, w, dy, need_dx, n_threads, ws=None):
@@ -238,7 +242,8 @@ class ConvPlan:
             wpack = _pack_blocks(w_t[rows, cols], self.dx_block)
             _conv.conv2d_backward_data_phase(dy, wpack, row_off, col_off, dx, row0, col0,
                                              self.stride[0], self.stride[1], self.dx_isa,
-                                             self.dx_nv, n_threads)
+                                             self.dx_nv, wpack.nbytes > _WEIGHTS_OUTER_BYTES,
+                                             n_threads)
         return dx, dw, db
 
     def _data_grad_by_columns(self, w, dy, n_threads, ws):
@@ -270,7 +275,11 @@ class ConvPlan:
         n_chunks = max(1, min(n, -(-_MIN_WEIGHT_GRAD_TASKS // self.wgrad_tiles)))
         partial = empty(ws, "partial", (n_chunks, self.kh, self.kw, self.c, self.k), self.dtype)
         images_per_step = max(1, _WEIGHT_GRAD_STEP_BYTES // (dy_padded[0].nbytes + x[0].nbytes))
-        _conv.conv2d_backward_weights(x, dy_padded, partial, self.stride[0], self.stride[1],
+        scratch = empty(ws, "accumulators",
+                        (n_chunks * self.wgrad_tiles * _conv.TILE_CHANNELS * self.fwd_block,),
+                        self.dtype)
+        _conv.conv2d_backward_weights(x, dy_padded, partial, scratch, self.stride[0],
+                                      self.stride[1],
                                       self.pads[0], self.pads[2], self.dilation[0],
                                       self.dilation[1], self.fwd_block, images_per_step,
                                       self.fwd_isa, self.fwd_nv, n_threads)

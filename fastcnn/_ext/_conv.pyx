@@ -127,9 +127,13 @@ def conv2d_forward(
     int stride_h, int stride_w,
     int pad_top, int pad_left,
     int dilation_h, int dilation_w,
-    bint relu, int isa, int nv, int n_threads,
+    bint relu, int isa, int nv, bint weights_outer, int n_threads,
 ):
     """out = conv(x, w) + bias (then max(., 0) when ``relu``), one pixel tile per task.
+
+    Each task runs its tile against every output-channel block, or, with
+    ``weights_outer`` (weights too big to stay in cache, few pixels: a dense layer), a
+    task is one (block, tile) pair and each thread's tasks go through one block at a time.
 
     Where output rows split into whole tiles, a tile is a strip of one output row: if
     its receptive field lies inside the image horizontally, each tap needs a single input
@@ -153,8 +157,9 @@ def conv2d_forward(
         # tiles run over the flattened image, where only the image's last one overlaps.
         bint strips = Wo % tp == 0
         Py_ssize_t n_ptiles = (Wo + tp - 1) // tp * Ho if strips else (n_pixels + tp - 1) // tp
-        Py_ssize_t n_tasks = n_images * n_ptiles
-        Py_ssize_t task, n, ptile, kblock, p, p_first, p_end, k0, oh, ow, ih, iw
+        Py_ssize_t n_tasks = n_images * n_ptiles * (wpack.shape[0] if weights_outer else 1)
+        Py_ssize_t task, n, ptile, kblock, kblock_first, kblock_end, p, p_first, p_end
+        Py_ssize_t k0, oh, ow, ih, iw
         int i, r, s, cin, live
         long pstride
         const floating *xbase = &x[0, 0, 0, 0]
@@ -191,7 +196,13 @@ def conv2d_forward(
             tile_oh = all_coords + threadid() * 2 * tp
             tile_ow = tile_oh + tp
             ptile = task % n_ptiles
-            n = task // n_ptiles
+            n = (task // n_ptiles) % n_images
+            if weights_outer:
+                kblock_first = task // (n_ptiles * n_images)
+                kblock_end = kblock_first + 1
+            else:
+                kblock_first = 0
+                kblock_end = n_kblocks
             # The last tile (of a row, or of the image) is shifted back to stay full: it
             # recomputes a few pixels of the previous tile and stores only its own.
             if strips:
@@ -265,7 +276,7 @@ def conv2d_forward(
                 else:
                     live = _live_taps(ptrs, ntaps, tp, zeros, tap_ids)
             cin = kernel_w * C if whole_rows else C
-            for kblock in range(n_kblocks):
+            for kblock in range(kblock_first, kblock_end):
                 _forward_tile(isa, nv, ptrs, pstride, live, cin, tap_ids,
                               wbase + kblock * patch_len * block, tile)
                 k0 = kblock * block
@@ -292,9 +303,12 @@ def conv2d_backward_data_phase(
     const int[::1] tap_col,               # IN dy column offset of each tap
     floating[:, :, :, ::1] dx,            # OUT (N, H, W, C)
     int row0, int col0, int stride_h, int stride_w,
-    int isa, int nv, int n_threads,
+    int isa, int nv, bint weights_outer, int n_threads,
 ):
     """Data gradient for the input pixels (row0 + stride_h*j, col0 + stride_w*l).
+
+    One (pixel tile, channel block) per task; consecutive tasks share the tile, or with
+    ``weights_outer`` (big weights, few pixels) the channel block.
 
     Within one stride phase every pixel sees the same taps of the (180-degree rotated,
     channel-transposed) filter, at dy offset (j + tap_row[t], l + tap_col[t]); offsets
@@ -342,9 +356,14 @@ def conv2d_backward_data_phase(
             ptrs = all_ptrs + threadid() * ntaps * tp
             tap_ids = all_tap_ids + threadid() * ntaps
             tile = all_tiles + threadid() * tp * block
-            cblock = task % n_cblocks
-            ptile = (task // n_cblocks) % n_ptiles
-            n = task // (n_cblocks * n_ptiles)
+            if weights_outer:
+                ptile = task % n_ptiles
+                n = (task // n_ptiles) % n_images
+                cblock = task // (n_ptiles * n_images)
+            else:
+                cblock = task % n_cblocks
+                ptile = (task // n_cblocks) % n_ptiles
+                n = task // (n_cblocks * n_ptiles)
             p_first = ptile * tp
             p_end = min(p_first + tp, n_pixels)
             p = max(0, min(p_first, n_pixels - tp))
@@ -437,6 +456,7 @@ def conv2d_backward_weights(
     const floating[:, :, :, ::1] x,       # IN (N, H, W, C)
     const floating[:, :, :, ::1] dy,      # IN (N, Ho, Wo, Kp), Kp a multiple of the block
     floating[:, :, :, :, ::1] partial,    # OUT (n_chunks, R, S, C, K)
+    floating[::1] scratch,                # (n tasks * FC_TILE_CHANNELS * block) accumulators
     int stride_h, int stride_w,
     int pad_top, int pad_left,
     int dilation_h, int dilation_w,
@@ -477,7 +497,7 @@ def conv2d_backward_weights(
         const floating **all_xrows
         const floating **all_dyrows
         int *all_rowlen
-        floating *all_acc
+        floating *all_acc = &scratch[0]
 
     if n_tasks == 0:
         return
@@ -486,9 +506,8 @@ def conv2d_backward_weights(
     all_xrows = <const floating **> malloc(n_threads * images_per_step * Ho * sizeof(floating *))
     all_dyrows = <const floating **> malloc(n_threads * images_per_step * Ho * sizeof(floating *))
     all_rowlen = <int *> malloc(n_threads * images_per_step * Ho * sizeof(int))
-    all_acc = <floating *> calloc(n_tasks * tile_size, sizeof(floating))
     try:
-        if all_xrows == NULL or all_dyrows == NULL or all_rowlen == NULL or all_acc == NULL:
+        if all_xrows == NULL or all_dyrows == NULL or all_rowlen == NULL:
             raise MemoryError()
         for step in range(n_steps):
             for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
@@ -496,6 +515,8 @@ def conv2d_backward_weights(
                 dyrows = all_dyrows + threadid() * images_per_step * Ho
                 rowlen = all_rowlen + threadid() * images_per_step * Ho
                 acc = all_acc + task * tile_size
+                if step == 0:
+                    memset(acc, 0, tile_size * sizeof(floating))
                 kblock = task % n_kblocks
                 rest = task // n_kblocks
                 ctile = rest % n_ctiles
@@ -528,7 +549,7 @@ def conv2d_backward_weights(
                 if nrows > 0:
                     _weight_grad_tile(isa, nv, tc, xrows, dyrows, rowlen, nrows,
                                       stride_w * C, Kp, acc)
-        for task in range(n_tasks):
+        for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
             kblock = task % n_kblocks
             rest = task // n_kblocks
             ctile = rest % n_ctiles
@@ -550,7 +571,6 @@ def conv2d_backward_weights(
         free(all_xrows)
         free(all_dyrows)
         free(all_rowlen)
-        free(all_acc)
 
 
 def bias_grad(
