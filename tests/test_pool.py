@@ -196,6 +196,33 @@ def test_avg_pool_matches_naive(case, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pool, stride", [(2, None), (3, 1), ((2, 3), (1, 2)), (2, 3)])
+@pytest.mark.parametrize("c", [1, 2, 3, 4, 5, 7, 8, 9, 12, 16, 17])
+def test_channel_counts_around_the_vector_width(c, pool, stride, dtype):
+    # The kernels take channels in 16-byte vectors (4 floats, 2 doubles) and pairs of
+    # them, overlapping the last pair, and go row by row below one vector: every count
+    # around those widths, with ties and NaN, at both thread counts.
+    rng = np.random.default_rng(c)
+    x = rng.integers(-2, 3, (2, 6, 7, c)).astype(dtype)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    pool2 = _pair(pool)
+    stride2 = pool2 if stride is None else _pair(stride)
+    y_ref, argmax_ref = naive_max_pool(x, pool2, stride2)
+    dy = _random(y_ref.shape, dtype, seed=1)
+    for n_threads in (1, 2):
+        y, argmax = max_pool2d(x, pool, stride, n_threads=n_threads)
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(argmax, argmax_ref)
+        np.testing.assert_allclose(max_pool2d_backward(dy, argmax, x.shape, n_threads=n_threads),
+                                   naive_max_pool_backward(dy, argmax, x.shape), **TOL[dtype])
+        np.testing.assert_allclose(avg_pool2d(x, pool, stride, n_threads=n_threads),
+                                   naive_avg_pool(x, pool2, stride2), **TOL[dtype])
+        np.testing.assert_allclose(
+            avg_pool2d_backward(dy, x.shape, pool, stride, n_threads=n_threads),
+            naive_avg_pool_backward(dy, x.shape, pool2, stride2), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 4, 4, 1), (3, 5, 7, 2), (2, 1, 9, 6),
                                    (4, 8, 8, 16), (2, 33, 31, 3)])
 def test_global_avg_pool_matches_naive(shape, dtype):
