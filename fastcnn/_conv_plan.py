@@ -59,14 +59,13 @@ def _vector_plan(isa, itemsize, n_out):
     return isa, 1
 
 
-def _pack_blocks(w2, block):
-    """(T, Cin, Cout) -> (Cout blocks, T, Cin, block), zero-padded in Cout."""
-    taps, cin, cout = w2.shape
-    n_blocks = -(-cout // block)
-    packed = np.zeros((n_blocks, taps, cin, block), dtype=w2.dtype)
-    for i in range(n_blocks):
-        width = min(block, cout - i * block)
-        packed[i, :, :, :width] = w2[:, :, i * block:i * block + width]
+def _pack_blocks(w, taps, block, transpose, ws, name, n_threads):
+    """Taps ``taps`` of w (T, Cin, Cout) as (Cout blocks, len(taps), Cin, block),
+    zero-padded in Cout; with ``transpose`` w is (T, Cout, Cin)."""
+    _, rows, cols = w.shape
+    cin, cout = (cols, rows) if transpose else (rows, cols)
+    packed = empty(ws, name, (-(-cout // block), len(taps), cin, block), w.dtype)
+    _conv.pack_weights(np.ascontiguousarray(w), taps, packed, transpose, n_threads)
     return packed
 
 
@@ -130,6 +129,7 @@ class ConvPlan:
 
         self.dx_isa, self.dx_nv = _vector_plan(isa, itemsize, self.c)
         self.dx_block = self.dx_nv * _conv.vector_length(self.dx_isa, itemsize)
+        self._all_taps = np.arange(self.kh * self.kw, dtype=np.intc)
         self.phases = []
         n_phases = 0
         for row0, col0, taps in _data_grad_phases((self.h, self.w), (self.kh, self.kw),
@@ -137,7 +137,7 @@ class ConvPlan:
             n_phases += 1
             if taps:  # a phase no tap reaches has a zero gradient
                 rows, row_off, cols, col_off = (np.array(v, dtype=np.intc) for v in zip(*taps))
-                self.phases.append((row0, col0, rows, cols, row_off, col_off))
+                self.phases.append((row0, col0, rows * self.kw + cols, row_off, col_off))
         # the phases' kernels write every input pixel unless a phase has no taps
         self.dx_needs_zeros = len(self.phases) < n_phases
         # Few input channels leave most of each data-gradient vector empty and most taps
@@ -203,7 +203,8 @@ class ConvPlan:
                                     self._row_pattern(bias), out, kh, kw, sh, dh, dw, relu,
                                     self.row_isa, n_threads)
             return out
-        wpack = _pack_blocks(w.reshape(kh * kw, self.c, k), self.fwd_block)
+        wpack = _pack_blocks(w.reshape(kh * kw, self.c, k), self._all_taps, self.fwd_block,
+                             False, ws, "packed", n_threads)
         bias = np.zeros(self.k_padded, dtype=self.dtype)
         if b is not None:
             bias[:k] = b
@@ -236,10 +237,12 @@ class ConvPlan:
             dx.fill(0)
         if n == 0:
             return dx, dw, db
-        # (R, S, C, K) -> (R, S, K, C): the data gradient's "output channels" are C.
-        w_t = w.transpose(0, 1, 3, 2)
-        for row0, col0, rows, cols, row_off, col_off in self.phases:
-            wpack = _pack_blocks(w_t[rows, cols], self.dx_block)
+        w_taps = w.reshape(self.kh * self.kw, self.c, self.k)
+        for i, (row0, col0, taps, row_off, col_off) in enumerate(self.phases):
+            # The phase's taps of w, packed transposed: the data gradient's "output
+            # channels" are C.
+            wpack = _pack_blocks(w_taps, taps, self.dx_block, True, ws, f"packed_dx{i}",
+                                 n_threads)
             _conv.conv2d_backward_data_phase(dy, wpack, row_off, col_off, dx, row0, col0,
                                              self.stride[0], self.stride[1], self.dx_isa,
                                              self.dx_nv, wpack.nbytes > _WEIGHTS_OUTER_BYTES,
@@ -273,16 +276,14 @@ class ConvPlan:
         else:
             dy_padded = dy
         n_chunks = max(1, min(n, -(-_MIN_WEIGHT_GRAD_TASKS // self.wgrad_tiles)))
-        partial = empty(ws, "partial", (n_chunks, self.kh, self.kw, self.c, self.k), self.dtype)
-        images_per_step = max(1, _WEIGHT_GRAD_STEP_BYTES // (dy_padded[0].nbytes + x[0].nbytes))
-        scratch = empty(ws, "accumulators",
-                        (n_chunks * self.wgrad_tiles * _conv.TILE_CHANNELS * self.fwd_block,),
+        partial = empty(ws, "partial", (n_chunks, self.kh, self.kw, self.c, self.k_padded),
                         self.dtype)
-        _conv.conv2d_backward_weights(x, dy_padded, partial, scratch, self.stride[0],
-                                      self.stride[1],
+        images_per_step = max(1, _WEIGHT_GRAD_STEP_BYTES // (dy_padded[0].nbytes + x[0].nbytes))
+        _conv.conv2d_backward_weights(x, dy_padded, partial, self.stride[0], self.stride[1],
                                       self.pads[0], self.pads[2], self.dilation[0],
                                       self.dilation[1], self.fwd_block, images_per_step,
                                       self.fwd_isa, self.fwd_nv, n_threads)
+        partial = partial[..., :self.k]
         return partial[0] if n_chunks == 1 else partial.sum(axis=0)
 
     def _single_channel_weight_grad(self, x, dy, n_threads, ws):

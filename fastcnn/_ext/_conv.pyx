@@ -28,10 +28,10 @@ cdef extern from "_conv_kernels.h" nogil:
                              int ntaps, int cin, const int *tap_ids, const double *w, double *tile)
     void fc_weight_grad_tile_f32(int isa, int nv, int tc, const float *const *xrows,
                                  const float *const *dyrows, const int *rowlen, int nrows,
-                                 long xstride, long dystride, float *tile)
+                                 long xstride, long dystride, float *tile, long ldt)
     void fc_weight_grad_tile_f64(int isa, int nv, int tc, const double *const *xrows,
                                  const double *const *dyrows, const int *rowlen, int nrows,
-                                 long xstride, long dystride, double *tile)
+                                 long xstride, long dystride, double *tile, long ldt)
     void fc_store_tile_f32(int isa, const float *tile, int block, int first, int count,
                            const float *bias, int kcount, int relu, float *out, long ldo)
     void fc_store_tile_f64(int isa, const double *tile, int block, int first, int count,
@@ -109,13 +109,54 @@ cdef inline int _live_taps(const floating **ptrs, int ntaps, int tp, const float
 cdef inline void _weight_grad_tile(int isa, int nv, int tc, const floating *const *xrows,
                                    const floating *const *dyrows, const int *rowlen,
                                    int nrows, long xstride, long dystride,
-                                   floating *tile) noexcept nogil:
+                                   floating *tile, long ldt) noexcept nogil:
     if floating is float:
         fc_weight_grad_tile_f32(isa, nv, tc, xrows, dyrows, rowlen, nrows, xstride,
-                                dystride, tile)
+                                dystride, tile, ldt)
     else:
         fc_weight_grad_tile_f64(isa, nv, tc, xrows, dyrows, rowlen, nrows, xstride,
-                                dystride, tile)
+                                dystride, tile, ldt)
+
+
+def pack_weights(
+    const floating[:, :, ::1] w,          # IN (T, A, B)
+    const int[::1] taps,                  # IN which of the T taps to pack, in order
+    floating[:, :, :, ::1] packed,        # OUT (blocks, len(taps), rows, block)
+    bint transpose, int n_threads,
+):
+    """Weights in output-channel blocks, zero-padded past the last channel.
+
+    transpose=False: packed[b, i, a, j] = w[taps[i], a, b * block + j] (forward: A
+    inputs, B outputs); transpose=True: packed[b, i, a2, j] = w[taps[i], b * block + j, a2]
+    (data gradient: A are the outputs, B the inputs).
+    """
+    cdef:
+        Py_ssize_t n_taps = taps.shape[0], A = w.shape[1], B = w.shape[2]
+        Py_ssize_t n_blocks = packed.shape[0], rows = packed.shape[2], block = packed.shape[3]
+        Py_ssize_t outputs = A if transpose else B
+        Py_ssize_t task, b, t, a, j, first, width
+        const floating *src
+        floating *dst
+
+    for task in prange(n_blocks * n_taps, schedule="static", nogil=True, num_threads=n_threads):
+        b = task // n_taps
+        t = task % n_taps
+        first = b * block
+        width = min(block, outputs - first)
+        dst = &packed[b, t, 0, 0]
+        if width < block:
+            memset(dst, 0, rows * block * sizeof(floating))
+        if transpose:
+            # output channel first + j is input row first + j of w: read rows, write columns
+            for j in range(width):
+                src = &w[taps[t], first + j, 0]
+                for a in range(B):
+                    dst[a * block + j] = src[a]
+        else:
+            for a in range(A):
+                src = &w[taps[t], a, first]
+                for j in range(width):
+                    dst[a * block + j] = src[j]
 
 
 def conv2d_forward(
@@ -455,8 +496,7 @@ def col2im_add(
 def conv2d_backward_weights(
     const floating[:, :, :, ::1] x,       # IN (N, H, W, C)
     const floating[:, :, :, ::1] dy,      # IN (N, Ho, Wo, Kp), Kp a multiple of the block
-    floating[:, :, :, :, ::1] partial,    # OUT (n_chunks, R, S, C, K)
-    floating[::1] scratch,                # (n tasks * FC_TILE_CHANNELS * block) accumulators
+    floating[:, :, :, :, ::1] partial,    # OUT (n_chunks, R, S, C, Kp)
     int stride_h, int stride_w,
     int pad_top, int pad_left,
     int dilation_h, int dilation_w,
@@ -464,11 +504,12 @@ def conv2d_backward_weights(
 ):
     """partial[chunk, r, s, c, k] = sum over the chunk's images and the pixels of x * dy.
 
-    Each task owns one (chunk, tap, channel tile, output-channel block) accumulator tile.
-    The batch is walked a few images at a time (``images_per_step``), every task adding
-    those images to its tile, so that the images' x and dy stay in cache while all the
-    tiles use them. The reduction order is fixed by the data: the result does not depend
-    on the thread count. The caller sums the chunks in index order.
+    Each task owns one (chunk, tap, channel tile, output-channel block) tile of
+    ``partial`` and accumulates into it in place. The batch is walked a few images at a
+    time (``images_per_step``), every task adding those images to its tile, so that the
+    images' x and dy stay in cache while all the tiles use them. The reduction order is
+    fixed by the data: the result does not depend on the thread count. The caller sums
+    the chunks in index order.
     """
     cdef:
         Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2]
@@ -476,28 +517,24 @@ def conv2d_backward_weights(
         Py_ssize_t Ho = dy.shape[1], Wo = dy.shape[2], Kp = dy.shape[3]
         Py_ssize_t n_chunks = partial.shape[0]
         int kernel_h = partial.shape[1], kernel_w = partial.shape[2]
-        Py_ssize_t K = partial.shape[4]
-        int tc = min(FC_TILE_CHANNELS, C)
         Py_ssize_t n_ctiles = (C + FC_TILE_CHANNELS - 1) // FC_TILE_CHANNELS
         Py_ssize_t n_kblocks = Kp // block
         Py_ssize_t chunk_len = (n_images + n_chunks - 1) // n_chunks
         Py_ssize_t tiles_per_chunk = kernel_h * kernel_w * n_ctiles * n_kblocks
         Py_ssize_t n_tasks = n_chunks * tiles_per_chunk
-        Py_ssize_t tile_size = FC_TILE_CHANNELS * block
-        Py_ssize_t step, n_steps, task, rest, chunk, ctile, kblock, c, c_first, c0, k, k0
+        Py_ssize_t step, n_steps, task, rest, chunk, ctile, kblock, c, c0, k0
         Py_ssize_t n, n_first, n_end, oh, ih, ow_lo, ow_hi, num
-        int r, s, i, nrows
+        int r, s, tc, nrows
         const floating *xbase = &x[0, 0, 0, 0]
         const floating *dybase = &dy[0, 0, 0, 0]
         floating *pbase = &partial[0, 0, 0, 0, 0]
         const floating **xrows
         const floating **dyrows
         int *rowlen
-        floating *acc
+        floating *tile
         const floating **all_xrows
         const floating **all_dyrows
         int *all_rowlen
-        floating *all_acc = &scratch[0]
 
     if n_tasks == 0:
         return
@@ -514,9 +551,6 @@ def conv2d_backward_weights(
                 xrows = all_xrows + threadid() * images_per_step * Ho
                 dyrows = all_dyrows + threadid() * images_per_step * Ho
                 rowlen = all_rowlen + threadid() * images_per_step * Ho
-                acc = all_acc + task * tile_size
-                if step == 0:
-                    memset(acc, 0, tile_size * sizeof(floating))
                 kblock = task % n_kblocks
                 rest = task // n_kblocks
                 ctile = rest % n_ctiles
@@ -525,9 +559,13 @@ def conv2d_backward_weights(
                 rest = rest // kernel_w
                 r = rest % kernel_h
                 chunk = rest // kernel_h
-                # Channels [c0, c0 + tc): the last tile is shifted back to stay full.
-                c0 = min(ctile * FC_TILE_CHANNELS, C - tc)
+                c0 = ctile * FC_TILE_CHANNELS
+                tc = <int> min(FC_TILE_CHANNELS, C - c0)
                 k0 = kblock * block
+                tile = pbase + (((chunk * kernel_h + r) * kernel_w + s) * C + c0) * Kp + k0
+                if step == 0:
+                    for c in range(tc):
+                        memset(tile + c * Kp, 0, block * sizeof(floating))
                 # Output columns whose tap (r, s) lands inside the image.
                 num = pad_left - s * dilation_w
                 ow_lo = 0 if num <= 0 else (num + stride_w - 1) // stride_w
@@ -548,25 +586,7 @@ def conv2d_backward_weights(
                             nrows = nrows + 1
                 if nrows > 0:
                     _weight_grad_tile(isa, nv, tc, xrows, dyrows, rowlen, nrows,
-                                      stride_w * C, Kp, acc)
-        for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
-            kblock = task % n_kblocks
-            rest = task // n_kblocks
-            ctile = rest % n_ctiles
-            rest = rest // n_ctiles
-            s = rest % kernel_w
-            rest = rest // kernel_w
-            r = rest % kernel_h
-            chunk = rest // kernel_h
-            c_first = ctile * FC_TILE_CHANNELS
-            c0 = min(c_first, C - tc)
-            k0 = kblock * block
-            acc = all_acc + task * tile_size
-            # A shifted last tile stores only the channels from c_first on.
-            for c in range(c_first, min(c_first + FC_TILE_CHANNELS, C)):
-                for k in range(k0, min(k0 + block, K)):
-                    pbase[(((chunk * kernel_h + r) * kernel_w + s) * C + c) * K + k] = (
-                        acc[(c - c0) * block + k - k0])
+                                      stride_w * C, Kp, tile, Kp)
     finally:
         free(all_xrows)
         free(all_dyrows)
@@ -618,8 +638,8 @@ def bias_grad(
         for k in range(K):
             total = 0
             for chunk in range(n_chunks):
-                for q in range(k, width, K):
-                    total = total + sums[chunk * width + q]
+                for q in range(group):
+                    total = total + sums[chunk * width + q * K + k]
             for row in range(n_runs * group, n_rows):
                 total = total + dy[row, k]
             db[k] = <floating> total

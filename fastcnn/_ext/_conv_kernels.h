@@ -116,18 +116,18 @@ static void fc_forward_tile_f64(int isa, int nv, const double *const *xptr, long
 
 static void fc_weight_grad_tile_f32(int isa, int nv, int tc, const float *const *xrows,
                                     const float *const *dyrows, const int *rowlen, int nrows,
-                                    long xstride, long dystride, float *tile)
+                                    long xstride, long dystride, float *tile, long ldt)
 {
     FC_DISPATCH(f32, weight_grad_tile,
-                (nv, tc, xrows, dyrows, rowlen, nrows, xstride, dystride, tile))
+                (nv, tc, xrows, dyrows, rowlen, nrows, xstride, dystride, tile, ldt))
 }
 
 static void fc_weight_grad_tile_f64(int isa, int nv, int tc, const double *const *xrows,
                                     const double *const *dyrows, const int *rowlen, int nrows,
-                                    long xstride, long dystride, double *tile)
+                                    long xstride, long dystride, double *tile, long ldt)
 {
     FC_DISPATCH(f64, weight_grad_tile,
-                (nv, tc, xrows, dyrows, rowlen, nrows, xstride, dystride, tile))
+                (nv, tc, xrows, dyrows, rowlen, nrows, xstride, dystride, tile, ldt))
 }
 
 static void fc_add_run_f32(int isa, float *dst, const float *src, long n)

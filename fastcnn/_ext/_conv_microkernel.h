@@ -148,7 +148,7 @@ static void FC_NAME(add_run)(FC_T *dst, const FC_T *src, long n)
 
 static inline __attribute__((always_inline)) void FC_NAME(weight_grad_tile_impl)(
     const int nv, const int tc, const FC_T *const *xrows, const FC_T *const *dyrows,
-    const int *rowlen, int nrows, long xstride, long dystride, FC_T *tile)
+    const int *rowlen, int nrows, long xstride, long dystride, FC_T *tile, long ldt)
 {
     typedef FC_NAME(vec) vec;
     const int kb = nv * FC_V;
@@ -201,43 +201,43 @@ static inline __attribute__((always_inline)) void FC_NAME(weight_grad_tile_impl)
     }
 #pragma GCC unroll 16
     for (int i = 0; i < tc; i++) {
-        vec s0 = FC_NAME(load)(tile + i * kb);
-        vec s1 = nv > 1 ? FC_NAME(load)(tile + i * kb + FC_V) : s0;
+        vec s0 = FC_NAME(load)(tile + i * ldt);
+        vec s1 = nv > 1 ? FC_NAME(load)(tile + i * ldt + FC_V) : s0;
 #pragma GCC unroll 16
         for (int u = 0; u < lanes; u++) {
             s0 += acc[u][i][0];
             if (nv > 1)
                 s1 += acc[u][i][1];
         }
-        FC_NAME(store)(tile + i * kb, s0);
+        FC_NAME(store)(tile + i * ldt, s0);
         if (nv > 1)
-            FC_NAME(store)(tile + i * kb + FC_V, s1);
+            FC_NAME(store)(tile + i * ldt + FC_V, s1);
     }
 }
 
 #define FC_WGRAD_CASE(NV, TC)                                                            \
     case TC:                                                                             \
         FC_NAME(weight_grad_tile_impl)(NV, TC, xrows, dyrows, rowlen, nrows, xstride,    \
-                                       dystride, tile);                                  \
+                                       dystride, tile, ldt);                             \
         break;
 
 static void FC_NAME(weight_grad_tile)(int nv, int tc, const FC_T *const *xrows,
                                       const FC_T *const *dyrows, const int *rowlen, int nrows,
-                                      long xstride, long dystride, FC_T *tile)
+                                      long xstride, long dystride, FC_T *tile, long ldt)
 {
     if (nv == 1) {
         switch (tc) {
             FC_WGRAD_CASE(1, 1) FC_WGRAD_CASE(1, 2) FC_WGRAD_CASE(1, 3) FC_WGRAD_CASE(1, 4)
             FC_WGRAD_CASE(1, 5) FC_WGRAD_CASE(1, 6) FC_WGRAD_CASE(1, 7)
             default: FC_NAME(weight_grad_tile_impl)(1, FC_TILE_CHANNELS, xrows, dyrows, rowlen,
-                                                    nrows, xstride, dystride, tile);
+                                                    nrows, xstride, dystride, tile, ldt);
         }
     } else {
         switch (tc) {
             FC_WGRAD_CASE(2, 1) FC_WGRAD_CASE(2, 2) FC_WGRAD_CASE(2, 3) FC_WGRAD_CASE(2, 4)
             FC_WGRAD_CASE(2, 5) FC_WGRAD_CASE(2, 6) FC_WGRAD_CASE(2, 7)
             default: FC_NAME(weight_grad_tile_impl)(2, FC_TILE_CHANNELS, xrows, dyrows, rowlen,
-                                                    nrows, xstride, dystride, tile);
+                                                    nrows, xstride, dystride, tile, ldt);
         }
     }
 }
