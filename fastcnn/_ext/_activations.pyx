@@ -16,6 +16,8 @@ from libc.math cimport log
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
+from ._openmp cimport per_thread
+
 cdef extern from *:
     """
     #include <stdint.h>
@@ -352,12 +354,12 @@ def softmax_cross_entropy_forward_backward(
     if n_rows == 0:
         return 0.0
     # per thread: one row of exp(z - max) in double
-    all_shifted = <double *> malloc(threads * k * sizeof(double))
+    all_shifted = <double *> malloc(threads * per_thread(k, sizeof(double)) * sizeof(double))
     try:
         if all_shifted == NULL:
             raise MemoryError()
         for i in prange(n_rows, schedule="static", nogil=True, num_threads=threads):
-            shifted = all_shifted + threadid() * k
+            shifted = all_shifted + threadid() * per_thread(k, sizeof(double))
             row = &logits[i, 0]
             drow = &dlogits[i, 0]
             m = _row_max(row, k)

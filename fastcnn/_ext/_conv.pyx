@@ -16,6 +16,8 @@ from cython.parallel cimport prange, threadid
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memset
 
+from ._openmp cimport per_thread
+
 cdef extern from "_conv_kernels.h" nogil:
     int FC_TILE_PIXELS_MAX
     int FC_TILE_CHANNELS
@@ -222,19 +224,22 @@ def conv2d_forward(
     if n_tasks == 0:
         return
     zeros = <floating *> calloc(kernel_w * C, sizeof(floating))
-    all_ptrs = <const floating **> malloc(n_threads * ntaps * tp * sizeof(floating *))
-    all_tap_ids = <int *> malloc(n_threads * ntaps * sizeof(int))
-    all_tiles = <floating *> malloc(n_threads * tp * block * sizeof(floating))
-    all_coords = <Py_ssize_t *> malloc(n_threads * 2 * tp * sizeof(Py_ssize_t))
+    all_ptrs = <const floating **> malloc(n_threads * per_thread(ntaps * tp, sizeof(floating *))
+                                             * sizeof(floating *))
+    all_tap_ids = <int *> malloc(n_threads * per_thread(ntaps, sizeof(int)) * sizeof(int))
+    all_tiles = <floating *> malloc(n_threads * per_thread(tp * block, sizeof(floating))
+                                       * sizeof(floating))
+    all_coords = <Py_ssize_t *> malloc(n_threads * per_thread(2 * tp, sizeof(Py_ssize_t))
+                                          * sizeof(Py_ssize_t))
     try:
         if (zeros == NULL or all_ptrs == NULL or all_tap_ids == NULL or all_tiles == NULL
                 or all_coords == NULL):
             raise MemoryError()
         for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
-            ptrs = all_ptrs + threadid() * ntaps * tp
-            tap_ids = all_tap_ids + threadid() * ntaps
-            tile = all_tiles + threadid() * tp * block
-            tile_oh = all_coords + threadid() * 2 * tp
+            ptrs = all_ptrs + threadid() * per_thread(ntaps * tp, sizeof(floating *))
+            tap_ids = all_tap_ids + threadid() * per_thread(ntaps, sizeof(int))
+            tile = all_tiles + threadid() * per_thread(tp * block, sizeof(floating))
+            tile_oh = all_coords + threadid() * per_thread(2 * tp, sizeof(Py_ssize_t))
             tile_ow = tile_oh + tp
             ptile = task % n_ptiles
             n = (task // n_ptiles) % n_images
@@ -387,16 +392,18 @@ def conv2d_backward_data_phase(
     if n_tasks == 0 or ntaps == 0:
         return
     zeros = <floating *> calloc(K, sizeof(floating))
-    all_ptrs = <const floating **> malloc(n_threads * ntaps * tp * sizeof(floating *))
-    all_tap_ids = <int *> malloc(n_threads * ntaps * sizeof(int))
-    all_tiles = <floating *> malloc(n_threads * tp * block * sizeof(floating))
+    all_ptrs = <const floating **> malloc(n_threads * per_thread(ntaps * tp, sizeof(floating *))
+                                             * sizeof(floating *))
+    all_tap_ids = <int *> malloc(n_threads * per_thread(ntaps, sizeof(int)) * sizeof(int))
+    all_tiles = <floating *> malloc(n_threads * per_thread(tp * block, sizeof(floating))
+                                       * sizeof(floating))
     try:
         if zeros == NULL or all_ptrs == NULL or all_tap_ids == NULL or all_tiles == NULL:
             raise MemoryError()
         for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
-            ptrs = all_ptrs + threadid() * ntaps * tp
-            tap_ids = all_tap_ids + threadid() * ntaps
-            tile = all_tiles + threadid() * tp * block
+            ptrs = all_ptrs + threadid() * per_thread(ntaps * tp, sizeof(floating *))
+            tap_ids = all_tap_ids + threadid() * per_thread(ntaps, sizeof(int))
+            tile = all_tiles + threadid() * per_thread(tp * block, sizeof(floating))
             if weights_outer:
                 ptile = task % n_ptiles
                 n = (task // n_ptiles) % n_images
@@ -540,17 +547,22 @@ def conv2d_backward_weights(
         return
     images_per_step = max(1, min(images_per_step, chunk_len))
     n_steps = (chunk_len + images_per_step - 1) // images_per_step
-    all_xrows = <const floating **> malloc(n_threads * images_per_step * Ho * sizeof(floating *))
-    all_dyrows = <const floating **> malloc(n_threads * images_per_step * Ho * sizeof(floating *))
-    all_rowlen = <int *> malloc(n_threads * images_per_step * Ho * sizeof(int))
+    all_xrows = <const floating **> malloc(
+        n_threads * per_thread(images_per_step * Ho, sizeof(floating *)) * sizeof(floating *))
+    all_dyrows = <const floating **> malloc(
+        n_threads * per_thread(images_per_step * Ho, sizeof(floating *)) * sizeof(floating *))
+    all_rowlen = <int *> malloc(
+        n_threads * per_thread(images_per_step * Ho, sizeof(int)) * sizeof(int))
     try:
         if all_xrows == NULL or all_dyrows == NULL or all_rowlen == NULL:
             raise MemoryError()
         for step in range(n_steps):
             for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
-                xrows = all_xrows + threadid() * images_per_step * Ho
-                dyrows = all_dyrows + threadid() * images_per_step * Ho
-                rowlen = all_rowlen + threadid() * images_per_step * Ho
+                xrows = all_xrows + threadid() * per_thread(images_per_step * Ho,
+                                                                sizeof(floating *))
+                dyrows = all_dyrows + threadid() * per_thread(images_per_step * Ho,
+                                                                  sizeof(floating *))
+                rowlen = all_rowlen + threadid() * per_thread(images_per_step * Ho, sizeof(int))
                 kblock = task % n_kblocks
                 rest = task // n_kblocks
                 ctile = rest % n_ctiles
@@ -708,13 +720,13 @@ def conv2d_forward_c1(
 
     if n_tasks == 0 or L == 0:
         return
-    all_rows = <const floating **> malloc(n_threads * rows_per_task * kernel_h
-                                          * sizeof(floating *))
+    all_rows = <const floating **> malloc(
+        n_threads * per_thread(rows_per_task * kernel_h, sizeof(floating *)) * sizeof(floating *))
     try:
         if all_rows == NULL:
             raise MemoryError()
         for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
-            rows = all_rows + threadid() * rows_per_task * kernel_h
+            rows = all_rows + threadid() * per_thread(rows_per_task * kernel_h, sizeof(floating *))
             n = task // blocks
             oh0 = (task % blocks) * rows_per_task
             # whole blocks of rows, then the last rows one at a time
@@ -767,12 +779,13 @@ def conv2d_backward_weights_c1(
 
     if n_tasks == 0:
         return
-    all_rows = <const floating **> malloc(n_threads * 2 * scratch * sizeof(floating *))
+    all_rows = <const floating **> malloc(
+        n_threads * per_thread(2 * scratch, sizeof(floating *)) * sizeof(floating *))
     try:
         if all_rows == NULL:
             raise MemoryError()
         for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
-            xrows = all_rows + threadid() * 2 * scratch
+            xrows = all_rows + threadid() * per_thread(2 * scratch, sizeof(floating *))
             dyrows = xrows + scratch
             s0 = (task % groups) * taps_per_task
             nt = min(taps_per_task, kernel_w - s0)

@@ -13,3 +13,10 @@ cdef extern from *:
     bint FASTCNN_OPENMP_ENABLED
     int omp_get_max_threads() noexcept nogil
     int omp_get_thread_num() noexcept nogil
+
+
+cdef inline Py_ssize_t per_thread(Py_ssize_t count, Py_ssize_t itemsize) noexcept nogil:
+    """Elements of per-thread scratch to set aside for ``count`` used: rounded up to whole
+    64-byte cache lines, plus one, so that no two threads' scratch share a line (a line
+    written by both would bounce between the cores on every write). itemsize divides 64."""
+    return ((count * itemsize + 63) // 64 + 1) * (64 // itemsize)

@@ -17,6 +17,8 @@ from libc.stdint cimport INT32_MAX, int32_t, int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
+from ._openmp cimport per_thread
+
 cdef extern from *:
     """
     #include <stdint.h>
@@ -312,14 +314,15 @@ def max_pool2d_forward(
     try:
         if narrow:
             # per thread: the running maximum and its position along one row
-            all_rows = <floating *> malloc(n_threads * 2 * span * sizeof(floating))
+            all_rows = <floating *> malloc(n_threads * per_thread(2 * span, sizeof(floating))
+                                          * sizeof(floating))
             if all_rows == NULL:
                 raise MemoryError()
         for row in prange(n_rows, schedule="static", nogil=True, num_threads=n_threads):
             n = row // Ho
             oh = row % Ho
             if narrow:
-                best = all_rows + threadid() * 2 * span
+                best = all_rows + threadid() * per_thread(2 * span, sizeof(floating))
                 _max_row_narrow(xbase + (n * H + oh * stride_h) * W * C, C, Wo, stride_w,
                                 &window, best, best + span, ybase + row * Wo * C,
                                 abase + row * Wo * C, oh * stride_h * W)
@@ -507,12 +510,12 @@ def global_avg_pool2d_forward(
 
     if n_images == 0 or C == 0:
         return
-    all_acc = <double *> malloc(n_threads * C * sizeof(double))
+    all_acc = <double *> malloc(n_threads * per_thread(C, sizeof(double)) * sizeof(double))
     try:
         if all_acc == NULL:
             raise MemoryError()
         for n in prange(n_images, schedule="static", nogil=True, num_threads=n_threads):
-            acc = all_acc + threadid() * C
+            acc = all_acc + threadid() * per_thread(C, sizeof(double))
             for c in range(C):
                 acc[c] = 0
             for p in range(n_pixels):
