@@ -573,12 +573,16 @@ class _BaseCNN(BaseEstimator):
         n = images.shape[0]
         width = self._n_features_out if features else self.n_outputs_
         out = np.empty((n, width), dtype=self.network_.dtype)
-        with _single_threaded_blas():
-            for batch in gen_batches(n, _PREDICT_BATCH):
-                if features:
-                    out[batch] = self.network_.features(images[batch], n_threads=n_threads)
-                else:
-                    out[batch] = self.network_.forward(images[batch], n_threads=n_threads)
+        try:
+            with _single_threaded_blas():
+                for batch in gen_batches(n, _PREDICT_BATCH):
+                    if features:
+                        out[batch] = self.network_.features(images[batch],
+                                                            n_threads=n_threads)
+                    else:
+                        out[batch] = self.network_.forward(images[batch], n_threads=n_threads)
+        finally:
+            self.network_.release_buffers()
         return out
 
     def transform(self, X):

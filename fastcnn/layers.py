@@ -307,6 +307,8 @@ def _shape_str(shape):
 # The runtime layers call the kernels directly: the network checked every shape when it
 # was built, and per-call validation would cost more than the kernels at small sizes.
 _KERNEL_ACTIVATIONS = ("relu", "sigmoid", "tanh")
+# Dense layers with at least this many weights run on the convolution kernels.
+_DENSE_KERNEL_MIN_WEIGHTS = 65536
 
 
 def _activate(z, activation, n_threads):
@@ -544,10 +546,12 @@ class _GlobalAvgPool2DLayer(_Layer):
 class _DenseLayer(_Layer):
     """x (flattened to 2-D) @ W + b, then the activation.
 
-    The products run on the convolution kernels, as a 1x1 convolution over a one-row
-    image whose pixels are the batch's samples: multithreaded like the rest of the
-    network, bitwise the same for any thread count, and each sample's output the same
-    whatever batch it comes in (every pixel has its own accumulators).
+    Big layers run on the convolution kernels, as a 1x1 convolution over a one-row image
+    whose pixels are the batch's samples: multithreaded like the rest of the network,
+    bitwise the same for any thread count, and each sample's output the same whatever
+    batch it comes in (every pixel has its own accumulators). Small ones, where a kernel
+    call's fixed cost would dominate, use BLAS matmul on one thread while training (and
+    in float32 prediction, accumulating in float64 so that the batch does not matter).
     """
 
     _cache_names = ("_x", "_y", "_x_shape")
@@ -563,6 +567,10 @@ class _DenseLayer(_Layer):
         self.grads = [np.zeros_like(self.weight), np.zeros_like(self.bias)]
         self._x = self._y = self._x_shape = None
         self._plans = {}
+
+    @property
+    def _on_kernels(self):
+        return self.weight.size >= _DENSE_KERNEL_MIN_WEIGHTS
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -595,10 +603,25 @@ class _DenseLayer(_Layer):
         n = x.shape[0]
         x2 = np.ascontiguousarray(x.reshape(n, -1), dtype=self.dtype)
         n_in, n_out = self.weight.shape
-        z = self._plan(n).forward(x2.reshape(1, 1, n, n_in),
-                                  self.weight.reshape(1, 1, n_in, n_out), self.bias,
-                                  self.activation == "relu", n_threads, ws)
-        z = z.reshape(n, n_out)
+        # float64 has no wider type to make BLAS batch-independent: predict on the kernels
+        if self._on_kernels or (not training and self.dtype == np.float64):
+            z = self._plan(n).forward(x2.reshape(1, 1, n, n_in),
+                                      self.weight.reshape(1, 1, n_in, n_out), self.bias,
+                                      self.activation == "relu", n_threads, ws)
+            z = z.reshape(n, n_out)
+        else:
+            if training:
+                z = x2 @ self.weight
+            else:
+                # BLAS sums in a different order for different batch sizes (a single row
+                # even takes another routine), so in float32 a sample's prediction would
+                # depend on the batch it came in. Accumulating in float64 and rounding
+                # once makes those differences vanish.
+                z = (x2.astype(np.float64) @ self.weight.astype(np.float64)).astype(
+                    np.float32)
+            z += self.bias
+            if self.activation == "relu":
+                z = _activate(z, "relu", n_threads)
         if self.activation in ("sigmoid", "tanh"):
             z = _activate(z, self.activation, n_threads)
         if training:
@@ -610,6 +633,10 @@ class _DenseLayer(_Layer):
         dz = np.ascontiguousarray(dz, dtype=self.dtype)
         n = dz.shape[0]
         n_in, n_out = self.weight.shape
+        if not self._on_kernels:
+            np.matmul(self._x.T, dz, out=self.grads[0])
+            np.sum(dz, axis=0, out=self.grads[1])
+            return (dz @ self.weight.T).reshape(self._x_shape) if self.need_dx else None
         dx, dw, db = self._plan(n).backward(self._x.reshape(1, 1, n, n_in),
                                             self.weight.reshape(1, 1, n_in, n_out),
                                             dz.reshape(1, 1, n, n_out), self.need_dx,

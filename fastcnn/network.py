@@ -139,6 +139,11 @@ class Network:
         """Drop the arrays kept from the last training batch and every reused buffer."""
         for layer in self.layers:
             layer.clear_cache()
+        self.release_buffers()
+
+    def release_buffers(self):
+        """Free the buffers reused from batch to batch (a loop over batches keeps them
+        between calls; a fitted model should not hold them)."""
         self._workspaces.clear()
 
     def summary_rows(self):

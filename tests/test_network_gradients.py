@@ -7,6 +7,7 @@ every parameter of every layer is checked.
 import numpy as np
 import pytest
 
+from fastcnn import layers
 from fastcnn.layers import AvgPool2D, Conv2D, Dense, Dropout, GlobalAvgPool2D, MaxPool2D
 from fastcnn.losses import softmax_cross_entropy, squared_error
 from fastcnn.network import Network
@@ -58,9 +59,13 @@ def _loss_and_grad(net, x, target, kind):
     return squared_error(out, target)
 
 
+@pytest.mark.parametrize("dense_on_kernels", [False, True])
 @pytest.mark.parametrize("loss_kind", ["cross-entropy", "squared"])
 @pytest.mark.parametrize("name", sorted(NETWORKS))
-def test_network_gradients_match_finite_differences(name, loss_kind):
+def test_network_gradients_match_finite_differences(name, loss_kind, dense_on_kernels,
+                                                    monkeypatch):
+    # Dense layers run on BLAS when small and on the convolution kernels when big: both.
+    monkeypatch.setattr(layers, "_DENSE_KERNEL_MIN_WEIGHTS", 0 if dense_on_kernels else 10**9)
     input_shape, specs = NETWORKS[name]
     rng = np.random.RandomState(0)
     net = Network(specs, input_shape, dtype="float64").initialize(rng)
@@ -115,3 +120,20 @@ def test_first_layer_skips_the_data_gradient():
     out = net.forward(np.ones((2, 5, 5, 1)), training=True)
     assert net.layers[0].backward(np.ones((2, 3, 3, 2)), None) is None
     net.backward(np.ones_like(out))  # runs through without a data gradient at the input
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dense_on_kernels", [False, True])
+def test_dense_outputs_do_not_depend_on_batch_or_threads(dense_on_kernels, dtype,
+                                                         monkeypatch):
+    """A sample's output is bitwise the same alone, in any batch, on any thread count."""
+    monkeypatch.setattr(layers, "_DENSE_KERNEL_MIN_WEIGHTS", 0 if dense_on_kernels else 10**9)
+    net = Network([Conv2D(3, 3, activation="relu"), Dense(37, activation="tanh"),
+                   Dense(19, activation="relu"), Dense(5, activation="linear")],
+                  (6, 6, 2), dtype=dtype).initialize(np.random.RandomState(0))
+    x = np.random.default_rng(1).standard_normal((23, 6, 6, 2)).astype(dtype)
+    whole = net.forward(x, n_threads=1)
+    assert np.array_equal(net.forward(x, n_threads=2), whole)
+    for i in (0, 7, 22):
+        assert np.array_equal(net.forward(x[i:i + 1], n_threads=2)[0], whole[i])
+    assert np.array_equal(net.forward(x[3:17], n_threads=1), whole[3:17])
