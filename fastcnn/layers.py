@@ -550,8 +550,7 @@ class _DenseLayer(_Layer):
     whose pixels are the batch's samples: multithreaded like the rest of the network,
     bitwise the same for any thread count, and each sample's output the same whatever
     batch it comes in (every pixel has its own accumulators). Small ones, where a kernel
-    call's fixed cost would dominate, use BLAS matmul on one thread while training (and
-    in float32 prediction, accumulating in float64 so that the batch does not matter).
+    call's fixed cost would dominate, use BLAS matmul on one thread while training.
     """
 
     _cache_names = ("_x", "_y", "_x_shape")
@@ -603,22 +602,15 @@ class _DenseLayer(_Layer):
         n = x.shape[0]
         x2 = np.ascontiguousarray(x.reshape(n, -1), dtype=self.dtype)
         n_in, n_out = self.weight.shape
-        # float64 has no wider type to make BLAS batch-independent: predict on the kernels
-        if self._on_kernels or (not training and self.dtype == np.float64):
+        # prediction is always on the kernels: a sample's output must not depend on the
+        # batch it comes in, which BLAS does not promise
+        if self._on_kernels or not training:
             z = self._plan(n).forward(x2.reshape(1, 1, n, n_in),
                                       self.weight.reshape(1, 1, n_in, n_out), self.bias,
                                       self.activation == "relu", n_threads, ws)
             z = z.reshape(n, n_out)
         else:
-            if training:
-                z = x2 @ self.weight
-            else:
-                # BLAS sums in a different order for different batch sizes (a single row
-                # even takes another routine), so in float32 a sample's prediction would
-                # depend on the batch it came in. Accumulating in float64 and rounding
-                # once makes those differences vanish.
-                z = (x2.astype(np.float64) @ self.weight.astype(np.float64)).astype(
-                    np.float32)
+            z = x2 @ self.weight
             z += self.bias
             if self.activation == "relu":
                 z = _activate(z, "relu", n_threads)
