@@ -203,22 +203,26 @@ def conv_layer_shapes():
 
 
 def layer_gflops(shape, repeats, have_torch):
-    from fastcnn import functional as F
+    """GFLOP/s of one conv layer as a network runs it: its plan, fused bias and relu
+    forward, buffers reused from call to call (a Conv2D layer's workspace)."""
+    from fastcnn._checks import padding_amounts
+    from fastcnn._conv_plan import ConvPlan
+    from fastcnn._workspace import Workspace
 
     _, n, h, w, c, k, r, pad, first = shape
-    padding = "same" if pad == "same" else 0
+    pads = padding_amounts("same" if pad == "same" else 0, (h, w), (r, r), (1, 1), (1, 1))
+    plan = ConvPlan((h, w, c), (r, r, c, k), (1, 1), pads, (1, 1), np.float32)
+    ws = Workspace()
     rng = np.random.default_rng(0)
     x = rng.random((n, h, w, c), dtype=np.float32)
     wt = rng.standard_normal((r, r, c, k)).astype(np.float32) * 0.1
-    y = F.conv2d(x, wt, padding=padding, n_threads=1)
+    bias = np.zeros(k, dtype=np.float32)
+    y = plan.forward(x, wt, bias, True, 1, ws)
     dy = rng.standard_normal(y.shape).astype(np.float32)
     flops = 2.0 * n * y.shape[1] * y.shape[2] * k * r * r * c / 1e9
-    fwd = median_seconds(lambda: F.conv2d(x, wt, padding=padding, activation="relu",
-                                          n_threads=1), repeats)
-    bwd_w = median_seconds(lambda: F.conv2d_backward(x, wt, dy, padding=padding,
-                                                     need_dx=False, n_threads=1), repeats)
-    bwd = median_seconds(lambda: F.conv2d_backward(x, wt, dy, padding=padding, n_threads=1),
-                         repeats)
+    fwd = median_seconds(lambda: plan.forward(x, wt, bias, True, 1, ws), repeats)
+    bwd_w = median_seconds(lambda: plan.backward(x, wt, dy, False, 1, ws), repeats)
+    bwd = median_seconds(lambda: plan.backward(x, wt, dy, True, 1, ws), repeats)
     passes = 2 if first else 3
     row = {"fastcnn_forward": flops / fwd, "fastcnn_backward_weights": flops / bwd_w,
            "fastcnn_backward_data": flops / max(bwd - bwd_w, 1e-9),

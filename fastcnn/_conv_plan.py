@@ -213,15 +213,21 @@ class ConvPlan:
                              wpack.nbytes > _WEIGHTS_OUTER_BYTES, n_threads)
         return out
 
-    def backward(self, x, w, dy, need_dx, n_threads, ws=None):
+    def backward(self, x, w, dy, need_dx, n_threads, ws=None, relu_y=None):
         """(dx or None, dw, db) for the forward input x and the output gradient dy.
 
-        dx and dw may be arrays of ``ws`` (db is always fresh).
+        With ``relu_y`` (the output of a fused relu) dy is the gradient of the relu's output
+        and becomes, in place, that of its input. dx and dw may be arrays of ``ws`` (db is
+        always fresh).
         """
         n = x.shape[0]
         n_threads = self.threads(n_threads, n)
         db = np.empty(self.k, dtype=self.dtype)
-        _conv.bias_grad(dy.reshape(-1, self.k), db, _BIAS_GRAD_CHUNKS, n_threads)
+        if relu_y is None:
+            _conv.bias_grad(dy.reshape(-1, self.k), db, _BIAS_GRAD_CHUNKS, n_threads)
+        else:
+            _conv.relu_backward_bias_grad(dy.reshape(-1, self.k), relu_y.reshape(-1, self.k),
+                                          db, _BIAS_GRAD_CHUNKS, n_threads)
         if n == 0:
             dw = np.zeros((self.kh, self.kw, self.c, self.k), dtype=self.dtype)
         elif self.single_channel:

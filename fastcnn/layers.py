@@ -321,13 +321,20 @@ def _activate(z, activation, n_threads):
     return z
 
 
+def _own_gradient(dy, dtype):
+    """dy, to be changed in place: the gradient array the layer above just returned, used
+    by nothing else (a copy if it is not a writable C-contiguous array of ``dtype``)."""
+    if not (dy.flags.c_contiguous and dy.flags.writeable and dy.dtype == dtype):
+        dy = np.array(dy, dtype=dtype, order="C")
+    return dy
+
+
 def _activation_backward(dy, y, activation, n_threads):
-    """dy times the activation's derivative (from its output y), in place: dy is the
-    fresh gradient array the layer above just returned, used by nothing else."""
+    """dy times the activation's derivative (from its output y), in place (see
+    _own_gradient)."""
     if activation not in _KERNEL_ACTIVATIONS:
         return dy
-    if not (dy.flags.c_contiguous and dy.flags.writeable and dy.dtype == y.dtype):
-        dy = np.array(dy, dtype=y.dtype, order="C")
+    dy = _own_gradient(dy, y.dtype)
     flat = dy.reshape(-1)
     getattr(_activations, f"{activation}_backward")(flat, y.reshape(-1), flat,
                                                      resolve_threads(n_threads, flat.size))
@@ -443,9 +450,16 @@ class _Conv2DLayer(_Layer):
         return y
 
     def backward(self, dy, n_threads, ws=None):
-        dz = _activation_backward(dy, self._y, self.activation, n_threads)
-        dz = np.ascontiguousarray(dz, dtype=self.dtype)
-        dx, dw, db = self._plan.backward(self._x, self.weight, dz, self.need_dx, n_threads, ws)
+        if self.activation == "relu":
+            # the relu's backward pass runs inside the bias gradient's read of dy
+            dz = _own_gradient(dy, self.dtype)
+            dx, dw, db = self._plan.backward(self._x, self.weight, dz, self.need_dx, n_threads,
+                                             ws, relu_y=self._y)
+        else:
+            dz = _activation_backward(dy, self._y, self.activation, n_threads)
+            dz = np.ascontiguousarray(dz, dtype=self.dtype)
+            dx, dw, db = self._plan.backward(self._x, self.weight, dz, self.need_dx,
+                                             n_threads, ws)
         self.grads[0][...] = dw
         self.grads[1][...] = db
         return dx

@@ -177,12 +177,23 @@ def test_weights_outer_loop_order_gives_the_same_results(shape, monkeypatch):
 @pytest.mark.parametrize("n_rows", [0, 1, 7, 100, 1001])
 @pytest.mark.parametrize("k", [1, 3, 6, 16, 65])
 def test_bias_grad_matches_numpy_sum(k, n_rows, dtype):
-    dy = np.random.default_rng(k + n_rows).standard_normal((n_rows, k)).astype(dtype)
+    rng = np.random.default_rng(k + n_rows)
+    dy = rng.standard_normal((n_rows, k)).astype(dtype)
+    tolerance = dict(rtol=1e-6, atol=1e-5 if dtype == np.float32 else 1e-12)
     db = np.empty(k, dtype=dtype)
     for n_threads in (1, 2):
         _conv.bias_grad(dy, db, 64, n_threads)
-        np.testing.assert_allclose(db, dy.astype(np.float64).sum(axis=0), rtol=1e-6,
-                                   atol=1e-5 if dtype == np.float32 else 1e-12)
+        np.testing.assert_allclose(db, dy.astype(np.float64).sum(axis=0), **tolerance)
+    # fused with a relu's backward pass: dy masked in place where the relu output is <= 0
+    relu_y = np.maximum(rng.standard_normal((n_rows, k)), 0).astype(dtype)
+    if relu_y.size:
+        relu_y.flat[::7] = np.nan
+    expected_dz = np.where(relu_y > 0, dy, 0)
+    for n_threads in (1, 2):
+        dz = dy.copy()
+        _conv.relu_backward_bias_grad(dz, relu_y, db, 64, n_threads)
+        assert np.array_equal(dz, expected_dz)
+        np.testing.assert_allclose(db, expected_dz.astype(np.float64).sum(axis=0), **tolerance)
 
 
 def test_need_dx_false_skips_data_gradient():

@@ -605,6 +605,60 @@ def conv2d_backward_weights(
         free(all_rowlen)
 
 
+cdef int _bias_grad(floating *dy, const floating *relu_y, Py_ssize_t n_rows, Py_ssize_t K,
+                    floating *db, int n_chunks, int n_threads) except -1 nogil:
+    """db[k] = sum of dy[:, k] in double; with relu_y, dy is first set to zero in place
+    wherever relu_y <= 0 (the relu's backward pass, fused into the same read)."""
+    cdef:
+        Py_ssize_t group = max(1, 64 // K)
+        Py_ssize_t width = group * K, n_runs = n_rows // group
+        Py_ssize_t chunk_len, chunk, run, q, k, row
+        floating *src
+        const floating *ysrc
+        floating value
+        double *sums
+        double *acc
+        double total
+
+    n_chunks = <int> max(1, min(n_chunks, n_runs))
+    chunk_len = max(1, (n_runs + n_chunks - 1) // n_chunks)
+    n_chunks = <int> ((n_runs + chunk_len - 1) // chunk_len)
+    sums = <double *> calloc(max(1, n_chunks) * width, sizeof(double))
+    if sums == NULL:
+        with gil:
+            raise MemoryError()
+    for chunk in prange(n_chunks, schedule="static", num_threads=n_threads):
+        acc = sums + chunk * width
+        for run in range(chunk * chunk_len, min((chunk + 1) * chunk_len, n_runs)):
+            src = dy + run * width
+            if relu_y != NULL:
+                ysrc = relu_y + run * width
+                for q in range(width):
+                    value = src[q]
+                    value = value if ysrc[q] > 0 else 0
+                    src[q] = value
+                    acc[q] += value
+            else:
+                for q in range(width):
+                    acc[q] += src[q]
+    # the rows past the last whole run, then the fold of each run position onto its channel
+    for row in range(n_runs * group, n_rows):
+        if relu_y != NULL:
+            for k in range(K):
+                if not relu_y[row * K + k] > 0:
+                    dy[row * K + k] = 0
+    for k in range(K):
+        total = 0
+        for chunk in range(n_chunks):
+            for q in range(group):
+                total = total + sums[chunk * width + q * K + k]
+        for row in range(n_runs * group, n_rows):
+            total = total + dy[row * K + k]
+        db[k] = <floating> total
+    free(sums)
+    return 0
+
+
 def bias_grad(
     const floating[:, ::1] dy,            # IN (pixels, K)
     floating[::1] db,                     # OUT (K,)
@@ -618,45 +672,29 @@ def bias_grad(
     order and the pixels past the last whole run at the end: the same result for any
     thread count.
     """
-    cdef:
-        Py_ssize_t n_rows = dy.shape[0], K = dy.shape[1]
-        Py_ssize_t group = max(1, 64 // K) if K > 0 else 1
-        Py_ssize_t width = group * K, n_runs = n_rows // group
-        Py_ssize_t chunk_len, chunk, run, q, k, row
-        const floating *dybase
-        const floating *src
-        double *sums
-        double *acc
-        double total
-
+    cdef Py_ssize_t n_rows = dy.shape[0], K = dy.shape[1]
     if K == 0:
         return
-    n_chunks = max(1, min(n_chunks, n_runs))
-    chunk_len = max(1, (n_runs + n_chunks - 1) // n_chunks)
-    n_chunks = (n_runs + chunk_len - 1) // chunk_len
-    sums = <double *> calloc(max(1, n_chunks) * width, sizeof(double))
-    if sums == NULL:
-        raise MemoryError()
-    try:
-        if n_rows > 0:
-            dybase = &dy[0, 0]
-            for chunk in prange(n_chunks, schedule="static", nogil=True,
-                                num_threads=n_threads):
-                acc = sums + chunk * width
-                for run in range(chunk * chunk_len, min((chunk + 1) * chunk_len, n_runs)):
-                    src = dybase + run * width
-                    for q in range(width):
-                        acc[q] += src[q]
-        for k in range(K):
-            total = 0
-            for chunk in range(n_chunks):
-                for q in range(group):
-                    total = total + sums[chunk * width + q * K + k]
-            for row in range(n_runs * group, n_rows):
-                total = total + dy[row, k]
-            db[k] = <floating> total
-    finally:
-        free(sums)
+    with nogil:
+        _bias_grad(<floating *> &dy[0, 0] if n_rows > 0 else NULL, NULL, n_rows, K, &db[0],
+                   n_chunks, n_threads)
+
+
+def relu_backward_bias_grad(
+    floating[:, ::1] dy,                  # IN/OUT (pixels, K): times (relu_y > 0), in place
+    const floating[:, ::1] relu_y,        # IN (pixels, K): the relu's output
+    floating[::1] db,                     # OUT (K,)
+    int n_chunks, int n_threads,
+):
+    """The relu's backward pass (dy = 0 where relu_y <= 0) and then bias_grad, in one read
+    of dy."""
+    cdef Py_ssize_t n_rows = dy.shape[0], K = dy.shape[1]
+    if K == 0:
+        return
+    with nogil:
+        _bias_grad(&dy[0, 0] if n_rows > 0 else NULL,
+                   &relu_y[0, 0] if n_rows > 0 else NULL, n_rows, K, &db[0], n_chunks,
+                   n_threads)
 
 
 def expand_channels(
