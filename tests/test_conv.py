@@ -173,16 +173,17 @@ def test_weights_outer_loop_order_gives_the_same_results(shape, monkeypatch):
         assert np.array_equal(got, want)
 
 
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_rows", [0, 1, 7, 100, 1001])
 @pytest.mark.parametrize("k", [1, 3, 6, 16, 65])
-def test_bias_grad_matches_numpy_sum(k, n_rows, dtype):
+def test_bias_grad_matches_numpy_sum(k, n_rows, dtype, isa):
     rng = np.random.default_rng(k + n_rows)
     dy = rng.standard_normal((n_rows, k)).astype(dtype)
     tolerance = dict(rtol=1e-6, atol=1e-5 if dtype == np.float32 else 1e-12)
     db = np.empty(k, dtype=dtype)
     for n_threads in (1, 2):
-        _conv.bias_grad(dy, db, 64, n_threads)
+        _conv.bias_grad(dy, db, 64, n_threads, isa)
         np.testing.assert_allclose(db, dy.astype(np.float64).sum(axis=0), **tolerance)
     # fused with a relu's backward pass: dy masked in place where the relu output is <= 0
     relu_y = np.maximum(rng.standard_normal((n_rows, k)), 0).astype(dtype)
@@ -191,7 +192,7 @@ def test_bias_grad_matches_numpy_sum(k, n_rows, dtype):
     expected_dz = np.where(relu_y > 0, dy, 0)
     for n_threads in (1, 2):
         dz = dy.copy()
-        _conv.relu_backward_bias_grad(dz, relu_y, db, 64, n_threads)
+        _conv.relu_backward_bias_grad(dz, relu_y, db, 64, n_threads, isa)
         assert np.array_equal(dz, expected_dz)
         np.testing.assert_allclose(db, expected_dz.astype(np.float64).sum(axis=0), **tolerance)
 

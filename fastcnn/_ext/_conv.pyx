@@ -38,6 +38,8 @@ cdef extern from "_conv_kernels.h" nogil:
                            const float *bias, int kcount, int relu, float *out, long ldo)
     void fc_store_tile_f64(int isa, const double *tile, int block, int first, int count,
                            const double *bias, int kcount, int relu, double *out, long ldo)
+    void fc_masked_sum_f32(int isa, float *d, const float *y, double *acc, long n)
+    void fc_masked_sum_f64(int isa, double *d, const double *y, double *acc, long n)
     void fc_add_run_f32(int isa, float *dst, const float *src, long n)
     void fc_add_run_f64(int isa, double *dst, const double *src, long n)
     void fc_forward_c1_f32(int isa, int nr, const float *const *rows, int R, int S,
@@ -606,16 +608,14 @@ def conv2d_backward_weights(
 
 
 cdef int _bias_grad(floating *dy, const floating *relu_y, Py_ssize_t n_rows, Py_ssize_t K,
-                    floating *db, int n_chunks, int n_threads) except -1 nogil:
+                    floating *db, int n_chunks, int isa, int n_threads) except -1 nogil:
     """db[k] = sum of dy[:, k] in double; with relu_y, dy is first set to zero in place
     wherever relu_y <= 0 (the relu's backward pass, fused into the same read)."""
     cdef:
         Py_ssize_t group = max(1, 64 // K)
         Py_ssize_t width = group * K, n_runs = n_rows // group
         Py_ssize_t chunk_len, chunk, run, q, k, row
-        floating *src
         const floating *ysrc
-        floating value
         double *sums
         double *acc
         double total
@@ -630,17 +630,11 @@ cdef int _bias_grad(floating *dy, const floating *relu_y, Py_ssize_t n_rows, Py_
     for chunk in prange(n_chunks, schedule="static", num_threads=n_threads):
         acc = sums + chunk * width
         for run in range(chunk * chunk_len, min((chunk + 1) * chunk_len, n_runs)):
-            src = dy + run * width
-            if relu_y != NULL:
-                ysrc = relu_y + run * width
-                for q in range(width):
-                    value = src[q]
-                    value = value if ysrc[q] > 0 else 0
-                    src[q] = value
-                    acc[q] += value
+            ysrc = relu_y + run * width if relu_y != NULL else NULL
+            if floating is float:
+                fc_masked_sum_f32(isa, dy + run * width, ysrc, acc, width)
             else:
-                for q in range(width):
-                    acc[q] += src[q]
+                fc_masked_sum_f64(isa, dy + run * width, ysrc, acc, width)
     # the rows past the last whole run, then the fold of each run position onto its channel
     for row in range(n_runs * group, n_rows):
         if relu_y != NULL:
@@ -662,7 +656,7 @@ cdef int _bias_grad(floating *dy, const floating *relu_y, Py_ssize_t n_rows, Py_
 def bias_grad(
     const floating[:, ::1] dy,            # IN (pixels, K)
     floating[::1] db,                     # OUT (K,)
-    int n_chunks, int n_threads,
+    int n_chunks, int n_threads, int isa=-1,
 ):
     """db[k] = sum of dy[:, k], accumulated in double.
 
@@ -670,30 +664,34 @@ def bias_grad(
     runs, then db[k] adds up every q with q % K == k. The runs are split into
     ``n_chunks`` fixed chunks, each summed on its own, the chunk sums are added in chunk
     order and the pixels past the last whole run at the end: the same result for any
-    thread count.
+    thread count. ``isa`` picks the SIMD path (-1: the CPU's best).
     """
     cdef Py_ssize_t n_rows = dy.shape[0], K = dy.shape[1]
     if K == 0:
         return
+    if isa < 0:
+        isa = fc_cpu_isa()
     with nogil:
         _bias_grad(<floating *> &dy[0, 0] if n_rows > 0 else NULL, NULL, n_rows, K, &db[0],
-                   n_chunks, n_threads)
+                   n_chunks, isa, n_threads)
 
 
 def relu_backward_bias_grad(
     floating[:, ::1] dy,                  # IN/OUT (pixels, K): times (relu_y > 0), in place
     const floating[:, ::1] relu_y,        # IN (pixels, K): the relu's output
     floating[::1] db,                     # OUT (K,)
-    int n_chunks, int n_threads,
+    int n_chunks, int n_threads, int isa=-1,
 ):
     """The relu's backward pass (dy = 0 where relu_y <= 0) and then bias_grad, in one read
     of dy."""
     cdef Py_ssize_t n_rows = dy.shape[0], K = dy.shape[1]
     if K == 0:
         return
+    if isa < 0:
+        isa = fc_cpu_isa()
     with nogil:
         _bias_grad(&dy[0, 0] if n_rows > 0 else NULL,
-                   &relu_y[0, 0] if n_rows > 0 else NULL, n_rows, K, &db[0], n_chunks,
+                   &relu_y[0, 0] if n_rows > 0 else NULL, n_rows, K, &db[0], n_chunks, isa,
                    n_threads)
 
 

@@ -130,6 +130,16 @@ static void fc_weight_grad_tile_f64(int isa, int nv, int tc, const double *const
                 (nv, tc, xrows, dyrows, rowlen, nrows, xstride, dystride, tile, ldt))
 }
 
+static void fc_masked_sum_f32(int isa, float *d, const float *y, double *acc, long n)
+{
+    FC_DISPATCH(f32, masked_sum, (d, y, acc, n))
+}
+
+static void fc_masked_sum_f64(int isa, double *d, const double *y, double *acc, long n)
+{
+    FC_DISPATCH(f64, masked_sum, (d, y, acc, n))
+}
+
 static void fc_add_run_f32(int isa, float *dst, const float *src, long n)
 {
     FC_DISPATCH(f32, add_run, (dst, src, n))

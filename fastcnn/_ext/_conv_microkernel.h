@@ -146,6 +146,42 @@ static void FC_NAME(add_run)(FC_T *dst, const FC_T *src, long n)
         dst[q] += src[q];
 }
 
+/* acc[q] += d[q] for q < n (in double, for the bias gradient); with y, first d[q] = 0 in
+ * place wherever !(y[q] > 0) (a relu's backward pass, NaN in y included). */
+static void FC_NAME(masked_sum)(FC_T *d, const FC_T *y, double *acc, long n)
+{
+    typedef FC_NAME(vec) vec;
+    long q = 0;
+    if (y) {
+        for (; q + FC_V <= n; q += FC_V) {
+            vec dv = FC_NAME(load)(d + q);
+            const vec yv = FC_NAME(load)(y + q);
+            typedef __typeof__(dv < dv) mask;
+            dv = (vec)((mask)dv & (yv > 0));
+            FC_NAME(store)(d + q, dv);
+            /* each half of the vector to double and onto acc */
+            typedef FC_T half_vec __attribute__((vector_size(FC_VBYTES / 2)));
+            typedef double double_vec __attribute__((vector_size(FC_V / 2 * sizeof(double))));
+            for (int h = 0; h < 2; h++) {
+                half_vec part;
+                double_vec sum;
+                __builtin_memcpy(&part, (const char *)&dv + h * sizeof(part), sizeof(part));
+                __builtin_memcpy(&sum, acc + q + h * (FC_V / 2), sizeof(sum));
+                sum += __builtin_convertvector(part, double_vec);
+                __builtin_memcpy(acc + q + h * (FC_V / 2), &sum, sizeof(sum));
+            }
+        }
+        for (; q < n; q++) {
+            const FC_T v = y[q] > 0 ? d[q] : 0;
+            d[q] = v;
+            acc[q] += v;
+        }
+    } else {
+        for (; q < n; q++)
+            acc[q] += d[q];
+    }
+}
+
 static inline __attribute__((always_inline)) void FC_NAME(weight_grad_tile_impl)(
     const int nv, const int tc, const FC_T *const *xrows, const FC_T *const *dyrows,
     const int *rowlen, int nrows, long xstride, long dystride, FC_T *tile, long ldt)
