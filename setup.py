@@ -24,7 +24,7 @@ from setuptools._distutils.ccompiler import new_compiler
 from setuptools._distutils.errors import CompileError, LinkError
 from setuptools._distutils.sysconfig import customize_compiler
 
-EXTENSIONS = ["_openmp", "_conv", "_pool", "_activations"]
+EXTENSIONS = ["_openmp", "_conv", "_pool", "_activations", "_optim"]
 
 
 def _env_flag(name):

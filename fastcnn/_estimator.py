@@ -485,7 +485,7 @@ class _BaseCNN(BaseEstimator):
                     network.backward(d_output, n_threads=n_threads)
                     if alpha:
                         add_l2_gradient(weights, weight_grads, alpha, m)
-                    optimizer.update(params, grads)
+                    optimizer.update(params, grads, n_threads)
                     accumulated_loss += loss * m
                     if self.verbose >= 2:
                         self._print_progress(b + 1, n_batches)

@@ -25,6 +25,8 @@ array([0.9, 0.9, 0.9])
 """
 import numpy as np
 
+from ._ext import _optim
+
 SOLVERS = ("sgd", "adam", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "invscaling", "adaptive", "step")
 
@@ -40,9 +42,13 @@ class _Optimizer:
         self.lr_step = lr_step
         self.step_count = 0
 
-    def update(self, params, grads):
-        """One step: every ``params[i]`` is changed in place using ``grads[i]``."""
+    def update(self, params, grads, n_threads=1):
+        """One step: every ``params[i]`` is changed in place using ``grads[i]``.
+
+        ``n_threads`` is for the solvers with a compiled step (sgd, adam).
+        """
         self.step_count += 1
+        self._n_threads = n_threads
         for i, (p, g) in enumerate(zip(params, grads)):
             self._update_one(i, p, g)
 
@@ -77,26 +83,12 @@ class SGDOptimizer(_Optimizer):
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
         self.velocities = [np.zeros_like(p) for p in params]
-        # products go here rather than to temporaries: fresh arrays as big as a weight
-        # matrix would be new pages to fault in at every step
-        self._scratch = [np.empty_like(p) for p in params]
 
     def _update_one(self, i, p, g):
-        lr = p.dtype.type(self.learning_rate)
-        step = np.multiply(g, lr, out=self._scratch[i])   # lr * g
-        if self.momentum == 0.0:
-            p -= step
-            return
-        v = self.velocities[i]
-        mu = p.dtype.type(self.momentum)
-        v *= mu
-        v -= step
-        if self.nesterov:
-            # p += mu * v_new - lr * g (Sutskever et al. form, as in MLPClassifier)
-            p -= step
-            p += np.multiply(v, mu, out=step)
-        else:
-            p += v
+        # v = mu * v - lr * g; p += v, or p += mu * v - lr * g with Nesterov (Sutskever et
+        # al. form, as in MLPClassifier): one compiled pass over each array
+        _optim.sgd_step(p.reshape(-1), g.reshape(-1), self.velocities[i].reshape(-1),
+                        self.learning_rate, self.momentum, self.nesterov, self._n_threads)
 
 
 class AdamOptimizer(_Optimizer):
@@ -109,28 +101,18 @@ class AdamOptimizer(_Optimizer):
         self.epsilon = float(epsilon)
         self.ms = [np.zeros_like(p) for p in params]
         self.vs = [np.zeros_like(p) for p in params]
-        self._scratch = [np.empty_like(p) for p in params]
 
-    def update(self, params, grads):
+    def update(self, params, grads, n_threads=1):
         t = self.step_count + 1
         self._lr_t = (self.learning_rate * np.sqrt(1 - self.beta_2 ** t)
                       / (1 - self.beta_1 ** t))
-        super().update(params, grads)
+        super().update(params, grads, n_threads)
 
     def _update_one(self, i, p, g):
-        dt = p.dtype.type
-        m, v, tmp = self.ms[i], self.vs[i], self._scratch[i]
-        m *= dt(self.beta_1)
-        m += dt(1 - self.beta_1) * g
-        v *= dt(self.beta_2)
-        np.multiply(g, g, out=tmp)
-        tmp *= dt(1 - self.beta_2)
-        v += tmp
-        np.sqrt(v, out=tmp)
-        tmp += dt(self.epsilon)
-        np.divide(m, tmp, out=tmp)
-        tmp *= dt(self._lr_t)
-        p -= tmp
+        # m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= lr_t m / (sqrt(v) + eps)
+        _optim.adam_step(p.reshape(-1), g.reshape(-1), self.ms[i].reshape(-1),
+                         self.vs[i].reshape(-1), self._lr_t, self.beta_1, self.beta_2,
+                         self.epsilon, self._n_threads)
 
 
 class RMSpropOptimizer(_Optimizer):
@@ -147,10 +129,10 @@ class RMSpropOptimizer(_Optimizer):
         self.vs = [np.zeros_like(p) for p in params]
         self._scratch = [np.empty_like(p) for p in params]
 
-    def update(self, params, grads):
+    def update(self, params, grads, n_threads=1):
         t = self.step_count + 1
         self._correction = 1.0 / (1 - self.beta_2 ** t)
-        super().update(params, grads)
+        super().update(params, grads, n_threads)
 
     def _update_one(self, i, p, g):
         dt = p.dtype.type
