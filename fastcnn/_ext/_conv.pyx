@@ -607,12 +607,24 @@ def conv2d_backward_weights(
         free(all_rowlen)
 
 
+cdef inline Py_ssize_t _lcm(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    cdef Py_ssize_t x = a, y = b, t
+    while y:
+        t = x % y
+        x = y
+        y = t
+    return a // x * b
+
+
 cdef int _bias_grad(floating *dy, const floating *relu_y, Py_ssize_t n_rows, Py_ssize_t K,
                     floating *db, int n_chunks, int isa, int n_threads) except -1 nogil:
     """db[k] = sum of dy[:, k] in double; with relu_y, dy is first set to zero in place
     wherever relu_y <= 0 (the relu's backward pass, fused into the same read)."""
     cdef:
-        Py_ssize_t group = max(1, 64 // K)
+        # runs of whole 16-value vectors: the fewest pixels whose K values fill them, then
+        # as many of those as fit in about 64 values
+        Py_ssize_t base = _lcm(K, 16) // K
+        Py_ssize_t group = base * max(1, 64 // (base * K))
         Py_ssize_t width = group * K, n_runs = n_rows // group
         Py_ssize_t chunk_len, chunk, run, q, k, row
         const floating *ysrc
@@ -660,7 +672,7 @@ def bias_grad(
 ):
     """db[k] = sum of dy[:, k], accumulated in double.
 
-    Runs of ``group`` pixels (about 64 values) are summed as vectors: sums[q] over the
+    Runs of ``group`` pixels (whole vectors, about 64 values) are summed: sums[q] over the
     runs, then db[k] adds up every q with q % K == k. The runs are split into
     ``n_chunks`` fixed chunks, each summed on its own, the chunk sums are added in chunk
     order and the pixels past the last whole run at the end: the same result for any
