@@ -203,14 +203,20 @@ class ConvPlan:
                                     self._row_pattern(bias), out, kh, kw, sh, dh, dw, relu,
                                     self.row_isa, n_threads)
             return out
-        wpack = _pack_blocks(w.reshape(kh * kw, self.c, k), self._all_taps, self.fwd_block,
-                             False, ws, "packed", n_threads)
+        big = w.nbytes > _WEIGHTS_OUTER_BYTES
+        if big and self.k_padded == k:
+            # read in place, each block at a row stride of K: a copy of weights this big
+            # (a dense layer's) would cost more than the strided reads
+            wpack = np.ascontiguousarray(w).reshape(1, kh * kw, self.c, k)
+        else:
+            wpack = _pack_blocks(w.reshape(kh * kw, self.c, k), self._all_taps,
+                                 self.fwd_block, False, ws, "packed", n_threads)
         bias = np.zeros(self.k_padded, dtype=self.dtype)
         if b is not None:
             bias[:k] = b
         _conv.conv2d_forward(x, wpack, bias, out, kh, kw, sh, sw, self.pads[0], self.pads[2],
-                             dh, dw, relu, self.fwd_isa, self.fwd_nv,
-                             wpack.nbytes > _WEIGHTS_OUTER_BYTES, n_threads)
+                             dh, dw, relu, self.fwd_isa, self.fwd_nv, self.fwd_block, big,
+                             n_threads)
         return out
 
     def backward(self, x, w, dy, need_dx, n_threads, ws=None, relu_y=None):

@@ -25,9 +25,11 @@ cdef extern from "_conv_kernels.h" nogil:
     int fc_tile_pixels(int isa, int itemsize, int nv)
     int fc_vector_length(int isa, int itemsize)
     void fc_forward_tile_f32(int isa, int nv, const float *const *xptr, long pstride,
-                             int ntaps, int cin, const int *tap_ids, const float *w, float *tile)
+                             int ntaps, int cin, const int *tap_ids, const float *w, long ldw,
+                             float *tile)
     void fc_forward_tile_f64(int isa, int nv, const double *const *xptr, long pstride,
-                             int ntaps, int cin, const int *tap_ids, const double *w, double *tile)
+                             int ntaps, int cin, const int *tap_ids, const double *w,
+                             long ldw, double *tile)
     void fc_weight_grad_tile_f32(int isa, int nv, int tc, const float *const *xrows,
                                  const float *const *dyrows, const int *rowlen, int nrows,
                                  long xstride, long dystride, float *tile, long ldt)
@@ -73,11 +75,11 @@ def vector_length(int isa, int itemsize):
 
 cdef inline void _forward_tile(int isa, int nv, const floating *const *xptr, long pstride,
                                int ntaps, int cin, const int *tap_ids, const floating *w,
-                               floating *tile) noexcept nogil:
+                               long ldw, floating *tile) noexcept nogil:
     if floating is float:
-        fc_forward_tile_f32(isa, nv, xptr, pstride, ntaps, cin, tap_ids, w, tile)
+        fc_forward_tile_f32(isa, nv, xptr, pstride, ntaps, cin, tap_ids, w, ldw, tile)
     else:
-        fc_forward_tile_f64(isa, nv, xptr, pstride, ntaps, cin, tap_ids, w, tile)
+        fc_forward_tile_f64(isa, nv, xptr, pstride, ntaps, cin, tap_ids, w, ldw, tile)
 
 
 cdef inline void _add_run(int isa, floating *dst, const floating *src, long n) noexcept nogil:
@@ -165,16 +167,20 @@ def pack_weights(
 
 def conv2d_forward(
     const floating[:, :, :, ::1] x,       # IN (N, H, W, C)
-    const floating[:, :, :, ::1] wpack,   # IN (K blocks, R*S, C, block width)
+    const floating[:, :, :, ::1] wpack,   # IN (K blocks, R*S, C, block) or (1, R*S, C, K)
     const floating[::1] bias,             # IN (K blocks * block width,), zero-padded
     floating[:, :, :, ::1] out,           # OUT (N, Ho, Wo, K)
     int kernel_h, int kernel_w,
     int stride_h, int stride_w,
     int pad_top, int pad_left,
     int dilation_h, int dilation_w,
-    bint relu, int isa, int nv, bint weights_outer, int n_threads,
+    bint relu, int isa, int nv, int block, bint weights_outer, int n_threads,
 ):
     """out = conv(x, w) + bias (then max(., 0) when ``relu``), one pixel tile per task.
+
+    ``wpack`` holds the weights in blocks of ``block`` output channels, each block's rows
+    contiguous; or, when K is a multiple of the block, it may be the (R, S, C, K) weights
+    themselves (shape (1, R*S, C, K)), each block then read at a row stride of K.
 
     Each task runs its tile against every output-channel block, or, with
     ``weights_outer`` (weights too big to stay in cache, few pixels: a dense layer), a
@@ -192,17 +198,20 @@ def conv2d_forward(
         int C = x.shape[3]
         Py_ssize_t Ho = out.shape[1], Wo = out.shape[2], K = out.shape[3]
         Py_ssize_t n_pixels = Ho * Wo
-        int block = wpack.shape[3]
         int tp = fc_tile_pixels(isa, sizeof(floating), nv)
-        Py_ssize_t n_kblocks = wpack.shape[0]
+        bint packed = wpack.shape[3] == block
+        Py_ssize_t n_kblocks = wpack.shape[0] if packed else wpack.shape[3] // block
         int ntaps = kernel_h * kernel_w
         int patch_len = ntaps * C
+        # a weight row's stride, and the distance from one block to the next
+        long ldw = block if packed else wpack.shape[3]
+        long block_stride = patch_len * block if packed else block
         # Strips (tiles within one output row) only where the row splits into whole tiles:
         # a shifted last strip would recompute up to a tile of pixels per row. Otherwise
         # tiles run over the flattened image, where only the image's last one overlaps.
         bint strips = Wo % tp == 0
         Py_ssize_t n_ptiles = (Wo + tp - 1) // tp * Ho if strips else (n_pixels + tp - 1) // tp
-        Py_ssize_t n_tasks = n_images * n_ptiles * (wpack.shape[0] if weights_outer else 1)
+        Py_ssize_t n_tasks = n_images * n_ptiles * (n_kblocks if weights_outer else 1)
         Py_ssize_t task, n, ptile, kblock, kblock_first, kblock_end, p, p_first, p_end
         Py_ssize_t k0, oh, ow, ih, iw
         int i, r, s, cin, live
@@ -326,7 +335,7 @@ def conv2d_forward(
             cin = kernel_w * C if whole_rows else C
             for kblock in range(kblock_first, kblock_end):
                 _forward_tile(isa, nv, ptrs, pstride, live, cin, tap_ids,
-                              wbase + kblock * patch_len * block, tile)
+                              wbase + kblock * block_stride, ldw, tile)
                 k0 = kblock * block
                 if floating is float:
                     fc_store_tile_f32(isa, tile, block, p_first - p, p_end - p_first,
@@ -429,7 +438,7 @@ def conv2d_backward_data_phase(
                         ptrs[t * tp + i] = zeros
             live = _live_taps(ptrs, ntaps, tp, zeros, tap_ids)
             _forward_tile(isa, nv, ptrs, 0, live, K, tap_ids,
-                          wbase + cblock * ntaps * K * block, tile)
+                          wbase + cblock * ntaps * K * block, block, tile)
             c0 = cblock * block
             c_end = min(c0 + block, C)
             for q in range(p_first, p_end):

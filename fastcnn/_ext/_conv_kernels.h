@@ -102,16 +102,16 @@ static int fc_vector_length(int isa, int itemsize)
 
 static void fc_forward_tile_f32(int isa, int nv, const float *const *xptr, long pstride,
                                 int ntaps, int cin, const int *tap_ids, const float *w,
-                                float *tile)
+                                long ldw, float *tile)
 {
-    FC_DISPATCH(f32, forward_tile, (nv, xptr, pstride, ntaps, cin, tap_ids, w, tile))
+    FC_DISPATCH(f32, forward_tile, (nv, xptr, pstride, ntaps, cin, tap_ids, w, ldw, tile))
 }
 
 static void fc_forward_tile_f64(int isa, int nv, const double *const *xptr, long pstride,
                                 int ntaps, int cin, const int *tap_ids, const double *w,
-                                double *tile)
+                                long ldw, double *tile)
 {
-    FC_DISPATCH(f64, forward_tile, (nv, xptr, pstride, ntaps, cin, tap_ids, w, tile))
+    FC_DISPATCH(f64, forward_tile, (nv, xptr, pstride, ntaps, cin, tap_ids, w, ldw, tile))
 }
 
 static void fc_weight_grad_tile_f32(int isa, int nv, int tc, const float *const *xrows,

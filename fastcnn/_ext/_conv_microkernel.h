@@ -37,7 +37,7 @@ static inline void FC_NAME(store)(FC_T *p, FC_NAME(vec) v)
 
 static inline __attribute__((always_inline)) void FC_NAME(forward_tile_impl)(
     const int nv, const int tp, const FC_T *const *xptr, long pstride, int ntaps, int cin,
-    const int *tap_ids, const FC_T *w, FC_T *tile)
+    const int *tap_ids, const FC_T *w, long ldw, FC_T *tile)
 {
     typedef FC_NAME(vec) vec;
     const int kb = nv * FC_V;
@@ -59,10 +59,10 @@ static inline __attribute__((always_inline)) void FC_NAME(forward_tile_impl)(
             for (int i = 0; i < tp; i++)
                 x[i] = xptr[t * tp + i];
         }
-        const FC_T *wt = w + (long)tap_ids[t] * cin * kb;
+        const FC_T *wt = w + (long)tap_ids[t] * cin * ldw;
         for (int c = 0; c < cin; c++) {
-            const vec w0 = FC_NAME(load)(wt + (long)c * kb);
-            const vec w1 = nv > 1 ? FC_NAME(load)(wt + (long)c * kb + FC_V) : w0;
+            const vec w0 = FC_NAME(load)(wt + (long)c * ldw);
+            const vec w1 = nv > 1 ? FC_NAME(load)(wt + (long)c * ldw + FC_V) : w0;
 #pragma GCC unroll 16
             for (int i = 0; i < tp; i++) {
                 const FC_T b = x[i][c];
@@ -92,18 +92,19 @@ static int FC_NAME(tile_pixels)(int nv)
 /* pstride == 0: xptr holds tp pointers per tap (any pixels); pstride > 0: xptr holds one
  * pointer per tap, for the first pixel, the others following pstride elements apart. */
 static void FC_NAME(forward_tile)(int nv, const FC_T *const *xptr, long pstride, int ntaps,
-                                  int cin, const int *tap_ids, const FC_T *w, FC_T *tile)
+                                  int cin, const int *tap_ids, const FC_T *w, long ldw,
+                                  FC_T *tile)
 {
     if (FC_VBYTES == 64) {
         if (nv == 1)
-            FC_NAME(forward_tile_impl)(1, 16, xptr, pstride, ntaps, cin, tap_ids, w, tile);
+            FC_NAME(forward_tile_impl)(1, 16, xptr, pstride, ntaps, cin, tap_ids, w, ldw, tile);
         else
-            FC_NAME(forward_tile_impl)(2, 12, xptr, pstride, ntaps, cin, tap_ids, w, tile);
+            FC_NAME(forward_tile_impl)(2, 12, xptr, pstride, ntaps, cin, tap_ids, w, ldw, tile);
     } else {
         if (nv == 1)
-            FC_NAME(forward_tile_impl)(1, 12, xptr, pstride, ntaps, cin, tap_ids, w, tile);
+            FC_NAME(forward_tile_impl)(1, 12, xptr, pstride, ntaps, cin, tap_ids, w, ldw, tile);
         else
-            FC_NAME(forward_tile_impl)(2, 6, xptr, pstride, ntaps, cin, tap_ids, w, tile);
+            FC_NAME(forward_tile_impl)(2, 6, xptr, pstride, ntaps, cin, tap_ids, w, ldw, tile);
     }
 }
 
