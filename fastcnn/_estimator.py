@@ -454,6 +454,9 @@ class _BaseCNN(BaseEstimator):
         alpha = float(self.alpha)
         if early_stopping:
             self._best_state = network.get_state()
+        # Shuffled batches are gathered into one reused array: a fresh one per batch can
+        # be fresh pages to fault in each time, as costly as a small network's arithmetic.
+        gathered = np.empty((batch_size,) + X.shape[1:], dtype=X.dtype)
         for epoch in range(self.max_iter):
             start = time.perf_counter()
             order = self._random_state.permutation(n_samples) if self.shuffle else None
@@ -467,7 +470,9 @@ class _BaseCNN(BaseEstimator):
                     if order is None:
                         X_batch, y_batch = X[batch], y[batch]
                     else:
-                        X_batch, y_batch = X[order[batch]], y[order[batch]]
+                        rows = order[batch]
+                        X_batch = np.take(X, rows, axis=0, out=gathered[:len(rows)])
+                        y_batch = y[rows]
                     if augment_rng is not None:
                         X_batch = self.augment.apply(X_batch, augment_rng)
                     m = X_batch.shape[0]
