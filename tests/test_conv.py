@@ -6,6 +6,7 @@ from fastcnn import functional as F
 from fastcnn._checks import int_pair, padding_amounts
 from fastcnn._conv_plan import ConvPlan
 from fastcnn._ext import _conv
+from fastcnn._ext._openmp import openmp_enabled
 
 ISAS = list(range(_conv.cpu_isa() + 1))
 TOLERANCE = {np.float32: dict(rtol=2e-4, atol=2e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}
@@ -342,6 +343,7 @@ def test_bad_input_is_a_clear_error(func, kwargs, error, message):
         func(**kwargs)
 
 
+@pytest.mark.skipif(not openmp_enabled(), reason="a serial build always runs on one thread")
 def test_small_work_runs_on_fewer_threads(monkeypatch):
     from fastcnn import _checks
 
