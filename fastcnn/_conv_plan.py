@@ -219,12 +219,13 @@ class ConvPlan:
                              n_threads)
         return out
 
-    def backward(self, x, w, dy, need_dx, n_threads, ws=None, relu_y=None):
+    def backward(self, x, w, dy, need_dx, n_threads, ws=None, relu_y=None, dw_out=None):
         """(dx or None, dw, db) for the forward input x and the output gradient dy.
 
         With ``relu_y`` (the output of a fused relu) dy is the gradient of the relu's output
-        and becomes, in place, that of its input. dx and dw may be arrays of ``ws`` (db is
-        always fresh).
+        and becomes, in place, that of its input. dw goes into ``dw_out`` when given (a
+        C-contiguous (R, S, C, K) array: a layer's gradient, written without a copy). dx
+        and dw may be arrays of ``ws`` (db is always fresh).
         """
         n = x.shape[0]
         n_threads = self.threads(n_threads, n)
@@ -239,7 +240,10 @@ class ConvPlan:
         elif self.single_channel:
             dw = self._single_channel_weight_grad(x, dy, n_threads, ws)
         else:
-            dw = self._weight_grad(x, dy, n_threads, ws)
+            dw = self._weight_grad(x, dy, n_threads, ws, dw_out)
+        if dw_out is not None and dw is not dw_out:
+            dw_out[...] = dw
+            dw = dw_out
         if not need_dx:
             return None, dw, db
         if self.dx_by_columns:
@@ -278,7 +282,7 @@ class ConvPlan:
                              self.pads[2], *self.dilation, self._columns.fwd_isa, n_threads)
         return dx
 
-    def _weight_grad(self, x, dy, n_threads, ws):
+    def _weight_grad(self, x, dy, n_threads, ws, dw_out=None):
         """dw by the register-tiled kernel: (channel tile x output-channel block) per task."""
         n = x.shape[0]
         if self.k_padded != self.k:
@@ -288,15 +292,23 @@ class ConvPlan:
         else:
             dy_padded = dy
         n_chunks = max(1, min(n, -(-_MIN_WEIGHT_GRAD_TASKS // self.wgrad_tiles)))
-        partial = empty(ws, "partial", (n_chunks, self.kh, self.kw, self.c, self.k_padded),
-                        self.dtype)
+        direct = n_chunks == 1 and self.k_padded == self.k and dw_out is not None
+        if direct:
+            partial = dw_out.reshape((1,) + dw_out.shape)   # the kernel writes in place
+        else:
+            partial = empty(ws, "partial",
+                            (n_chunks, self.kh, self.kw, self.c, self.k_padded), self.dtype)
         images_per_step = max(1, _WEIGHT_GRAD_STEP_BYTES // (dy_padded[0].nbytes + x[0].nbytes))
         _conv.conv2d_backward_weights(x, dy_padded, partial, self.stride[0], self.stride[1],
                                       self.pads[0], self.pads[2], self.dilation[0],
                                       self.dilation[1], self.fwd_block, images_per_step,
                                       self.fwd_isa, self.fwd_nv, n_threads)
+        if direct:
+            return dw_out
         partial = partial[..., :self.k]
-        return partial[0] if n_chunks == 1 else partial.sum(axis=0)
+        if n_chunks == 1:
+            return partial[0]
+        return np.sum(partial, axis=0, out=dw_out)
 
     def _single_channel_weight_grad(self, x, dy, n_threads, ws):
         """dw of a single-channel, width-stride-1 convolution, vectorised along rows."""

@@ -453,14 +453,13 @@ class _Conv2DLayer(_Layer):
         if self.activation == "relu":
             # the relu's backward pass runs inside the bias gradient's read of dy
             dz = _own_gradient(dy, self.dtype)
-            dx, dw, db = self._plan.backward(self._x, self.weight, dz, self.need_dx, n_threads,
-                                             ws, relu_y=self._y)
+            dx, _, db = self._plan.backward(self._x, self.weight, dz, self.need_dx, n_threads,
+                                            ws, relu_y=self._y, dw_out=self.grads[0])
         else:
             dz = _activation_backward(dy, self._y, self.activation, n_threads)
             dz = np.ascontiguousarray(dz, dtype=self.dtype)
-            dx, dw, db = self._plan.backward(self._x, self.weight, dz, self.need_dx,
-                                             n_threads, ws)
-        self.grads[0][...] = dw
+            dx, _, db = self._plan.backward(self._x, self.weight, dz, self.need_dx,
+                                            n_threads, ws, dw_out=self.grads[0])
         self.grads[1][...] = db
         return dx
 
@@ -643,11 +642,11 @@ class _DenseLayer(_Layer):
             np.matmul(self._x.T, dz, out=self.grads[0])
             np.sum(dz, axis=0, out=self.grads[1])
             return (dz @ self.weight.T).reshape(self._x_shape) if self.need_dx else None
-        dx, dw, db = self._plan(n).backward(self._x.reshape(1, 1, n, n_in),
-                                            self.weight.reshape(1, 1, n_in, n_out),
-                                            dz.reshape(1, 1, n, n_out), self.need_dx,
-                                            n_threads, ws)
-        self.grads[0][...] = dw.reshape(n_in, n_out)
+        dx, _, db = self._plan(n).backward(self._x.reshape(1, 1, n, n_in),
+                                           self.weight.reshape(1, 1, n_in, n_out),
+                                           dz.reshape(1, 1, n, n_out), self.need_dx,
+                                           n_threads, ws,
+                                           dw_out=self.grads[0].reshape(1, 1, n_in, n_out))
         self.grads[1][...] = db
         if not self.need_dx:
             return None
