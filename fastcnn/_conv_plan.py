@@ -112,7 +112,7 @@ class ConvPlan:
         # Their rows are expanded K-fold (see _conv_microkernel.h): an output row is Wo*K
         # values, computed in whole vectors of Lv, and every expanded row must be readable
         # from each tap's offset to the end of that last vector.
-        self.row_isa = isa
+        self.isa = isa
         v = _conv.vector_length(isa, itemsize)
         row_values = self.wo * self.k
         self.row_vector_values = -(-row_values // v) * v
@@ -182,11 +182,12 @@ class ConvPlan:
         tiled[..., :self.wo * self.k] = np.tile(values, self.wo)
         return tiled
 
-    def forward(self, x, w, b, relu, n_threads, ws=None, out=None):
+    def forward(self, x, w, b, relu, n_threads, ws=None, out=None, packed=None):
         """conv(x, w) + b (then relu), as (N, Ho, Wo, K). ``b`` may be None.
 
         ``ws`` is a :class:`~fastcnn._workspace.Workspace` to take arrays from (None: fresh
-        ones); ``out``, if given, receives the result.
+        ones); ``out``, if given, receives the result; ``packed``, if given, is w already
+        packed in output-channel blocks (then w is not read).
         """
         n = x.shape[0]
         if out is None:
@@ -196,15 +197,16 @@ class ConvPlan:
         n_threads = self.threads(n_threads, n)
         kh, kw, k = self.kh, self.kw, self.k
         (sh, sw), (dh, dw) = self.stride, self.dilation
-        if self.single_channel:
+        if self.single_channel and packed is None:
             bias = np.zeros(k, self.dtype) if b is None else b
             _conv.conv2d_forward_c1(self._expanded_rows(x, ws, n_threads),
                                     self._row_pattern(w.reshape(kh * kw, k)),
                                     self._row_pattern(bias), out, kh, kw, sh, dh, dw, relu,
-                                    self.row_isa, n_threads)
+                                    self.isa, n_threads)
             return out
-        big = w.nbytes > _WEIGHTS_OUTER_BYTES
-        if big and self.k_padded == k:
+        if packed is not None:
+            wpack = packed
+        elif w.nbytes > _WEIGHTS_OUTER_BYTES and self.k_padded == k:
             # read in place, each block at a row stride of K: a copy of weights this big
             # (a dense layer's) would cost more than the strided reads
             wpack = np.ascontiguousarray(w).reshape(1, kh * kw, self.c, k)
@@ -215,8 +217,8 @@ class ConvPlan:
         if b is not None:
             bias[:k] = b
         _conv.conv2d_forward(x, wpack, bias, out, kh, kw, sh, sw, self.pads[0], self.pads[2],
-                             dh, dw, relu, self.fwd_isa, self.fwd_nv, self.fwd_block, big,
-                             n_threads)
+                             dh, dw, relu, self.fwd_isa, self.fwd_nv, self.fwd_block,
+                             wpack.nbytes > _WEIGHTS_OUTER_BYTES, n_threads)
         return out
 
     def backward(self, x, w, dy, need_dx, n_threads, ws=None, relu_y=None, dw_out=None):
@@ -271,13 +273,17 @@ class ConvPlan:
         dx = empty(ws, "dx", (n, self.h, self.w, self.c), self.dtype)
         if n == 0:
             return dx
-        w_columns = w.reshape(-1, self.k).T.reshape(1, 1, self.k, -1)
+        # The 1x1 convolution's weights: K inputs, the (R, S, C) terms as outputs, i.e.
+        # w as (1, R*S*C, K) packed transposed, once for every chunk.
+        w_columns = _pack_blocks(w.reshape(1, -1, self.k), self._all_taps[:1],
+                                 self._columns.fwd_block, True, ws, "packed_columns",
+                                 n_threads)
         step = min(n, self._images_per_chunk)
         columns = empty(ws, "columns", (step, self.ho, self.wo, self._columns.k), self.dtype)
         for first in range(0, n, step):
             chunk = slice(first, first + step)
-            cols = self._columns.forward(dy[chunk], w_columns, None, False, n_threads,
-                                         out=columns[:len(dy[chunk])])
+            cols = self._columns.forward(dy[chunk], None, None, False, n_threads,
+                                         out=columns[:len(dy[chunk])], packed=w_columns)
             _conv.col2im_add(cols, dx[chunk], self.kh, self.kw, *self.stride, self.pads[0],
                              self.pads[2], *self.dilation, self._columns.fwd_isa, n_threads)
         return dx
@@ -319,7 +325,7 @@ class ConvPlan:
         _conv.conv2d_backward_weights_c1(self._expanded_rows(x, ws, n_threads, reuse=True),
                                          dy, sums,
                                          self.stride[0], self.dilation[0], self.dilation[1],
-                                         self.row_isa, n_threads)
+                                         self.isa, n_threads)
         # chunks in order, then the output columns of each channel
         sums = sums[0] if n_chunks == 1 else sums.sum(axis=0)
         dw = sums[..., :self.wo * self.k].reshape(self.kh, self.kw, self.wo, self.k).sum(axis=2)

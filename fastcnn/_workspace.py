@@ -27,13 +27,7 @@ class Workspace:
 
     def empty(self, name, shape, dtype):
         """An array of ``shape`` and ``dtype`` with whatever the last user left in it."""
-        shape = tuple(shape)
-        dtype = np.dtype(dtype)
-        array = self._arrays.get(name)
-        if array is None or array.shape != shape or array.dtype != dtype:
-            array = np.empty(shape, dtype=dtype)
-            self._arrays[name] = array
-        return array
+        return self._get(name, shape, dtype, np.empty)
 
     def zeros(self, name, shape, dtype):
         """Like :meth:`empty`, but zero-filled when (re)allocated.
@@ -41,11 +35,13 @@ class Workspace:
         For arrays whose callers write the same region every time and rely on the rest
         (zero padding) staying zero.
         """
-        shape = tuple(shape)
-        dtype = np.dtype(dtype)
+        return self._get(name, shape, dtype, np.zeros)
+
+    def _get(self, name, shape, dtype, allocate):
+        shape, dtype = tuple(shape), np.dtype(dtype)
         array = self._arrays.get(name)
         if array is None or array.shape != shape or array.dtype != dtype:
-            array = np.zeros(shape, dtype=dtype)
+            array = allocate(shape, dtype=dtype)
             self._arrays[name] = array
         return array
 

@@ -450,16 +450,16 @@ class _Conv2DLayer(_Layer):
         return y
 
     def backward(self, dy, n_threads, ws=None):
-        if self.activation == "relu":
+        relu = self.activation == "relu"
+        if relu:
             # the relu's backward pass runs inside the bias gradient's read of dy
             dz = _own_gradient(dy, self.dtype)
-            dx, _, db = self._plan.backward(self._x, self.weight, dz, self.need_dx, n_threads,
-                                            ws, relu_y=self._y, dw_out=self.grads[0])
         else:
-            dz = _activation_backward(dy, self._y, self.activation, n_threads)
-            dz = np.ascontiguousarray(dz, dtype=self.dtype)
-            dx, _, db = self._plan.backward(self._x, self.weight, dz, self.need_dx,
-                                            n_threads, ws, dw_out=self.grads[0])
+            dz = np.ascontiguousarray(
+                _activation_backward(dy, self._y, self.activation, n_threads), self.dtype)
+        dx, _, db = self._plan.backward(self._x, self.weight, dz, self.need_dx, n_threads, ws,
+                                        relu_y=self._y if relu else None,
+                                        dw_out=self.grads[0])
         self.grads[1][...] = db
         return dx
 

@@ -48,9 +48,8 @@ class _Optimizer:
         ``n_threads`` is for the solvers with a compiled step (sgd, adam).
         """
         self.step_count += 1
-        self._n_threads = n_threads
         for i, (p, g) in enumerate(zip(params, grads)):
-            self._update_one(i, p, g)
+            self._update_one(i, p, g, n_threads)
 
     def iteration_ends(self, epoch, samples_seen):
         """Update the learning rate after ``epoch`` epochs and ``samples_seen`` samples."""
@@ -84,11 +83,11 @@ class SGDOptimizer(_Optimizer):
         self.nesterov = bool(nesterov)
         self.velocities = [np.zeros_like(p) for p in params]
 
-    def _update_one(self, i, p, g):
+    def _update_one(self, i, p, g, n_threads):
         # v = mu * v - lr * g; p += v, or p += mu * v - lr * g with Nesterov (Sutskever et
         # al. form, as in MLPClassifier): one compiled pass over each array
         _optim.sgd_step(p.reshape(-1), g.reshape(-1), self.velocities[i].reshape(-1),
-                        self.learning_rate, self.momentum, self.nesterov, self._n_threads)
+                        self.learning_rate, self.momentum, self.nesterov, n_threads)
 
 
 class AdamOptimizer(_Optimizer):
@@ -108,11 +107,11 @@ class AdamOptimizer(_Optimizer):
                       / (1 - self.beta_1 ** t))
         super().update(params, grads, n_threads)
 
-    def _update_one(self, i, p, g):
+    def _update_one(self, i, p, g, n_threads):
         # m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= lr_t m / (sqrt(v) + eps)
         _optim.adam_step(p.reshape(-1), g.reshape(-1), self.ms[i].reshape(-1),
                          self.vs[i].reshape(-1), self._lr_t, self.beta_1, self.beta_2,
-                         self.epsilon, self._n_threads)
+                         self.epsilon, n_threads)
 
 
 class RMSpropOptimizer(_Optimizer):
@@ -134,7 +133,7 @@ class RMSpropOptimizer(_Optimizer):
         self._correction = 1.0 / (1 - self.beta_2 ** t)
         super().update(params, grads, n_threads)
 
-    def _update_one(self, i, p, g):
+    def _update_one(self, i, p, g, n_threads):
         dt = p.dtype.type
         v, tmp = self.vs[i], self._scratch[i]
         v *= dt(self.beta_2)
@@ -158,7 +157,7 @@ class AdagradOptimizer(_Optimizer):
         self.sums = [np.zeros_like(p) for p in params]
         self._scratch = [np.empty_like(p) for p in params]
 
-    def _update_one(self, i, p, g):
+    def _update_one(self, i, p, g, n_threads):
         dt = p.dtype.type
         s, tmp = self.sums[i], self._scratch[i]
         np.multiply(g, g, out=tmp)

@@ -16,7 +16,7 @@ from libc.math cimport log
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
-from ._openmp cimport per_thread
+from ._openmp cimport per_thread, threads_for
 
 cdef extern from *:
     """
@@ -165,13 +165,6 @@ cdef enum:
     BLOCK = 16384
 
 
-cdef inline int _threads_for(Py_ssize_t n_tasks, int n_threads) noexcept nogil:
-    # Never start more threads than there are tasks (a tiny array runs on one).
-    if n_tasks < n_threads:
-        return <int> max(n_tasks, 1)
-    return n_threads
-
-
 cdef inline void _exp_nonpositive(const floating *x, floating *y,
                                   Py_ssize_t n) noexcept nogil:
     # y = exp(x) for x <= 0 (or NaN); y may be x
@@ -209,7 +202,7 @@ def relu_forward(const floating[::1] x, floating[::1] y, int n_threads):
     cdef const floating *px = &x[0]
     cdef floating *py = &y[0]
     for block in prange(n_blocks, schedule="static", nogil=True,
-                        num_threads=_threads_for(n_blocks, n_threads)):
+                        num_threads=threads_for(n_blocks, n_threads)):
         _relu_block(px + block * BLOCK, py + block * BLOCK,
                     min(size - block * BLOCK, BLOCK))
 
@@ -226,7 +219,7 @@ def relu_backward(const floating[::1] dy, const floating[::1] y, floating[::1] d
     cdef const floating *py = &y[0]
     cdef floating *pdx = &dx[0]
     for block in prange(n_blocks, schedule="static", nogil=True,
-                        num_threads=_threads_for(n_blocks, n_threads)):
+                        num_threads=threads_for(n_blocks, n_threads)):
         _relu_backward_block(pdy + block * BLOCK, py + block * BLOCK, pdx + block * BLOCK,
                              min(size - block * BLOCK, BLOCK))
 
@@ -239,7 +232,7 @@ def sigmoid_forward(const floating[::1] x, floating[::1] y, int n_threads):
     if size == 0:
         return
     for block in prange(n_blocks, schedule="static", nogil=True,
-                        num_threads=_threads_for(n_blocks, n_threads)):
+                        num_threads=threads_for(n_blocks, n_threads)):
         if floating is float:
             fc_sigmoid_f32(&x[block * BLOCK], &y[block * BLOCK],
                            min(size - block * BLOCK, BLOCK))
@@ -257,7 +250,7 @@ def sigmoid_backward(const floating[::1] dy, const floating[::1] y, floating[::1
     if size == 0:
         return
     for block in prange(n_blocks, schedule="static", nogil=True,
-                        num_threads=_threads_for(n_blocks, n_threads)):
+                        num_threads=threads_for(n_blocks, n_threads)):
         for i in range(block * BLOCK, min(size, (block + 1) * BLOCK)):
             dx[i] = dy[i] * y[i] * (1 - y[i])
 
@@ -270,7 +263,7 @@ def tanh_forward(const floating[::1] x, floating[::1] y, int n_threads):
     if size == 0:
         return
     for block in prange(n_blocks, schedule="static", nogil=True,
-                        num_threads=_threads_for(n_blocks, n_threads)):
+                        num_threads=threads_for(n_blocks, n_threads)):
         if floating is float:
             fc_tanh_f32(&x[block * BLOCK], &y[block * BLOCK], min(size - block * BLOCK, BLOCK))
         else:
@@ -286,7 +279,7 @@ def tanh_backward(const floating[::1] dy, const floating[::1] y, floating[::1] d
     if size == 0:
         return
     for block in prange(n_blocks, schedule="static", nogil=True,
-                        num_threads=_threads_for(n_blocks, n_threads)):
+                        num_threads=threads_for(n_blocks, n_threads)):
         for i in range(block * BLOCK, min(size, (block + 1) * BLOCK)):
             # (1 - y)(1 + y) rather than 1 - y*y: no cancellation when |y| is near 1.
             dx[i] = dy[i] * ((1 - y[i]) * (1 + y[i]))
@@ -314,7 +307,7 @@ def softmax_forward(const floating[:, ::1] logits, floating[:, ::1] out, int n_t
     if n_rows == 0 or k == 0:
         return
     for i in prange(n_rows, schedule="static", nogil=True,
-                    num_threads=_threads_for(n_rows, n_threads)):
+                    num_threads=threads_for(n_rows, n_threads)):
         row = &logits[i, 0]
         orow = &out[i, 0]
         m = _row_max(row, k)
@@ -343,7 +336,7 @@ def softmax_cross_entropy_forward_backward(
     cdef:
         Py_ssize_t n_rows = logits.shape[0], k = logits.shape[1]
         Py_ssize_t i, j
-        int threads = _threads_for(n_rows, n_threads)
+        int threads = threads_for(n_rows, n_threads)
         const floating *row
         floating *drow
         double *shifted

@@ -20,3 +20,11 @@ cdef inline Py_ssize_t per_thread(Py_ssize_t count, Py_ssize_t itemsize) noexcep
     64-byte cache lines, plus one, so that no two threads' scratch share a line (a line
     written by both would bounce between the cores on every write). itemsize divides 64."""
     return ((count * itemsize + 63) // 64 + 1) * (64 // itemsize)
+
+
+cdef inline int threads_for(Py_ssize_t n_tasks, int n_threads) noexcept nogil:
+    """``n_threads``, but never more threads than there are tasks (a tiny array runs on
+    one)."""
+    if n_tasks < n_threads:
+        return <int> max(n_tasks, 1)
+    return n_threads

@@ -10,12 +10,9 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 
+from ._openmp cimport threads_for
+
 cdef Py_ssize_t BLOCK = 16384
-
-
-cdef inline int _threads_for(Py_ssize_t n_blocks, int n_threads) noexcept nogil:
-    # never more threads than blocks (a small array runs on one)
-    return <int> max(1, min(n_blocks, n_threads))
 
 
 def sgd_step(
@@ -39,7 +36,7 @@ def sgd_step(
     pp, pg = &p[0], &g[0]
     pv = &v[0] if mu != 0 else NULL
     for block in prange(n_blocks, schedule="static", nogil=True,
-                        num_threads=_threads_for(n_blocks, n_threads)):
+                        num_threads=threads_for(n_blocks, n_threads)):
         end = min(size, (block + 1) * BLOCK)
         if mu == 0:
             for i in range(block * BLOCK, end):
@@ -81,7 +78,7 @@ def adam_step(
         return
     pp, pg, pm, pv = &p[0], &g[0], &m[0], &v[0]
     for block in prange(n_blocks, schedule="static", nogil=True,
-                        num_threads=_threads_for(n_blocks, n_threads)):
+                        num_threads=threads_for(n_blocks, n_threads)):
         end = min(size, (block + 1) * BLOCK)
         for i in range(block * BLOCK, end):
             gi = pg[i]
