@@ -26,20 +26,17 @@ cdef extern from "_conv_kernels.h" nogil:
     int fc_vector_length(int isa, int itemsize)
     void fc_forward_tile_f32(int isa, int nv, const float *const *xptr, long pstride,
                              int ntaps, int cin, const int *tap_ids, const float *w, long ldw,
-                             float *tile)
+                             const float *bias, int relu, float *const *out, int kcount)
     void fc_forward_tile_f64(int isa, int nv, const double *const *xptr, long pstride,
                              int ntaps, int cin, const int *tap_ids, const double *w,
-                             long ldw, double *tile)
+                             long ldw, const double *bias, int relu, double *const *out,
+                             int kcount)
     void fc_weight_grad_tile_f32(int isa, int nv, int tc, const float *const *xrows,
                                  const float *const *dyrows, const int *rowlen, int nrows,
                                  long xstride, long dystride, float *tile, long ldt)
     void fc_weight_grad_tile_f64(int isa, int nv, int tc, const double *const *xrows,
                                  const double *const *dyrows, const int *rowlen, int nrows,
                                  long xstride, long dystride, double *tile, long ldt)
-    void fc_store_tile_f32(int isa, const float *tile, int block, int first, int count,
-                           const float *bias, int kcount, int relu, float *out, long ldo)
-    void fc_store_tile_f64(int isa, const double *tile, int block, int first, int count,
-                           const double *bias, int kcount, int relu, double *out, long ldo)
     void fc_masked_sum_f32(int isa, float *d, const float *y, double *acc, long n)
     void fc_masked_sum_f64(int isa, double *d, const double *y, double *acc, long n)
     void fc_add_run_f32(int isa, float *dst, const float *src, long n)
@@ -75,11 +72,14 @@ def vector_length(int isa, int itemsize):
 
 cdef inline void _forward_tile(int isa, int nv, const floating *const *xptr, long pstride,
                                int ntaps, int cin, const int *tap_ids, const floating *w,
-                               long ldw, floating *tile) noexcept nogil:
+                               long ldw, const floating *bias, bint relu,
+                               floating *const *out, int kcount) noexcept nogil:
     if floating is float:
-        fc_forward_tile_f32(isa, nv, xptr, pstride, ntaps, cin, tap_ids, w, ldw, tile)
+        fc_forward_tile_f32(isa, nv, xptr, pstride, ntaps, cin, tap_ids, w, ldw, bias, relu,
+                            out, kcount)
     else:
-        fc_forward_tile_f64(isa, nv, xptr, pstride, ntaps, cin, tap_ids, w, ldw, tile)
+        fc_forward_tile_f64(isa, nv, xptr, pstride, ntaps, cin, tap_ids, w, ldw, bias, relu,
+                            out, kcount)
 
 
 cdef inline void _add_run(int isa, floating *dst, const floating *src, long n) noexcept nogil:
@@ -225,8 +225,8 @@ def conv2d_forward(
         const floating **all_ptrs
         int *tap_ids
         int *all_tap_ids
-        floating *tile
-        floating *all_tiles
+        floating **outs
+        floating **all_outs
         bint whole_rows
         Py_ssize_t *tile_oh
         Py_ssize_t *tile_ow
@@ -238,18 +238,18 @@ def conv2d_forward(
     all_ptrs = <const floating **> malloc(n_threads * per_thread(ntaps * tp, sizeof(floating *))
                                              * sizeof(floating *))
     all_tap_ids = <int *> malloc(n_threads * per_thread(ntaps, sizeof(int)) * sizeof(int))
-    all_tiles = <floating *> malloc(n_threads * per_thread(tp * block, sizeof(floating))
-                                       * sizeof(floating))
+    all_outs = <floating **> malloc(n_threads * per_thread(tp, sizeof(floating *))
+                                       * sizeof(floating *))
     all_coords = <Py_ssize_t *> malloc(n_threads * per_thread(2 * tp, sizeof(Py_ssize_t))
                                           * sizeof(Py_ssize_t))
     try:
-        if (zeros == NULL or all_ptrs == NULL or all_tap_ids == NULL or all_tiles == NULL
+        if (zeros == NULL or all_ptrs == NULL or all_tap_ids == NULL or all_outs == NULL
                 or all_coords == NULL):
             raise MemoryError()
         for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
             ptrs = all_ptrs + threadid() * per_thread(ntaps * tp, sizeof(floating *))
             tap_ids = all_tap_ids + threadid() * per_thread(ntaps, sizeof(int))
-            tile = all_tiles + threadid() * per_thread(tp * block, sizeof(floating))
+            outs = all_outs + threadid() * per_thread(tp, sizeof(floating *))
             tile_oh = all_coords + threadid() * per_thread(2 * tp, sizeof(Py_ssize_t))
             tile_ow = tile_oh + tp
             ptile = task % n_ptiles
@@ -334,22 +334,21 @@ def conv2d_forward(
                     live = _live_taps(ptrs, ntaps, tp, zeros, tap_ids)
             cin = kernel_w * C if whole_rows else C
             for kblock in range(kblock_first, kblock_end):
-                _forward_tile(isa, nv, ptrs, pstride, live, cin, tap_ids,
-                              wbase + kblock * block_stride, ldw, tile)
+                # pixels a shifted tile recomputes from the previous one are not stored
                 k0 = kblock * block
-                if floating is float:
-                    fc_store_tile_f32(isa, tile, block, p_first - p, p_end - p_first,
-                                      bbase + k0, min(block, K - k0), relu,
-                                      obase + (n * n_pixels + p_first) * K + k0, K)
-                else:
-                    fc_store_tile_f64(isa, tile, block, p_first - p, p_end - p_first,
-                                      bbase + k0, min(block, K - k0), relu,
-                                      obase + (n * n_pixels + p_first) * K + k0, K)
+                for i in range(tp):
+                    if p_first <= p + i < p_end:
+                        outs[i] = obase + (n * n_pixels + p + i) * K + k0
+                    else:
+                        outs[i] = NULL
+                _forward_tile(isa, nv, ptrs, pstride, live, cin, tap_ids,
+                              wbase + kblock * block_stride, ldw, bbase + k0, relu, outs,
+                              min(block, K - k0))
     finally:
         free(zeros)
         free(all_ptrs)
         free(all_tap_ids)
-        free(all_tiles)
+        free(all_outs)
         free(all_coords)
 
 
@@ -384,21 +383,19 @@ def conv2d_backward_data_phase(
         int ntaps = tap_row.shape[0]
         Py_ssize_t n_ptiles = (n_pixels + tp - 1) // tp
         Py_ssize_t n_tasks = n_images * n_ptiles * n_cblocks
-        Py_ssize_t task, n, ptile, cblock, p, p_first, p_end, c, c0, c_end, jh, jw, oh, ow
+        Py_ssize_t task, n, ptile, cblock, p, p_first, p_end, c0, jh, jw, oh, ow
         int i, t
         const floating *dybase = &dy[0, 0, 0, 0]
         const floating *wbase = &wpack[0, 0, 0, 0]
         floating *dxbase = &dx[0, 0, 0, 0]
-        floating *dxpix
         floating *zeros
         const floating **ptrs
         const floating **all_ptrs
         int *tap_ids
         int *all_tap_ids
         int live
-        floating *tile
-        floating *all_tiles
-        Py_ssize_t q
+        floating **outs
+        floating **all_outs
 
     if n_tasks == 0 or ntaps == 0:
         return
@@ -406,15 +403,15 @@ def conv2d_backward_data_phase(
     all_ptrs = <const floating **> malloc(n_threads * per_thread(ntaps * tp, sizeof(floating *))
                                              * sizeof(floating *))
     all_tap_ids = <int *> malloc(n_threads * per_thread(ntaps, sizeof(int)) * sizeof(int))
-    all_tiles = <floating *> malloc(n_threads * per_thread(tp * block, sizeof(floating))
-                                       * sizeof(floating))
+    all_outs = <floating **> malloc(n_threads * per_thread(tp, sizeof(floating *))
+                                       * sizeof(floating *))
     try:
-        if zeros == NULL or all_ptrs == NULL or all_tap_ids == NULL or all_tiles == NULL:
+        if zeros == NULL or all_ptrs == NULL or all_tap_ids == NULL or all_outs == NULL:
             raise MemoryError()
         for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
             ptrs = all_ptrs + threadid() * per_thread(ntaps * tp, sizeof(floating *))
             tap_ids = all_tap_ids + threadid() * per_thread(ntaps, sizeof(int))
-            tile = all_tiles + threadid() * per_thread(tp * block, sizeof(floating))
+            outs = all_outs + threadid() * per_thread(tp, sizeof(floating *))
             if weights_outer:
                 ptile = task % n_ptiles
                 n = (task // n_ptiles) % n_images
@@ -437,22 +434,23 @@ def conv2d_backward_data_phase(
                     else:
                         ptrs[t * tp + i] = zeros
             live = _live_taps(ptrs, ntaps, tp, zeros, tap_ids)
-            _forward_tile(isa, nv, ptrs, 0, live, K, tap_ids,
-                          wbase + cblock * ntaps * K * block, block, tile)
             c0 = cblock * block
-            c_end = min(c0 + block, C)
-            for q in range(p_first, p_end):
-                i = q - p
-                jh = q // Wj
-                jw = q % Wj
-                dxpix = dxbase + ((n * H + row0 + jh * stride_h) * W + col0 + jw * stride_w) * C
-                for c in range(c0, c_end):
-                    dxpix[c] = tile[i * block + c - c0]
+            for i in range(tp):
+                if p_first <= p + i < p_end:
+                    jh = (p + i) // Wj
+                    jw = (p + i) % Wj
+                    outs[i] = dxbase + (((n * H + row0 + jh * stride_h) * W + col0
+                                         + jw * stride_w) * C + c0)
+                else:
+                    outs[i] = NULL
+            _forward_tile(isa, nv, ptrs, 0, live, K, tap_ids,
+                          wbase + cblock * ntaps * K * block, block, NULL, False, outs,
+                          min(block, C - c0))
     finally:
         free(zeros)
         free(all_ptrs)
         free(all_tap_ids)
-        free(all_tiles)
+        free(all_outs)
 
 
 def col2im_add(

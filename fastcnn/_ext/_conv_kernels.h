@@ -102,16 +102,20 @@ static int fc_vector_length(int isa, int itemsize)
 
 static void fc_forward_tile_f32(int isa, int nv, const float *const *xptr, long pstride,
                                 int ntaps, int cin, const int *tap_ids, const float *w,
-                                long ldw, float *tile)
+                                long ldw, const float *bias, int relu, float *const *out,
+                                int kcount)
 {
-    FC_DISPATCH(f32, forward_tile, (nv, xptr, pstride, ntaps, cin, tap_ids, w, ldw, tile))
+    FC_DISPATCH(f32, forward_tile,
+                (nv, xptr, pstride, ntaps, cin, tap_ids, w, ldw, bias, relu, out, kcount))
 }
 
 static void fc_forward_tile_f64(int isa, int nv, const double *const *xptr, long pstride,
                                 int ntaps, int cin, const int *tap_ids, const double *w,
-                                long ldw, double *tile)
+                                long ldw, const double *bias, int relu, double *const *out,
+                                int kcount)
 {
-    FC_DISPATCH(f64, forward_tile, (nv, xptr, pstride, ntaps, cin, tap_ids, w, ldw, tile))
+    FC_DISPATCH(f64, forward_tile,
+                (nv, xptr, pstride, ntaps, cin, tap_ids, w, ldw, bias, relu, out, kcount))
 }
 
 static void fc_weight_grad_tile_f32(int isa, int nv, int tc, const float *const *xrows,
@@ -187,18 +191,6 @@ static int fc_c1_rows(int isa)
 static int fc_c1_taps(int isa)
 {
     return isa == FC_ISA_AVX512 ? 4 : 2;
-}
-
-static void fc_store_tile_f32(int isa, const float *tile, int block, int first, int count,
-                              const float *bias, int kcount, int relu, float *out, long ldo)
-{
-    FC_DISPATCH(f32, store_tile, (tile, block, first, count, bias, kcount, relu, out, ldo))
-}
-
-static void fc_store_tile_f64(int isa, const double *tile, int block, int first, int count,
-                              const double *bias, int kcount, int relu, double *out, long ldo)
-{
-    FC_DISPATCH(f64, store_tile, (tile, block, first, count, bias, kcount, relu, out, ldo))
 }
 
 /* Pixels per forward tile of the micro-kernel for this instruction set and nv. */

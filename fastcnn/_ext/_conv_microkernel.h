@@ -35,17 +35,46 @@ static inline void FC_NAME(store)(FC_T *p, FC_NAME(vec) v)
     __builtin_memcpy(p, &v, sizeof(v));
 }
 
+/* One vector of a forward tile to the output: relu if asked (what is not below zero stays,
+ * NaN included), then the first n lanes stored (all of them when n >= the vector length). */
+static inline __attribute__((always_inline)) void FC_NAME(store_part)(FC_T *o, FC_NAME(vec) v,
+                                                                      int relu, int n)
+{
+    typedef __typeof__(v < v) mask;
+    if (relu)
+        v = (FC_NAME(vec))((mask)v & ~(v < 0));
+    if (n >= FC_V) {
+        FC_NAME(store)(o, v);
+    } else {
+        for (int lane = 0; lane < n; lane++)
+            o[lane] = v[lane];
+    }
+}
+
 static inline __attribute__((always_inline)) void FC_NAME(forward_tile_impl)(
     const int nv, const int tp, const FC_T *const *xptr, long pstride, int ntaps, int cin,
-    const int *tap_ids, const FC_T *w, long ldw, FC_T *tile)
+    const int *tap_ids, const FC_T *w, long ldw, const FC_T *bias, int relu,
+    FC_T *const *out, int kcount)
 {
     typedef FC_NAME(vec) vec;
-    const int kb = nv * FC_V;
+    /* Fetch the output lines for writing now, so that their misses overlap the
+     * arithmetic instead of stalling the stores at the end. */
+#pragma GCC unroll 16
+    for (int i = 0; i < tp; i++) {
+        if (out[i]) {
+            __builtin_prefetch(out[i], 1, 3);
+            __builtin_prefetch(out[i] + kcount - 1, 1, 3);
+            if (nv > 1)
+                __builtin_prefetch(out[i] + FC_V, 1, 3);
+        }
+    }
+    const vec b0 = bias ? FC_NAME(load)(bias) : (vec){0};
+    const vec b1 = bias && nv > 1 ? FC_NAME(load)(bias + FC_V) : (vec){0};
     vec acc[FC_TILE_PIXELS_MAX][2];
 #pragma GCC unroll 16
     for (int i = 0; i < tp; i++) {
-        acc[i][0] = (vec){0};
-        acc[i][1] = (vec){0};
+        acc[i][0] = b0;
+        acc[i][1] = b1;
     }
     for (int t = 0; t < ntaps; t++) {
         const FC_T *x[FC_TILE_PIXELS_MAX];
@@ -74,9 +103,11 @@ static inline __attribute__((always_inline)) void FC_NAME(forward_tile_impl)(
     }
 #pragma GCC unroll 16
     for (int i = 0; i < tp; i++) {
-        FC_NAME(store)(tile + i * kb, acc[i][0]);
-        if (nv > 1)
-            FC_NAME(store)(tile + i * kb + FC_V, acc[i][1]);
+        if (!out[i])
+            continue;
+        FC_NAME(store_part)(out[i], acc[i][0], relu, kcount);
+        if (nv > 1 && kcount > FC_V)
+            FC_NAME(store_part)(out[i] + FC_V, acc[i][1], relu, kcount - FC_V);
     }
 }
 
@@ -90,42 +121,28 @@ static int FC_NAME(tile_pixels)(int nv)
 }
 
 /* pstride == 0: xptr holds tp pointers per tap (any pixels); pstride > 0: xptr holds one
- * pointer per tap, for the first pixel, the others following pstride elements apart. */
+ * pointer per tap, for the first pixel, the others following pstride elements apart.
+ * Pixel i's kcount channels (bias added, or zero without one; then relu if asked) go to
+ * out[i], or nowhere where out[i] is NULL. */
 static void FC_NAME(forward_tile)(int nv, const FC_T *const *xptr, long pstride, int ntaps,
                                   int cin, const int *tap_ids, const FC_T *w, long ldw,
-                                  FC_T *tile)
+                                  const FC_T *bias, int relu, FC_T *const *out, int kcount)
 {
+#define FC_FORWARD_TILE(NV, TP)                                                          \
+    FC_NAME(forward_tile_impl)(NV, TP, xptr, pstride, ntaps, cin, tap_ids, w, ldw, bias, \
+                               relu, out, kcount)
     if (FC_VBYTES == 64) {
         if (nv == 1)
-            FC_NAME(forward_tile_impl)(1, 16, xptr, pstride, ntaps, cin, tap_ids, w, ldw, tile);
+            FC_FORWARD_TILE(1, 16);
         else
-            FC_NAME(forward_tile_impl)(2, 12, xptr, pstride, ntaps, cin, tap_ids, w, ldw, tile);
+            FC_FORWARD_TILE(2, 12);
     } else {
         if (nv == 1)
-            FC_NAME(forward_tile_impl)(1, 12, xptr, pstride, ntaps, cin, tap_ids, w, ldw, tile);
+            FC_FORWARD_TILE(1, 12);
         else
-            FC_NAME(forward_tile_impl)(2, 6, xptr, pstride, ntaps, cin, tap_ids, w, ldw, tile);
+            FC_FORWARD_TILE(2, 6);
     }
-}
-
-/* Rows [first, first + count) of a forward tile to the output, plus bias, then relu if
- * asked (NaN stays NaN): out row i at out + (i - first) * ldo, kcount channels. */
-static void FC_NAME(store_tile)(const FC_T *tile, int block, int first, int count,
-                                const FC_T *bias, int kcount, int relu, FC_T *out, long ldo)
-{
-    for (int i = first; i < first + count; i++) {
-        const FC_T *t = tile + (long)i * block;
-        FC_T *o = out + (long)(i - first) * ldo;
-        if (relu) {
-            for (int k = 0; k < kcount; k++) {
-                const FC_T v = t[k] + bias[k];
-                o[k] = v < 0 ? 0 : v;
-            }
-        } else {
-            for (int k = 0; k < kcount; k++)
-                o[k] = t[k] + bias[k];
-        }
-    }
+#undef FC_FORWARD_TILE
 }
 
 /* dst[q] += src[q] for q < n: full vectors, then 16-byte vectors, then single elements. */
@@ -188,7 +205,6 @@ static inline __attribute__((always_inline)) void FC_NAME(weight_grad_tile_impl)
     const int *rowlen, int nrows, long xstride, long dystride, FC_T *tile, long ldt)
 {
     typedef FC_NAME(vec) vec;
-    const int kb = nv * FC_V;
     /* A small tile has too few accumulators to hide the FMA latency: give it `lanes`
      * independent copies fed by consecutive pixels, summed at the end (a fixed order). */
     enum { MAX_LANES = 8 };
