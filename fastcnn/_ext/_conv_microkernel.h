@@ -13,7 +13,8 @@
  * The caller gives, per tap, one input pointer per pixel (a zero row where the tap falls
  * into padding) and the tap's index into the packed weights, so padding, stride, dilation
  * and the phases of the strided data gradient all run through the same loop, and taps
- * that read only padding for the whole tile are left out.
+ * that read only padding for the whole tile are left out. The accumulators start from
+ * the bias and go from registers straight to each pixel's output pointer.
  *
  * Weight-gradient tile: tc input channels x (nv vectors of output channels), loaded from
  * and added back to `tile`, reduced over a list of pixel rows: per pixel, nv delta vectors
