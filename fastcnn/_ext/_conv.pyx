@@ -24,13 +24,21 @@ cdef extern from "_conv_kernels.h" nogil:
     int fc_cpu_isa()
     int fc_tile_pixels(int isa, int itemsize, int nv)
     int fc_vector_length(int isa, int itemsize)
-    void fc_forward_tile_f32(int isa, int nv, const float *const *xptr, long pstride,
-                             int ntaps, int cin, const int *tap_ids, const float *w, long ldw,
-                             const float *bias, int relu, float *const *out, int kcount)
-    void fc_forward_tile_f64(int isa, int nv, const double *const *xptr, long pstride,
-                             int ntaps, int cin, const int *tap_ids, const double *w,
-                             long ldw, const double *bias, int relu, double *const *out,
-                             int kcount)
+    ctypedef struct fc_taps:
+        int ntaps
+        long *off
+        int *row
+        int *col
+        int *ids
+        int rows, cols
+    void fc_forward_tile_f32(int isa, int nv, const float *x, const long *pix_off,
+                             const int *pix_pos, const fc_taps *taps, int cin,
+                             const float *zeros, const float *w, long ldw, const float *bias,
+                             int relu, float *const *out, int kcount)
+    void fc_forward_tile_f64(int isa, int nv, const double *x, const long *pix_off,
+                             const int *pix_pos, const fc_taps *taps, int cin,
+                             const double *zeros, const double *w, long ldw,
+                             const double *bias, int relu, double *const *out, int kcount)
     void fc_weight_grad_tile_f32(int isa, int nv, int tc, const float *const *xrows,
                                  const float *const *dyrows, const int *rowlen, int nrows,
                                  long xstride, long dystride, float *tile, long ldt)
@@ -70,15 +78,16 @@ def vector_length(int isa, int itemsize):
     return fc_vector_length(isa, itemsize)
 
 
-cdef inline void _forward_tile(int isa, int nv, const floating *const *xptr, long pstride,
-                               int ntaps, int cin, const int *tap_ids, const floating *w,
-                               long ldw, const floating *bias, bint relu,
-                               floating *const *out, int kcount) noexcept nogil:
+cdef inline void _forward_tile(int isa, int nv, const floating *x, const long *pix_off,
+                               const int *pix_pos, const fc_taps *taps, int cin,
+                               const floating *zeros, const floating *w, long ldw,
+                               const floating *bias, bint relu, floating *const *out,
+                               int kcount) noexcept nogil:
     if floating is float:
-        fc_forward_tile_f32(isa, nv, xptr, pstride, ntaps, cin, tap_ids, w, ldw, bias, relu,
+        fc_forward_tile_f32(isa, nv, x, pix_off, pix_pos, taps, cin, zeros, w, ldw, bias, relu,
                             out, kcount)
     else:
-        fc_forward_tile_f64(isa, nv, xptr, pstride, ntaps, cin, tap_ids, w, ldw, bias, relu,
+        fc_forward_tile_f64(isa, nv, x, pix_off, pix_pos, taps, cin, zeros, w, ldw, bias, relu,
                             out, kcount)
 
 
@@ -89,27 +98,21 @@ cdef inline void _add_run(int isa, floating *dst, const floating *src, long n) n
         fc_add_run_f64(isa, dst, src, n)
 
 
-cdef inline int _live_taps(const floating **ptrs, int ntaps, int tp, const floating *zeros,
-                           int *tap_ids) noexcept nogil:
-    """Drop the taps whose pointers all read padding; return how many are left.
+cdef int _tap_table(fc_taps *taps, int ntaps, int rows, int cols) noexcept nogil:
+    """Allocate ``taps``' arrays for ntaps taps on a rows x cols grid; -1 if out of memory."""
+    taps.ntaps = ntaps
+    taps.rows = rows
+    taps.cols = cols
+    taps.off = <long *> malloc(max(ntaps, 1) * sizeof(long))
+    taps.row = <int *> malloc(max(ntaps, 1) * 3 * sizeof(int))
+    taps.col = taps.row + ntaps if taps.row != NULL else NULL
+    taps.ids = taps.row + 2 * ntaps if taps.row != NULL else NULL
+    return -1 if taps.off == NULL or taps.row == NULL else 0
 
-    The kept taps' pointer groups move to the front, and tap_ids records which packed
-    weights each one uses.
-    """
-    cdef int t, i, kept = 0
-    cdef bint live
-    for t in range(ntaps):
-        live = False
-        for i in range(tp):
-            if ptrs[t * tp + i] != zeros:
-                live = True
-        if live:
-            if kept != t:
-                for i in range(tp):
-                    ptrs[kept * tp + i] = ptrs[t * tp + i]
-            tap_ids[kept] = t
-            kept = kept + 1
-    return kept
+
+cdef void _free_tap_table(fc_taps *taps) noexcept nogil:
+    free(<void *> taps.off)
+    free(<void *> taps.row)
 
 
 cdef inline void _weight_grad_tile(int isa, int nv, int tc, const floating *const *xrows,
@@ -186,12 +189,11 @@ def conv2d_forward(
     ``weights_outer`` (weights too big to stay in cache, few pixels: a dense layer), a
     task is one (block, tile) pair and each thread's tasks go through one block at a time.
 
-    Where output rows split into whole tiles, a tile is a strip of one output row: if
-    its receptive field lies inside the image horizontally, each tap needs a single input
-    pointer (the pixels follow at stride_w * C), taps in vertical padding are dropped, and
-    without horizontal dilation a whole kernel row is one tap of S*C contiguous values.
-    Other tiles (left/right padding, narrow images) give every pixel and tap a pointer,
-    with a zero row for padding.
+    Where output rows split into whole tiles, a tile is a strip of one output row;
+    otherwise tiles run over the flattened image. The kernel gets each pixel's origin and
+    a table of taps: every (r, s), or, for a tile whose receptive fields lie inside the
+    image horizontally (and no horizontal dilation), every kernel row as one tap of S*C
+    contiguous values.
     """
     cdef:
         Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2]
@@ -213,45 +215,57 @@ def conv2d_forward(
         Py_ssize_t n_ptiles = (Wo + tp - 1) // tp * Ho if strips else (n_pixels + tp - 1) // tp
         Py_ssize_t n_tasks = n_images * n_ptiles * (n_kblocks if weights_outer else 1)
         Py_ssize_t task, n, ptile, kblock, kblock_first, kblock_end, p, p_first, p_end
-        Py_ssize_t k0, oh, ow, ih, iw
-        int i, r, s, cin, live
-        long pstride
+        Py_ssize_t k0, oh, ow
+        int i, r, s, row0, col0
+        bint inside
         const floating *xbase = &x[0, 0, 0, 0]
         const floating *wbase = &wpack[0, 0, 0, 0]
         const floating *bbase = &bias[0]
         floating *obase = &out[0, 0, 0, 0]
         floating *zeros
-        const floating **ptrs
-        const floating **all_ptrs
-        int *tap_ids
-        int *all_tap_ids
-        floating **outs
+        fc_taps all_taps, row_taps
+        const fc_taps *taps
+        long *all_offs
+        long *pix_off
+        int *all_pos
+        int *pix_pos
         floating **all_outs
-        bint whole_rows
-        Py_ssize_t *tile_oh
-        Py_ssize_t *tile_ow
-        Py_ssize_t *all_coords
+        floating **outs
+        # the first and last output columns whose whole kernel row is inside the image
+        Py_ssize_t ow_lo = (pad_left + stride_w - 1) // stride_w
+        Py_ssize_t ow_hi = (W - 1 - (kernel_w - 1) * dilation_w + pad_left) // stride_w
 
     if n_tasks == 0:
         return
+    if W - 1 - (kernel_w - 1) * dilation_w + pad_left < 0:
+        ow_hi = -1
     zeros = <floating *> calloc(kernel_w * C, sizeof(floating))
-    all_ptrs = <const floating **> malloc(n_threads * per_thread(ntaps * tp, sizeof(floating *))
-                                             * sizeof(floating *))
-    all_tap_ids = <int *> malloc(n_threads * per_thread(ntaps, sizeof(int)) * sizeof(int))
+    all_offs = <long *> malloc(n_threads * per_thread(tp, sizeof(long)) * sizeof(long))
+    all_pos = <int *> malloc(n_threads * per_thread(2 * tp, sizeof(int)) * sizeof(int))
     all_outs = <floating **> malloc(n_threads * per_thread(tp, sizeof(floating *))
                                        * sizeof(floating *))
-    all_coords = <Py_ssize_t *> malloc(n_threads * per_thread(2 * tp, sizeof(Py_ssize_t))
-                                          * sizeof(Py_ssize_t))
+    all_taps.off = row_taps.off = NULL
+    all_taps.row = row_taps.row = NULL
     try:
-        if (zeros == NULL or all_ptrs == NULL or all_tap_ids == NULL or all_outs == NULL
-                or all_coords == NULL):
+        if (zeros == NULL or all_offs == NULL or all_pos == NULL or all_outs == NULL
+                or _tap_table(&all_taps, ntaps, H, W) or _tap_table(&row_taps, kernel_h, H, W)):
             raise MemoryError()
+        for r in range(kernel_h):
+            for s in range(kernel_w):
+                i = r * kernel_w + s
+                all_taps.off[i] = (r * dilation_h * W + s * dilation_w) * C
+                all_taps.row[i] = r * dilation_h
+                all_taps.col[i] = s * dilation_w
+                all_taps.ids[i] = i
+            # a kernel row of S*C contiguous values (whole-row tiles only)
+            row_taps.off[r] = r * dilation_h * W * C
+            row_taps.row[r] = r * dilation_h
+            row_taps.col[r] = 0
+            row_taps.ids[r] = r
         for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
-            ptrs = all_ptrs + threadid() * per_thread(ntaps * tp, sizeof(floating *))
-            tap_ids = all_tap_ids + threadid() * per_thread(ntaps, sizeof(int))
+            pix_off = all_offs + threadid() * per_thread(tp, sizeof(long))
+            pix_pos = all_pos + threadid() * per_thread(2 * tp, sizeof(int))
             outs = all_outs + threadid() * per_thread(tp, sizeof(floating *))
-            tile_oh = all_coords + threadid() * per_thread(2 * tp, sizeof(Py_ssize_t))
-            tile_ow = tile_oh + tp
             ptile = task % n_ptiles
             n = (task // n_ptiles) % n_images
             if weights_outer:
@@ -274,65 +288,21 @@ def conv2d_forward(
                 p = max(0, min(p_first, n_pixels - tp))
             oh = p // Wo
             ow = p % Wo
-            pstride = 0
-            if strips:
-                iw = ow * stride_w - pad_left
-                if iw >= 0 and (ow + tp - 1) * stride_w - pad_left + (kernel_w - 1) * dilation_w < W:
-                    pstride = stride_w * C
-            if pstride:
-                # One pointer per live tap; rows in vertical padding contribute nothing.
-                whole_rows = dilation_w == 1
-                live = 0
-                for r in range(kernel_h):
-                    ih = oh * stride_h - pad_top + r * dilation_h
-                    if ih < 0 or ih >= H:
-                        continue
-                    if whole_rows:
-                        ptrs[live] = xbase + ((n * H + ih) * W + iw) * C
-                        tap_ids[live] = r
-                        live = live + 1
-                    else:
-                        for s in range(kernel_w):
-                            ptrs[live] = xbase + ((n * H + ih) * W + iw + s * dilation_w) * C
-                            tap_ids[live] = r * kernel_w + s
-                            live = live + 1
-            else:
-                # When every pixel has its whole kernel row inside the image (and no
-                # horizontal dilation), a kernel row is one tap of S*C contiguous values.
-                whole_rows = dilation_w == 1
-                for i in range(tp):
-                    tile_oh[i] = oh
-                    tile_ow[i] = ow
-                    iw = ow * stride_w - pad_left
-                    if iw < 0 or iw + kernel_w > W:
-                        whole_rows = False
-                    if p + i + 1 < n_pixels:  # past the end: repeat the last pixel
-                        ow = ow + 1
-                        if ow == Wo:
-                            ow = 0
-                            oh = oh + 1
-                for i in range(tp):
-                    for r in range(kernel_h):
-                        ih = tile_oh[i] * stride_h - pad_top + r * dilation_h
-                        if whole_rows:
-                            iw = tile_ow[i] * stride_w - pad_left
-                            if 0 <= ih < H:
-                                ptrs[r * tp + i] = xbase + ((n * H + ih) * W + iw) * C
-                            else:
-                                ptrs[r * tp + i] = zeros
-                            continue
-                        for s in range(kernel_w):
-                            iw = tile_ow[i] * stride_w - pad_left + s * dilation_w
-                            if 0 <= ih < H and 0 <= iw < W:
-                                ptrs[(r * kernel_w + s) * tp + i] = (
-                                    xbase + ((n * H + ih) * W + iw) * C)
-                            else:
-                                ptrs[(r * kernel_w + s) * tp + i] = zeros
-                if whole_rows:
-                    live = _live_taps(ptrs, kernel_h, tp, zeros, tap_ids)
-                else:
-                    live = _live_taps(ptrs, ntaps, tp, zeros, tap_ids)
-            cin = kernel_w * C if whole_rows else C
+            inside = dilation_w == 1
+            for i in range(tp):
+                row0 = oh * stride_h - pad_top
+                col0 = ow * stride_w - pad_left
+                pix_pos[i] = row0
+                pix_pos[tp + i] = col0
+                pix_off[i] = ((n * H + row0) * W + col0) * C
+                if ow < ow_lo or ow > ow_hi:
+                    inside = False
+                if p + i + 1 < n_pixels:  # past the end: repeat the last pixel
+                    ow = ow + 1
+                    if ow == Wo:
+                        ow = 0
+                        oh = oh + 1
+            taps = &row_taps if inside else &all_taps
             for kblock in range(kblock_first, kblock_end):
                 # pixels a shifted tile recomputes from the previous one are not stored
                 k0 = kblock * block
@@ -341,15 +311,17 @@ def conv2d_forward(
                         outs[i] = obase + (n * n_pixels + p + i) * K + k0
                     else:
                         outs[i] = NULL
-                _forward_tile(isa, nv, ptrs, pstride, live, cin, tap_ids,
+                _forward_tile(isa, nv, xbase, pix_off, pix_pos, taps,
+                              kernel_w * C if inside else C, zeros,
                               wbase + kblock * block_stride, ldw, bbase + k0, relu, outs,
                               min(block, K - k0))
     finally:
         free(zeros)
-        free(all_ptrs)
-        free(all_tap_ids)
+        free(all_offs)
+        free(all_pos)
         free(all_outs)
-        free(all_coords)
+        _free_tap_table(&all_taps)
+        _free_tap_table(&row_taps)
 
 
 def conv2d_backward_data_phase(
@@ -383,34 +355,41 @@ def conv2d_backward_data_phase(
         int ntaps = tap_row.shape[0]
         Py_ssize_t n_ptiles = (n_pixels + tp - 1) // tp
         Py_ssize_t n_tasks = n_images * n_ptiles * n_cblocks
-        Py_ssize_t task, n, ptile, cblock, p, p_first, p_end, c0, jh, jw, oh, ow
+        Py_ssize_t task, n, ptile, cblock, p, p_first, p_end, c0, jh, jw
         int i, t
         const floating *dybase = &dy[0, 0, 0, 0]
         const floating *wbase = &wpack[0, 0, 0, 0]
         floating *dxbase = &dx[0, 0, 0, 0]
         floating *zeros
-        const floating **ptrs
-        const floating **all_ptrs
-        int *tap_ids
-        int *all_tap_ids
-        int live
-        floating **outs
+        fc_taps taps
+        long *all_offs
+        long *pix_off
+        int *all_pos
+        int *pix_pos
         floating **all_outs
+        floating **outs
 
     if n_tasks == 0 or ntaps == 0:
         return
     zeros = <floating *> calloc(K, sizeof(floating))
-    all_ptrs = <const floating **> malloc(n_threads * per_thread(ntaps * tp, sizeof(floating *))
-                                             * sizeof(floating *))
-    all_tap_ids = <int *> malloc(n_threads * per_thread(ntaps, sizeof(int)) * sizeof(int))
+    all_offs = <long *> malloc(n_threads * per_thread(tp, sizeof(long)) * sizeof(long))
+    all_pos = <int *> malloc(n_threads * per_thread(2 * tp, sizeof(int)) * sizeof(int))
     all_outs = <floating **> malloc(n_threads * per_thread(tp, sizeof(floating *))
                                        * sizeof(floating *))
+    taps.off = NULL
+    taps.row = NULL
     try:
-        if zeros == NULL or all_ptrs == NULL or all_tap_ids == NULL or all_outs == NULL:
+        if (zeros == NULL or all_offs == NULL or all_pos == NULL or all_outs == NULL
+                or _tap_table(&taps, ntaps, Ho, Wo)):
             raise MemoryError()
+        for t in range(ntaps):
+            taps.off[t] = (tap_row[t] * Wo + tap_col[t]) * K
+            taps.row[t] = tap_row[t]
+            taps.col[t] = tap_col[t]
+            taps.ids[t] = t
         for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
-            ptrs = all_ptrs + threadid() * per_thread(ntaps * tp, sizeof(floating *))
-            tap_ids = all_tap_ids + threadid() * per_thread(ntaps, sizeof(int))
+            pix_off = all_offs + threadid() * per_thread(tp, sizeof(long))
+            pix_pos = all_pos + threadid() * per_thread(2 * tp, sizeof(int))
             outs = all_outs + threadid() * per_thread(tp, sizeof(floating *))
             if weights_outer:
                 ptile = task % n_ptiles
@@ -423,34 +402,32 @@ def conv2d_backward_data_phase(
             p_first = ptile * tp
             p_end = min(p_first + tp, n_pixels)
             p = max(0, min(p_first, n_pixels - tp))
-            for i in range(tp):
-                jh = min(p + i, n_pixels - 1) // Wj
-                jw = min(p + i, n_pixels - 1) % Wj
-                for t in range(ntaps):
-                    oh = jh + tap_row[t]
-                    ow = jw + tap_col[t]
-                    if 0 <= oh < Ho and 0 <= ow < Wo:
-                        ptrs[t * tp + i] = dybase + ((n * Ho + oh) * Wo + ow) * K
-                    else:
-                        ptrs[t * tp + i] = zeros
-            live = _live_taps(ptrs, ntaps, tp, zeros, tap_ids)
             c0 = cblock * block
+            jh = p // Wj
+            jw = p % Wj
             for i in range(tp):
+                pix_pos[i] = jh
+                pix_pos[tp + i] = jw
+                pix_off[i] = ((n * Ho + jh) * Wo + jw) * K
                 if p_first <= p + i < p_end:
-                    jh = (p + i) // Wj
-                    jw = (p + i) % Wj
                     outs[i] = dxbase + (((n * H + row0 + jh * stride_h) * W + col0
                                          + jw * stride_w) * C + c0)
                 else:
                     outs[i] = NULL
-            _forward_tile(isa, nv, ptrs, 0, live, K, tap_ids,
+                if p + i + 1 < n_pixels:  # past the end: repeat the last pixel
+                    jw = jw + 1
+                    if jw == Wj:
+                        jw = 0
+                        jh = jh + 1
+            _forward_tile(isa, nv, dybase, pix_off, pix_pos, &taps, K, zeros,
                           wbase + cblock * ntaps * K * block, block, NULL, False, outs,
                           min(block, C - c0))
     finally:
         free(zeros)
-        free(all_ptrs)
-        free(all_tap_ids)
+        free(all_offs)
+        free(all_pos)
         free(all_outs)
+        _free_tap_table(&taps)
 
 
 def col2im_add(

@@ -9,6 +9,19 @@
 
 enum { FC_ISA_BASELINE = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2 };
 
+/* The taps of a forward tile. A tile pixel's receptive field starts at an element offset
+ * into the input and at a position (row, col) of a grid of rows x cols positions. Tap t
+ * reads cin values from that offset plus off[t], at position (row + row[t], col + col[t]),
+ * against the packed weights of tap ids[t]; positions off the grid read zeros. */
+typedef struct {
+    int ntaps;
+    long *off;
+    int *row;
+    int *col;
+    int *ids;
+    int rows, cols;
+} fc_taps;
+
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define FC_X86 1
 #else
@@ -100,22 +113,22 @@ static int fc_vector_length(int isa, int itemsize)
 #define FC_DISPATCH(T, FN, ARGS) FN##_##T##_base ARGS;
 #endif
 
-static void fc_forward_tile_f32(int isa, int nv, const float *const *xptr, long pstride,
-                                int ntaps, int cin, const int *tap_ids, const float *w,
-                                long ldw, const float *bias, int relu, float *const *out,
-                                int kcount)
+static void fc_forward_tile_f32(int isa, int nv, const float *x, const long *pix_off,
+                                const int *pix_pos, const fc_taps *taps, int cin,
+                                const float *zeros, const float *w, long ldw,
+                                const float *bias, int relu, float *const *out, int kcount)
 {
-    FC_DISPATCH(f32, forward_tile,
-                (nv, xptr, pstride, ntaps, cin, tap_ids, w, ldw, bias, relu, out, kcount))
+    FC_DISPATCH(f32, forward_tile, (nv, x, pix_off, pix_pos, taps, cin, zeros, w, ldw, bias,
+                                    relu, out, kcount))
 }
 
-static void fc_forward_tile_f64(int isa, int nv, const double *const *xptr, long pstride,
-                                int ntaps, int cin, const int *tap_ids, const double *w,
-                                long ldw, const double *bias, int relu, double *const *out,
-                                int kcount)
+static void fc_forward_tile_f64(int isa, int nv, const double *x, const long *pix_off,
+                                const int *pix_pos, const fc_taps *taps, int cin,
+                                const double *zeros, const double *w, long ldw,
+                                const double *bias, int relu, double *const *out, int kcount)
 {
-    FC_DISPATCH(f64, forward_tile,
-                (nv, xptr, pstride, ntaps, cin, tap_ids, w, ldw, bias, relu, out, kcount))
+    FC_DISPATCH(f64, forward_tile, (nv, x, pix_off, pix_pos, taps, cin, zeros, w, ldw, bias,
+                                    relu, out, kcount))
 }
 
 static void fc_weight_grad_tile_f32(int isa, int nv, int tc, const float *const *xrows,

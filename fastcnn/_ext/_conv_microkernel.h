@@ -10,12 +10,13 @@
  * (tp from tile_pixels()). For each tap and input channel, nv weight vectors are loaded
  * and every pixel's input value is broadcast against them: nv loads + tp broadcasts feed
  * tp*nv FMAs.
- * The caller gives, per tap, one input pointer per pixel (a zero row where the tap falls
- * into padding) and the tap's index into the packed weights, so padding, stride, dilation
- * and the phases of the strided data gradient all run through the same loop, and taps
- * that read only padding for the whole tile are left out. The accumulators start from
- * the bias and go from registers straight to each pixel's output pointer.
- *
+ * The caller gives each pixel's origin (an element offset into the input and a grid
+ * position) and a table of taps (fc_taps); the kernel makes each tap's pointers itself,
+ * a zero row where a pixel's tap falls off the grid, and skips taps that fall off it for
+ * the whole tile. So padding, stride, dilation, the phases of the strided data gradient
+ * and whole kernel rows read as one tap all run through the same loop. The accumulators
+ * start from the bias and go from registers straight to each pixel's output pointer.
+
  * Weight-gradient tile: tc input channels x (nv vectors of output channels), loaded from
  * and added back to `tile`, reduced over a list of pixel rows: per pixel, nv delta vectors
  * are loaded and tc input values broadcast against them.
@@ -53,9 +54,9 @@ static inline __attribute__((always_inline)) void FC_NAME(store_part)(FC_T *o, F
 }
 
 static inline __attribute__((always_inline)) void FC_NAME(forward_tile_impl)(
-    const int nv, const int tp, const FC_T *const *xptr, long pstride, int ntaps, int cin,
-    const int *tap_ids, const FC_T *w, long ldw, const FC_T *bias, int relu,
-    FC_T *const *out, int kcount)
+    const int nv, const int tp, const FC_T *x, const long *pix_off, const int *pix_pos,
+    const fc_taps *taps, int cin, const FC_T *zeros, const FC_T *w, long ldw,
+    const FC_T *bias, int relu, FC_T *const *out, int kcount)
 {
     typedef FC_NAME(vec) vec;
     /* Fetch the output lines for writing now, so that their misses overlap the
@@ -77,28 +78,30 @@ static inline __attribute__((always_inline)) void FC_NAME(forward_tile_impl)(
         acc[i][0] = b0;
         acc[i][1] = b1;
     }
-    for (int t = 0; t < ntaps; t++) {
-        const FC_T *x[FC_TILE_PIXELS_MAX];
-        if (pstride) {
-            /* a strip of pixels along one input row: one pointer per tap */
+    for (int t = 0; t < taps->ntaps; t++) {
+        const FC_T *xs[FC_TILE_PIXELS_MAX];
+        const long off = taps->off[t];
+        const int row = taps->row[t], col = taps->col[t];
+        int inside_any = 0;
 #pragma GCC unroll 16
-            for (int i = 0; i < tp; i++)
-                x[i] = xptr[t] + i * pstride;
-        } else {
-#pragma GCC unroll 16
-            for (int i = 0; i < tp; i++)
-                x[i] = xptr[t * tp + i];
+        for (int i = 0; i < tp; i++) {
+            const int inside = (unsigned)(pix_pos[i] + row) < (unsigned)taps->rows
+                               && (unsigned)(pix_pos[tp + i] + col) < (unsigned)taps->cols;
+            xs[i] = inside ? x + pix_off[i] + off : zeros;
+            inside_any |= inside;
         }
-        const FC_T *wt = w + (long)tap_ids[t] * cin * ldw;
+        if (!inside_any)   /* the whole tile reads padding at this tap */
+            continue;
+        const FC_T *wt = w + (long)taps->ids[t] * cin * ldw;
         for (int c = 0; c < cin; c++) {
             const vec w0 = FC_NAME(load)(wt + (long)c * ldw);
             const vec w1 = nv > 1 ? FC_NAME(load)(wt + (long)c * ldw + FC_V) : w0;
 #pragma GCC unroll 16
             for (int i = 0; i < tp; i++) {
-                const FC_T b = x[i][c];
-                acc[i][0] += w0 * b;
+                const FC_T v = xs[i][c];
+                acc[i][0] += w0 * v;
                 if (nv > 1)
-                    acc[i][1] += w1 * b;
+                    acc[i][1] += w1 * v;
             }
         }
     }
@@ -121,16 +124,16 @@ static int FC_NAME(tile_pixels)(int nv)
     return nv == 1 ? 12 : 6;
 }
 
-/* pstride == 0: xptr holds tp pointers per tap (any pixels); pstride > 0: xptr holds one
- * pointer per tap, for the first pixel, the others following pstride elements apart.
- * Pixel i's kcount channels (bias added, or zero without one; then relu if asked) go to
- * out[i], or nowhere where out[i] is NULL. */
-static void FC_NAME(forward_tile)(int nv, const FC_T *const *xptr, long pstride, int ntaps,
-                                  int cin, const int *tap_ids, const FC_T *w, long ldw,
-                                  const FC_T *bias, int relu, FC_T *const *out, int kcount)
+/* Pixel i of the tile (pix_off[i], pix_pos[i], pix_pos[tp + i]) and the taps as in
+ * fc_taps. Pixel i's kcount channels (bias added, or zero without one; then relu if asked)
+ * go to out[i], or nowhere where out[i] is NULL. */
+static void FC_NAME(forward_tile)(int nv, const FC_T *x, const long *pix_off,
+                                  const int *pix_pos, const fc_taps *taps, int cin,
+                                  const FC_T *zeros, const FC_T *w, long ldw, const FC_T *bias,
+                                  int relu, FC_T *const *out, int kcount)
 {
 #define FC_FORWARD_TILE(NV, TP)                                                          \
-    FC_NAME(forward_tile_impl)(NV, TP, xptr, pstride, ntaps, cin, tap_ids, w, ldw, bias, \
+    FC_NAME(forward_tile_impl)(NV, TP, x, pix_off, pix_pos, taps, cin, zeros, w, ldw, bias, \
                                relu, out, kcount)
     if (FC_VBYTES == 64) {
         if (nv == 1)
