@@ -31,11 +31,11 @@ cdef extern from "_conv_kernels.h" nogil:
         int *col
         int *ids
         int rows, cols
-    void fc_forward_tile_f32(int isa, int nv, const float *x, const long *pix_off,
+    void fc_forward_tile_f32(int isa, int nv, int tp, const float *x, const long *pix_off,
                              const int *pix_pos, const fc_taps *taps, int cin,
                              const float *zeros, const float *w, long ldw, const float *bias,
                              int relu, float *const *out, int kcount)
-    void fc_forward_tile_f64(int isa, int nv, const double *x, const long *pix_off,
+    void fc_forward_tile_f64(int isa, int nv, int tp, const double *x, const long *pix_off,
                              const int *pix_pos, const fc_taps *taps, int cin,
                              const double *zeros, const double *w, long ldw,
                              const double *bias, int relu, double *const *out, int kcount)
@@ -78,17 +78,17 @@ def vector_length(int isa, int itemsize):
     return fc_vector_length(isa, itemsize)
 
 
-cdef inline void _forward_tile(int isa, int nv, const floating *x, const long *pix_off,
+cdef inline void _forward_tile(int isa, int nv, int tp, const floating *x, const long *pix_off,
                                const int *pix_pos, const fc_taps *taps, int cin,
                                const floating *zeros, const floating *w, long ldw,
                                const floating *bias, bint relu, floating *const *out,
                                int kcount) noexcept nogil:
     if floating is float:
-        fc_forward_tile_f32(isa, nv, x, pix_off, pix_pos, taps, cin, zeros, w, ldw, bias, relu,
-                            out, kcount)
+        fc_forward_tile_f32(isa, nv, tp, x, pix_off, pix_pos, taps, cin, zeros, w, ldw, bias,
+                            relu, out, kcount)
     else:
-        fc_forward_tile_f64(isa, nv, x, pix_off, pix_pos, taps, cin, zeros, w, ldw, bias, relu,
-                            out, kcount)
+        fc_forward_tile_f64(isa, nv, tp, x, pix_off, pix_pos, taps, cin, zeros, w, ldw, bias,
+                            relu, out, kcount)
 
 
 cdef inline void _add_run(int isa, floating *dst, const floating *src, long n) noexcept nogil:
@@ -113,6 +113,43 @@ cdef int _tap_table(fc_taps *taps, int ntaps, int rows, int cols) noexcept nogil
 cdef void _free_tap_table(fc_taps *taps) noexcept nogil:
     free(<void *> taps.off)
     free(<void *> taps.row)
+
+
+cdef inline Py_ssize_t _row_strips(Py_ssize_t width, int tp_max) noexcept nogil:
+    """Tiles per output row: the fewest strips of at most tp_max pixels, or 0 where they
+    would be narrower than half a tile (then tiles run over the flattened image)."""
+    cdef Py_ssize_t n
+    if width == 0:
+        return 0
+    n = (width + tp_max - 1) // tp_max
+    return n if width // n * 2 >= tp_max else 0
+
+
+cdef struct _Tile:
+    Py_ssize_t start   # the first pixel the tile computes
+    Py_ssize_t first   # [first, end): the pixels it stores
+    Py_ssize_t end
+
+
+cdef inline _Tile _tile(Py_ssize_t ptile, Py_ssize_t width, Py_ssize_t n_pixels, int tp_max,
+                        Py_ssize_t n_strips) noexcept nogil:
+    """Tile ``ptile``. With n_strips, strip ptile % n_strips of row ptile // n_strips
+    (nearly equal strips; the tile stores all it computes); otherwise tp_max pixels of the
+    flattened image, the last tile shifted back to stay full (it recomputes a few pixels of
+    the previous one and stores only its own)."""
+    cdef _Tile t
+    cdef Py_ssize_t row, j
+    if n_strips:
+        row = ptile // n_strips
+        j = ptile % n_strips
+        t.first = row * width + j * width // n_strips
+        t.end = row * width + (j + 1) * width // n_strips
+        t.start = t.first
+    else:
+        t.first = ptile * tp_max
+        t.end = min(t.first + tp_max, n_pixels)
+        t.start = max(0, min(t.first, n_pixels - tp_max))
+    return t
 
 
 cdef inline void _weight_grad_tile(int isa, int nv, int tc, const floating *const *xrows,
@@ -200,7 +237,8 @@ def conv2d_forward(
         int C = x.shape[3]
         Py_ssize_t Ho = out.shape[1], Wo = out.shape[2], K = out.shape[3]
         Py_ssize_t n_pixels = Ho * Wo
-        int tp = fc_tile_pixels(isa, sizeof(floating), nv)
+        int tp_max = fc_tile_pixels(isa, sizeof(floating), nv)
+        int tp
         bint packed = wpack.shape[3] == block
         Py_ssize_t n_kblocks = wpack.shape[0] if packed else wpack.shape[3] // block
         int ntaps = kernel_h * kernel_w
@@ -208,14 +246,15 @@ def conv2d_forward(
         # a weight row's stride, and the distance from one block to the next
         long ldw = block if packed else wpack.shape[3]
         long block_stride = patch_len * block if packed else block
-        # Strips (tiles within one output row) only where the row splits into whole tiles:
-        # a shifted last strip would recompute up to a tile of pixels per row. Otherwise
-        # tiles run over the flattened image, where only the image's last one overlaps.
-        bint strips = Wo % tp == 0
-        Py_ssize_t n_ptiles = (Wo + tp - 1) // tp * Ho if strips else (n_pixels + tp - 1) // tp
+        # Strips of one output row keep a tile's pixels on the same input rows, so taps in
+        # vertical padding are skipped, not multiplied by zeros.
+        Py_ssize_t n_strips = _row_strips(Wo, tp_max)
+        Py_ssize_t n_ptiles = (n_strips * Ho if n_strips
+                               else (n_pixels + tp_max - 1) // tp_max)
         Py_ssize_t n_tasks = n_images * n_ptiles * (n_kblocks if weights_outer else 1)
         Py_ssize_t task, n, ptile, kblock, kblock_first, kblock_end, p, p_first, p_end
         Py_ssize_t k0, oh, ow
+        _Tile tile
         int i, r, s, row0, col0
         bint inside
         const floating *xbase = &x[0, 0, 0, 0]
@@ -240,9 +279,9 @@ def conv2d_forward(
     if W - 1 - (kernel_w - 1) * dilation_w + pad_left < 0:
         ow_hi = -1
     zeros = <floating *> calloc(kernel_w * C, sizeof(floating))
-    all_offs = <long *> malloc(n_threads * per_thread(tp, sizeof(long)) * sizeof(long))
-    all_pos = <int *> malloc(n_threads * per_thread(2 * tp, sizeof(int)) * sizeof(int))
-    all_outs = <floating **> malloc(n_threads * per_thread(tp, sizeof(floating *))
+    all_offs = <long *> malloc(n_threads * per_thread(tp_max, sizeof(long)) * sizeof(long))
+    all_pos = <int *> malloc(n_threads * per_thread(2 * tp_max, sizeof(int)) * sizeof(int))
+    all_outs = <floating **> malloc(n_threads * per_thread(tp_max, sizeof(floating *))
                                        * sizeof(floating *))
     all_taps.off = row_taps.off = NULL
     all_taps.row = row_taps.row = NULL
@@ -263,9 +302,9 @@ def conv2d_forward(
             row_taps.col[r] = 0
             row_taps.ids[r] = r
         for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
-            pix_off = all_offs + threadid() * per_thread(tp, sizeof(long))
-            pix_pos = all_pos + threadid() * per_thread(2 * tp, sizeof(int))
-            outs = all_outs + threadid() * per_thread(tp, sizeof(floating *))
+            pix_off = all_offs + threadid() * per_thread(tp_max, sizeof(long))
+            pix_pos = all_pos + threadid() * per_thread(2 * tp_max, sizeof(int))
+            outs = all_outs + threadid() * per_thread(tp_max, sizeof(floating *))
             ptile = task % n_ptiles
             n = (task // n_ptiles) % n_images
             if weights_outer:
@@ -274,18 +313,9 @@ def conv2d_forward(
             else:
                 kblock_first = 0
                 kblock_end = n_kblocks
-            # The last tile (of a row, or of the image) is shifted back to stay full: it
-            # recomputes a few pixels of the previous tile and stores only its own.
-            if strips:
-                oh = ptile // ((Wo + tp - 1) // tp)
-                ow = ptile % ((Wo + tp - 1) // tp) * tp
-                p_first = oh * Wo + ow
-                p_end = oh * Wo + min(ow + tp, Wo)
-                p = oh * Wo + min(ow, Wo - tp)
-            else:
-                p_first = ptile * tp
-                p_end = min(p_first + tp, n_pixels)
-                p = max(0, min(p_first, n_pixels - tp))
+            tile = _tile(ptile, Wo, n_pixels, tp_max, n_strips)
+            p, p_first, p_end = tile.start, tile.first, tile.end
+            tp = p_end - p if n_strips else min(tp_max, n_pixels)
             oh = p // Wo
             ow = p % Wo
             inside = dilation_w == 1
@@ -311,7 +341,7 @@ def conv2d_forward(
                         outs[i] = obase + (n * n_pixels + p + i) * K + k0
                     else:
                         outs[i] = NULL
-                _forward_tile(isa, nv, xbase, pix_off, pix_pos, taps,
+                _forward_tile(isa, nv, tp, xbase, pix_off, pix_pos, taps,
                               kernel_w * C if inside else C, zeros,
                               wbase + kblock * block_stride, ldw, bbase + k0, relu, outs,
                               min(block, K - k0))
@@ -350,12 +380,15 @@ def conv2d_backward_data_phase(
         Py_ssize_t Wj = (W - col0 + stride_w - 1) // stride_w
         Py_ssize_t n_pixels = Hj * Wj
         int block = wpack.shape[3]
-        int tp = fc_tile_pixels(isa, sizeof(floating), nv)
+        int tp_max = fc_tile_pixels(isa, sizeof(floating), nv)
+        int tp
         Py_ssize_t n_cblocks = wpack.shape[0]
         int ntaps = tap_row.shape[0]
-        Py_ssize_t n_ptiles = (n_pixels + tp - 1) // tp
+        Py_ssize_t n_strips = _row_strips(Wj, tp_max)
+        Py_ssize_t n_ptiles = n_strips * Hj if n_strips else (n_pixels + tp_max - 1) // tp_max
         Py_ssize_t n_tasks = n_images * n_ptiles * n_cblocks
         Py_ssize_t task, n, ptile, cblock, p, p_first, p_end, c0, jh, jw
+        _Tile tile
         int i, t
         const floating *dybase = &dy[0, 0, 0, 0]
         const floating *wbase = &wpack[0, 0, 0, 0]
@@ -372,9 +405,9 @@ def conv2d_backward_data_phase(
     if n_tasks == 0 or ntaps == 0:
         return
     zeros = <floating *> calloc(K, sizeof(floating))
-    all_offs = <long *> malloc(n_threads * per_thread(tp, sizeof(long)) * sizeof(long))
-    all_pos = <int *> malloc(n_threads * per_thread(2 * tp, sizeof(int)) * sizeof(int))
-    all_outs = <floating **> malloc(n_threads * per_thread(tp, sizeof(floating *))
+    all_offs = <long *> malloc(n_threads * per_thread(tp_max, sizeof(long)) * sizeof(long))
+    all_pos = <int *> malloc(n_threads * per_thread(2 * tp_max, sizeof(int)) * sizeof(int))
+    all_outs = <floating **> malloc(n_threads * per_thread(tp_max, sizeof(floating *))
                                        * sizeof(floating *))
     taps.off = NULL
     taps.row = NULL
@@ -388,9 +421,9 @@ def conv2d_backward_data_phase(
             taps.col[t] = tap_col[t]
             taps.ids[t] = t
         for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
-            pix_off = all_offs + threadid() * per_thread(tp, sizeof(long))
-            pix_pos = all_pos + threadid() * per_thread(2 * tp, sizeof(int))
-            outs = all_outs + threadid() * per_thread(tp, sizeof(floating *))
+            pix_off = all_offs + threadid() * per_thread(tp_max, sizeof(long))
+            pix_pos = all_pos + threadid() * per_thread(2 * tp_max, sizeof(int))
+            outs = all_outs + threadid() * per_thread(tp_max, sizeof(floating *))
             if weights_outer:
                 ptile = task % n_ptiles
                 n = (task // n_ptiles) % n_images
@@ -399,9 +432,9 @@ def conv2d_backward_data_phase(
                 cblock = task % n_cblocks
                 ptile = (task // n_cblocks) % n_ptiles
                 n = task // (n_cblocks * n_ptiles)
-            p_first = ptile * tp
-            p_end = min(p_first + tp, n_pixels)
-            p = max(0, min(p_first, n_pixels - tp))
+            tile = _tile(ptile, Wj, n_pixels, tp_max, n_strips)
+            p, p_first, p_end = tile.start, tile.first, tile.end
+            tp = p_end - p if n_strips else min(tp_max, n_pixels)
             c0 = cblock * block
             jh = p // Wj
             jw = p % Wj
@@ -419,7 +452,7 @@ def conv2d_backward_data_phase(
                     if jw == Wj:
                         jw = 0
                         jh = jh + 1
-            _forward_tile(isa, nv, dybase, pix_off, pix_pos, &taps, K, zeros,
+            _forward_tile(isa, nv, tp, dybase, pix_off, pix_pos, &taps, K, zeros,
                           wbase + cblock * ntaps * K * block, block, NULL, False, outs,
                           min(block, C - c0))
     finally:

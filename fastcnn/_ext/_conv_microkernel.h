@@ -124,29 +124,71 @@ static int FC_NAME(tile_pixels)(int nv)
     return nv == 1 ? 12 : 6;
 }
 
-/* Pixel i of the tile (pix_off[i], pix_pos[i], pix_pos[tp + i]) and the taps as in
- * fc_taps. Pixel i's kcount channels (bias added, or zero without one; then relu if asked)
- * go to out[i], or nowhere where out[i] is NULL. */
-static void FC_NAME(forward_tile)(int nv, const FC_T *x, const long *pix_off,
+/* One function per tile shape, so that each is optimised on its own (with all of them
+ * inlined into one function, GCC kept the accumulators in memory). */
+#define FC_TILE_FN(NV, TP)                                                                   \
+    static void FC_NAME(forward_tile_##NV##_##TP)(                                           \
+        const FC_T *x, const long *pix_off, const int *pix_pos, const fc_taps *taps, int cin, \
+        const FC_T *zeros, const FC_T *w, long ldw, const FC_T *bias, int relu,             \
+        FC_T *const *out, int kcount)                                                        \
+    {                                                                                        \
+        FC_NAME(forward_tile_impl)(NV, TP, x, pix_off, pix_pos, taps, cin, zeros, w, ldw,   \
+                                   bias, relu, out, kcount);                                 \
+    }
+#define FC_TILE_FNS_1_TO_6(NV) FC_TILE_FN(NV, 1) FC_TILE_FN(NV, 2) FC_TILE_FN(NV, 3)         \
+    FC_TILE_FN(NV, 4) FC_TILE_FN(NV, 5) FC_TILE_FN(NV, 6)
+#define FC_TILE_FNS_7_TO_12(NV) FC_TILE_FN(NV, 7) FC_TILE_FN(NV, 8) FC_TILE_FN(NV, 9)        \
+    FC_TILE_FN(NV, 10) FC_TILE_FN(NV, 11) FC_TILE_FN(NV, 12)
+FC_TILE_FNS_1_TO_6(1)
+FC_TILE_FNS_7_TO_12(1)
+FC_TILE_FNS_1_TO_6(2)
+#if FC_VBYTES == 64
+FC_TILE_FN(1, 13)
+FC_TILE_FN(1, 14)
+FC_TILE_FN(1, 15)
+FC_TILE_FN(1, 16)
+FC_TILE_FNS_7_TO_12(2)
+#endif
+#undef FC_TILE_FN
+#undef FC_TILE_FNS_1_TO_6
+#undef FC_TILE_FNS_7_TO_12
+
+/* tp pixels (1 <= tp <= tile_pixels(nv)): pixel i at (pix_off[i], pix_pos[i],
+ * pix_pos[tp + i]), the taps as in fc_taps. Pixel i's kcount channels (bias added, or zero
+ * without one; then relu if asked) go to out[i], or nowhere where out[i] is NULL. */
+static void FC_NAME(forward_tile)(int nv, int tp, const FC_T *x, const long *pix_off,
                                   const int *pix_pos, const fc_taps *taps, int cin,
                                   const FC_T *zeros, const FC_T *w, long ldw, const FC_T *bias,
                                   int relu, FC_T *const *out, int kcount)
 {
-#define FC_FORWARD_TILE(NV, TP)                                                          \
-    FC_NAME(forward_tile_impl)(NV, TP, x, pix_off, pix_pos, taps, cin, zeros, w, ldw, bias, \
-                               relu, out, kcount)
-    if (FC_VBYTES == 64) {
-        if (nv == 1)
-            FC_FORWARD_TILE(1, 16);
-        else
-            FC_FORWARD_TILE(2, 12);
+#define FC_TP(NV, TP)                                                                     \
+    case TP:                                                                              \
+        FC_NAME(forward_tile_##NV##_##TP)(x, pix_off, pix_pos, taps, cin, zeros, w, ldw,  \
+                                          bias, relu, out, kcount);                       \
+        break;
+#define FC_TP_1_TO_6(NV) FC_TP(NV, 1) FC_TP(NV, 2) FC_TP(NV, 3) FC_TP(NV, 4) FC_TP(NV, 5) \
+    FC_TP(NV, 6)
+#define FC_TP_7_TO_12(NV) FC_TP(NV, 7) FC_TP(NV, 8) FC_TP(NV, 9) FC_TP(NV, 10)            \
+    FC_TP(NV, 11) FC_TP(NV, 12)
+    if (nv == 1) {
+        switch (tp) {
+            FC_TP_1_TO_6(1)
+            FC_TP_7_TO_12(1)
+#if FC_VBYTES == 64
+            FC_TP(1, 13) FC_TP(1, 14) FC_TP(1, 15) FC_TP(1, 16)
+#endif
+        }
     } else {
-        if (nv == 1)
-            FC_FORWARD_TILE(1, 12);
-        else
-            FC_FORWARD_TILE(2, 6);
+        switch (tp) {
+            FC_TP_1_TO_6(2)
+#if FC_VBYTES == 64
+            FC_TP_7_TO_12(2)
+#endif
+        }
     }
-#undef FC_FORWARD_TILE
+#undef FC_TP
+#undef FC_TP_1_TO_6
+#undef FC_TP_7_TO_12
 }
 
 /* dst[q] += src[q] for q < n: full vectors, then 16-byte vectors, then single elements. */
