@@ -29,6 +29,10 @@ _COLUMN_CHUNK_BYTES = 1024 * 1024
 # Packed weights bigger than this (about a core's L2 cache) are walked block by block,
 # each block used for every pixel tile before the next (dense layers).
 _WEIGHTS_OUTER_BYTES = 1024 * 1024
+# A 1x1 convolution with weights bigger than that (a big dense layer) runs over slices of
+# its input channels whose weights take about this many bytes: each slice's weights come
+# from memory once, in order, and stay in cache for every tile.
+_SLICE_WEIGHT_BYTES = 512 * 1024
 
 
 def resolve_isa(isa):
@@ -197,6 +201,10 @@ class ConvPlan:
         n_threads = self.threads(n_threads, n)
         kh, kw, k = self.kh, self.kw, self.k
         (sh, sw), (dh, dw) = self.stride, self.dilation
+        if (packed is None and kh == kw == 1 and self.stride == (1, 1) and not any(self.pads)
+                and w.nbytes > _WEIGHTS_OUTER_BYTES and self.k_padded == k
+                and not self.single_channel):
+            return self._forward_in_slices(x, w, b, relu, n_threads, ws, out)
         if self.single_channel and packed is None:
             bias = np.zeros(k, self.dtype) if b is None else b
             _conv.conv2d_forward_c1(self._expanded_rows(x, ws, n_threads),
@@ -219,6 +227,35 @@ class ConvPlan:
         _conv.conv2d_forward(x, wpack, bias, out, kh, kw, sh, sw, self.pads[0], self.pads[2],
                              dh, dw, relu, self.fwd_isa, self.fwd_nv, self.fwd_block,
                              wpack.nbytes > _WEIGHTS_OUTER_BYTES, n_threads)
+        return out
+
+    def _forward_in_slices(self, x, w, b, relu, n_threads, ws, out):
+        """A 1x1 convolution with big weights, slice by slice of the input channels, each
+        slice added onto the result of the ones before it (in a fixed order).
+
+        The slices of x are copied out, each pixel's row padded by a cache line: rows a
+        multiple of 4 KiB apart (4096 float32 channels) would all fall into the same cache
+        sets, and a tile reads a dozen of them at once.
+        """
+        n_pixels = x.shape[0] * self.h * self.w
+        itemsize = self.dtype.itemsize
+        width = max(1, _SLICE_WEIGHT_BYTES // (self.k * itemsize))
+        n_slices = -(-self.c // width)
+        width = -(-self.c // n_slices)   # slices of nearly equal width
+        row = width + 64 // itemsize
+        slices = empty(ws, "x_slices", (n_slices, n_pixels, row), self.dtype)
+        x2 = x.reshape(n_pixels, self.c)
+        w2 = w.reshape(self.c, self.k)
+        bias = np.zeros(self.k, dtype=self.dtype) if b is None else b
+        for j in range(n_slices):
+            first, last = j * width, min(self.c, (j + 1) * width)
+            x_slice = slices[j, :, :last - first]
+            x_slice[...] = x2[:, first:last]
+            _conv.conv2d_forward(x_slice.reshape(1, 1, n_pixels, last - first),
+                                 w2[first:last].reshape(1, 1, last - first, self.k), bias,
+                                 out.reshape(1, 1, n_pixels, self.k), 1, 1, 1, 1, 0, 0, 1, 1,
+                                 relu and j == n_slices - 1, self.fwd_isa, self.fwd_nv,
+                                 self.fwd_block, True, n_threads, j > 0)
         return out
 
     def backward(self, x, w, dy, need_dx, n_threads, ws=None, relu_y=None, dw_out=None):

@@ -176,6 +176,34 @@ def test_weights_outer_loop_order_gives_the_same_results(shape, monkeypatch):
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 4, 5, 37, 64), (1, 1, 7, 100, 64), (2, 1, 1, 9, 128)],
+                         ids=str)
+def test_big_1x1_weights_run_in_slices_of_input_channels(shape, dtype, isa, monkeypatch):
+    """A 1x1 convolution with big weights (a dense layer) adds up slices of its input
+    channels onto the output: the same result as one pass, for any thread count."""
+    import fastcnn._conv_plan as conv_plan
+    from fastcnn._workspace import Workspace
+
+    n, h, w, c, k = shape
+    monkeypatch.setattr(conv_plan, "_WEIGHTS_OUTER_BYTES", 0)
+    monkeypatch.setattr(conv_plan, "_SLICE_WEIGHT_BYTES", 10 * k * np.dtype(dtype).itemsize)
+    x, weights, bias = random_case((n, h, w, c, 1, 1, k), dtype)
+    plan = ConvPlan((h, w, c), weights.shape, (1, 1), (0, 0, 0, 0), (1, 1), dtype, isa)
+    expected = (x.reshape(-1, c).astype(np.float64) @ weights.reshape(c, k) + bias)
+    for relu in (False, True):
+        want = np.maximum(expected, 0) if relu else expected
+        results = []
+        for n_threads in (1, 2, 3):
+            ws = Workspace()
+            y = plan.forward(x, weights, bias, relu, n_threads, ws)
+            assert ws._arrays["x_slices"].shape[0] == -(-c // 10)   # the slices were used
+            np.testing.assert_allclose(y.reshape(-1, k), want, **TOLERANCE[dtype])
+            results.append(y.copy())
+        assert all(np.array_equal(r, results[0]) for r in results)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_rows", [0, 1, 7, 100, 1001])
 @pytest.mark.parametrize("k", [1, 3, 6, 16, 65])
 def test_bias_grad_matches_numpy_sum(k, n_rows, dtype, isa):

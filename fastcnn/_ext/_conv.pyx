@@ -34,11 +34,12 @@ cdef extern from "_conv_kernels.h" nogil:
     void fc_forward_tile_f32(int isa, int nv, int tp, const float *x, const long *pix_off,
                              const int *pix_pos, const fc_taps *taps, int cin,
                              const float *zeros, const float *w, long ldw, const float *bias,
-                             int relu, float *const *out, int kcount)
+                             int accumulate, int relu, float *const *out, int kcount)
     void fc_forward_tile_f64(int isa, int nv, int tp, const double *x, const long *pix_off,
                              const int *pix_pos, const fc_taps *taps, int cin,
                              const double *zeros, const double *w, long ldw,
-                             const double *bias, int relu, double *const *out, int kcount)
+                             const double *bias, int accumulate, int relu, double *const *out,
+                             int kcount)
     void fc_weight_grad_tile_f32(int isa, int nv, int tc, const float *const *xrows,
                                  const float *const *dyrows, const int *rowlen, int nrows,
                                  long xstride, long dystride, float *tile, long ldt)
@@ -81,14 +82,14 @@ def vector_length(int isa, int itemsize):
 cdef inline void _forward_tile(int isa, int nv, int tp, const floating *x, const long *pix_off,
                                const int *pix_pos, const fc_taps *taps, int cin,
                                const floating *zeros, const floating *w, long ldw,
-                               const floating *bias, bint relu, floating *const *out,
-                               int kcount) noexcept nogil:
+                               const floating *bias, bint accumulate, bint relu,
+                               floating *const *out, int kcount) noexcept nogil:
     if floating is float:
         fc_forward_tile_f32(isa, nv, tp, x, pix_off, pix_pos, taps, cin, zeros, w, ldw, bias,
-                            relu, out, kcount)
+                            accumulate, relu, out, kcount)
     else:
         fc_forward_tile_f64(isa, nv, tp, x, pix_off, pix_pos, taps, cin, zeros, w, ldw, bias,
-                            relu, out, kcount)
+                            accumulate, relu, out, kcount)
 
 
 cdef inline void _add_run(int isa, floating *dst, const floating *src, long n) noexcept nogil:
@@ -206,17 +207,21 @@ def pack_weights(
 
 
 def conv2d_forward(
-    const floating[:, :, :, ::1] x,       # IN (N, H, W, C)
+    const floating[:, :, :, :] x,         # IN (N, H, W, C), channels contiguous
     const floating[:, :, :, ::1] wpack,   # IN (K blocks, R*S, C, block) or (1, R*S, C, K)
     const floating[::1] bias,             # IN (K blocks * block width,), zero-padded
-    floating[:, :, :, ::1] out,           # OUT (N, Ho, Wo, K)
+    floating[:, :, :, ::1] out,           # IN/OUT (N, Ho, Wo, K)
     int kernel_h, int kernel_w,
     int stride_h, int stride_w,
     int pad_top, int pad_left,
     int dilation_h, int dilation_w,
     bint relu, int isa, int nv, int block, bint weights_outer, int n_threads,
+    bint accumulate=False,
 ):
     """out = conv(x, w) + bias (then max(., 0) when ``relu``), one pixel tile per task.
+
+    With ``accumulate``, out = conv(x, w) + out instead (bias not read; then the relu):
+    a convolution over many input channels can run in slices of them.
 
     ``wpack`` holds the weights in blocks of ``block`` output channels, each block's rows
     contiguous; or, when K is a multiple of the block, it may be the (R, S, C, K) weights
@@ -229,12 +234,16 @@ def conv2d_forward(
     Where output rows split into whole tiles, a tile is a strip of one output row;
     otherwise tiles run over the flattened image. The kernel gets each pixel's origin and
     a table of taps: every (r, s), or, for a tile whose receptive fields lie inside the
-    image horizontally (and no horizontal dilation), every kernel row as one tap of S*C
-    contiguous values.
+    image horizontally (no horizontal dilation, pixels contiguous), every kernel row as one
+    tap of S*C contiguous values.
     """
     cdef:
         Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2]
         int C = x.shape[3]
+        # x's strides in elements: image, row, pixel
+        Py_ssize_t xs0 = x.strides[0] // sizeof(floating)
+        Py_ssize_t xs1 = x.strides[1] // sizeof(floating)
+        Py_ssize_t xs2 = x.strides[2] // sizeof(floating)
         Py_ssize_t Ho = out.shape[1], Wo = out.shape[2], K = out.shape[3]
         Py_ssize_t n_pixels = Ho * Wo
         int tp_max = fc_tile_pixels(isa, sizeof(floating), nv)
@@ -276,6 +285,8 @@ def conv2d_forward(
 
     if n_tasks == 0:
         return
+    if x.strides[3] != sizeof(floating):
+        raise ValueError("conv2d_forward needs x's channels contiguous")
     if W - 1 - (kernel_w - 1) * dilation_w + pad_left < 0:
         ow_hi = -1
     zeros = <floating *> calloc(kernel_w * C, sizeof(floating))
@@ -292,12 +303,12 @@ def conv2d_forward(
         for r in range(kernel_h):
             for s in range(kernel_w):
                 i = r * kernel_w + s
-                all_taps.off[i] = (r * dilation_h * W + s * dilation_w) * C
+                all_taps.off[i] = r * dilation_h * xs1 + s * dilation_w * xs2
                 all_taps.row[i] = r * dilation_h
                 all_taps.col[i] = s * dilation_w
                 all_taps.ids[i] = i
             # a kernel row of S*C contiguous values (whole-row tiles only)
-            row_taps.off[r] = r * dilation_h * W * C
+            row_taps.off[r] = r * dilation_h * xs1
             row_taps.row[r] = r * dilation_h
             row_taps.col[r] = 0
             row_taps.ids[r] = r
@@ -318,13 +329,13 @@ def conv2d_forward(
             tp = p_end - p if n_strips else min(tp_max, n_pixels)
             oh = p // Wo
             ow = p % Wo
-            inside = dilation_w == 1
+            inside = dilation_w == 1 and xs2 == C
             for i in range(tp):
                 row0 = oh * stride_h - pad_top
                 col0 = ow * stride_w - pad_left
                 pix_pos[i] = row0
                 pix_pos[tp + i] = col0
-                pix_off[i] = ((n * H + row0) * W + col0) * C
+                pix_off[i] = n * xs0 + row0 * xs1 + col0 * xs2
                 if ow < ow_lo or ow > ow_hi:
                     inside = False
                 if p + i + 1 < n_pixels:  # past the end: repeat the last pixel
@@ -343,8 +354,8 @@ def conv2d_forward(
                         outs[i] = NULL
                 _forward_tile(isa, nv, tp, xbase, pix_off, pix_pos, taps,
                               kernel_w * C if inside else C, zeros,
-                              wbase + kblock * block_stride, ldw, bbase + k0, relu, outs,
-                              min(block, K - k0))
+                              wbase + kblock * block_stride, ldw, bbase + k0, accumulate,
+                              relu, outs, min(block, K - k0))
     finally:
         free(zeros)
         free(all_offs)
@@ -453,7 +464,7 @@ def conv2d_backward_data_phase(
                         jw = 0
                         jh = jh + 1
             _forward_tile(isa, nv, tp, dybase, pix_off, pix_pos, &taps, K, zeros,
-                          wbase + cblock * ntaps * K * block, block, NULL, False, outs,
+                          wbase + cblock * ntaps * K * block, block, NULL, False, False, outs,
                           min(block, C - c0))
     finally:
         free(zeros)

@@ -116,19 +116,21 @@ static int fc_vector_length(int isa, int itemsize)
 static void fc_forward_tile_f32(int isa, int nv, int tp, const float *x, const long *pix_off,
                                 const int *pix_pos, const fc_taps *taps, int cin,
                                 const float *zeros, const float *w, long ldw,
-                                const float *bias, int relu, float *const *out, int kcount)
+                                const float *bias, int accumulate, int relu, float *const *out,
+                                int kcount)
 {
     FC_DISPATCH(f32, forward_tile, (nv, tp, x, pix_off, pix_pos, taps, cin, zeros, w, ldw, bias,
-                                    relu, out, kcount))
+                                    accumulate, relu, out, kcount))
 }
 
 static void fc_forward_tile_f64(int isa, int nv, int tp, const double *x, const long *pix_off,
                                 const int *pix_pos, const fc_taps *taps, int cin,
                                 const double *zeros, const double *w, long ldw,
-                                const double *bias, int relu, double *const *out, int kcount)
+                                const double *bias, int accumulate, int relu,
+                                double *const *out, int kcount)
 {
     FC_DISPATCH(f64, forward_tile, (nv, tp, x, pix_off, pix_pos, taps, cin, zeros, w, ldw, bias,
-                                    relu, out, kcount))
+                                    accumulate, relu, out, kcount))
 }
 
 static void fc_weight_grad_tile_f32(int isa, int nv, int tc, const float *const *xrows,

@@ -53,10 +53,23 @@ static inline __attribute__((always_inline)) void FC_NAME(store_part)(FC_T *o, F
     }
 }
 
+/* The first n lanes of a vector from p (all of them when n >= the vector length), zeros
+ * after. */
+static inline __attribute__((always_inline)) FC_NAME(vec) FC_NAME(load_part)(const FC_T *p,
+                                                                             int n)
+{
+    if (n >= FC_V)
+        return FC_NAME(load)(p);
+    FC_NAME(vec) v = {0};
+    for (int lane = 0; lane < n; lane++)
+        v[lane] = p[lane];
+    return v;
+}
+
 static inline __attribute__((always_inline)) void FC_NAME(forward_tile_impl)(
     const int nv, const int tp, const FC_T *x, const long *pix_off, const int *pix_pos,
     const fc_taps *taps, int cin, const FC_T *zeros, const FC_T *w, long ldw,
-    const FC_T *bias, int relu, FC_T *const *out, int kcount)
+    const FC_T *bias, int accumulate, int relu, FC_T *const *out, int kcount)
 {
     typedef FC_NAME(vec) vec;
     /* Fetch the output lines for writing now, so that their misses overlap the
@@ -77,6 +90,11 @@ static inline __attribute__((always_inline)) void FC_NAME(forward_tile_impl)(
     for (int i = 0; i < tp; i++) {
         acc[i][0] = b0;
         acc[i][1] = b1;
+        if (accumulate && out[i]) {
+            acc[i][0] = FC_NAME(load_part)(out[i], kcount);
+            if (nv > 1)
+                acc[i][1] = FC_NAME(load_part)(out[i] + FC_V, kcount - FC_V);
+        }
     }
     for (int t = 0; t < taps->ntaps; t++) {
         const FC_T *xs[FC_TILE_PIXELS_MAX];
@@ -129,11 +147,11 @@ static int FC_NAME(tile_pixels)(int nv)
 #define FC_TILE_FN(NV, TP)                                                                   \
     static void FC_NAME(forward_tile_##NV##_##TP)(                                           \
         const FC_T *x, const long *pix_off, const int *pix_pos, const fc_taps *taps, int cin, \
-        const FC_T *zeros, const FC_T *w, long ldw, const FC_T *bias, int relu,             \
-        FC_T *const *out, int kcount)                                                        \
+        const FC_T *zeros, const FC_T *w, long ldw, const FC_T *bias, int accumulate,       \
+        int relu, FC_T *const *out, int kcount)                                              \
     {                                                                                        \
         FC_NAME(forward_tile_impl)(NV, TP, x, pix_off, pix_pos, taps, cin, zeros, w, ldw,   \
-                                   bias, relu, out, kcount);                                 \
+                                   bias, accumulate, relu, out, kcount);                     \
     }
 #define FC_TILE_FNS_1_TO_6(NV) FC_TILE_FN(NV, 1) FC_TILE_FN(NV, 2) FC_TILE_FN(NV, 3)         \
     FC_TILE_FN(NV, 4) FC_TILE_FN(NV, 5) FC_TILE_FN(NV, 6)
@@ -154,17 +172,18 @@ FC_TILE_FNS_7_TO_12(2)
 #undef FC_TILE_FNS_7_TO_12
 
 /* tp pixels (1 <= tp <= tile_pixels(nv)): pixel i at (pix_off[i], pix_pos[i],
- * pix_pos[tp + i]), the taps as in fc_taps. Pixel i's kcount channels (bias added, or zero
- * without one; then relu if asked) go to out[i], or nowhere where out[i] is NULL. */
+ * pix_pos[tp + i]), the taps as in fc_taps. Pixel i's kcount channels (plus the bias, or
+ * with `accumulate` plus what out[i] holds, or plus zero; then relu if asked) go to out[i],
+ * or nowhere where out[i] is NULL. */
 static void FC_NAME(forward_tile)(int nv, int tp, const FC_T *x, const long *pix_off,
                                   const int *pix_pos, const fc_taps *taps, int cin,
                                   const FC_T *zeros, const FC_T *w, long ldw, const FC_T *bias,
-                                  int relu, FC_T *const *out, int kcount)
+                                  int accumulate, int relu, FC_T *const *out, int kcount)
 {
 #define FC_TP(NV, TP)                                                                     \
     case TP:                                                                              \
         FC_NAME(forward_tile_##NV##_##TP)(x, pix_off, pix_pos, taps, cin, zeros, w, ldw,  \
-                                          bias, relu, out, kcount);                       \
+                                          bias, accumulate, relu, out, kcount);           \
         break;
 #define FC_TP_1_TO_6(NV) FC_TP(NV, 1) FC_TP(NV, 2) FC_TP(NV, 3) FC_TP(NV, 4) FC_TP(NV, 5) \
     FC_TP(NV, 6)
