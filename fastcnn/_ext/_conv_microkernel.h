@@ -103,8 +103,9 @@ static inline __attribute__((always_inline)) void FC_NAME(forward_tile_impl)(
         int inside_any = 0;
 #pragma GCC unroll 16
         for (int i = 0; i < tp; i++) {
-            const int inside = (unsigned)(pix_pos[i] + row) < (unsigned)taps->rows
-                               && (unsigned)(pix_pos[tp + i] + col) < (unsigned)taps->cols;
+            /* & rather than &&: no branch to mispredict on the image's borders */
+            const int inside = ((unsigned)(pix_pos[i] + row) < (unsigned)taps->rows)
+                               & ((unsigned)(pix_pos[tp + i] + col) < (unsigned)taps->cols);
             xs[i] = inside ? x + pix_off[i] + off : zeros;
             inside_any |= inside;
         }
