@@ -98,7 +98,7 @@ class ConvPlan:
     (top, bottom, left, right), dilation, dtype and SIMD path."""
 
     def __init__(self, image_shape, weight_shape, stride, pads, dilation, dtype, isa=None,
-                 columns=None):
+                 dx_path=None):
         self.h, self.w, self.c = image_shape
         self.kh, self.kw, _, self.k = weight_shape
         self.stride, self.pads, self.dilation = tuple(stride), tuple(pads), tuple(dilation)
@@ -145,17 +145,28 @@ class ConvPlan:
         # the phases' kernels write every input pixel unless a phase has no taps
         self.dx_needs_zeros = len(self.phases) < n_phases
         # Few input channels leave most of each data-gradient vector empty and most taps
-        # reading padding; such layers compute each output pixel's (R, S, C) terms as a
-        # 1x1 convolution of dy (K -> R*S*C, full vectors) and add them into dx.
-        # (``columns`` True or False forces the choice, for tests.)
-        if columns is None:
-            columns = self.c < _conv.vector_length(isa, itemsize)
-        self.dx_by_columns = columns
-        if self.dx_by_columns:
+        # reading padding. Such layers compute each output pixel's (R, S, C) terms as dy
+        # times the transposed filter (K -> S*C per kernel row, full vectors) and add them
+        # into dx: straight into the padded input rows ("rows"), or, with horizontal
+        # dilation, through an array of those terms ("columns"). Others run the stride
+        # phases. (``dx_path`` forces the choice, for tests.)
+        if dx_path is None:
+            if self.c >= _conv.vector_length(isa, itemsize):
+                dx_path = "phases"
+            else:
+                dx_path = "rows" if dilation[1] == 1 else "columns"
+        if dx_path not in ("phases", "columns", "rows") or (dx_path == "rows"
+                                                             and dilation[1] != 1):
+            raise ValueError(f"dx_path {dx_path!r} is not one this convolution can use")
+        self.dx_path = dx_path
+        if dx_path == "rows":
+            self.rows_isa, self.rows_nv = _vector_plan(isa, itemsize, self.kw * self.c)
+            self.rows_block = self.rows_nv * _conv.vector_length(self.rows_isa, itemsize)
+        if dx_path == "columns":
             n_terms = self.kh * self.kw * self.c
             self._columns = ConvPlan((self.ho, self.wo, self.k), (1, 1, self.k, n_terms),
                                      (1, 1), (0, 0, 0, 0), (1, 1), dtype, isa,
-                                     columns=False)
+                                     dx_path="phases")
             self._images_per_chunk = max(1, _COLUMN_CHUNK_BYTES
                                          // (self.ho * self.wo * n_terms * itemsize))
 
@@ -285,7 +296,9 @@ class ConvPlan:
             dw = dw_out
         if not need_dx:
             return None, dw, db
-        if self.dx_by_columns:
+        if self.dx_path == "rows":
+            return self._data_grad_by_rows(w, dy, n_threads, ws), dw, db
+        if self.dx_path == "columns":
             return self._data_grad_by_columns(w, dy, n_threads, ws), dw, db
         dx = empty(ws, "dx", x.shape, self.dtype)
         if self.dx_needs_zeros:
@@ -303,6 +316,30 @@ class ConvPlan:
                                              self.dx_nv, wpack.nbytes > _WEIGHTS_OUTER_BYTES,
                                              n_threads)
         return dx, dw, db
+
+    def _data_grad_by_rows(self, w, dy, n_threads, ws):
+        """dx as each output pixel's (S, C) terms per kernel row, added into the padded
+        input rows, then cropped."""
+        n = dy.shape[0]
+        top, bottom, left, right = self.pads
+        padded = any(self.pads)
+        shape = (n, self.h + top + bottom, self.w + left + right, self.c)
+        dxp = empty(ws, "dx_padded" if padded else "dx", shape, self.dtype)
+        # w[r] transposed, (K, S*C) per kernel row, in blocks of the vector width
+        block, row_terms = self.rows_block, self.kw * self.c
+        parts = -(-row_terms // block)
+        wrows = np.zeros((self.kh, self.k, parts * block), dtype=self.dtype)
+        wrows[:, :, :row_terms] = w.transpose(0, 3, 1, 2).reshape(self.kh, self.k, row_terms)
+        wpack = np.ascontiguousarray(wrows.reshape(self.kh, self.k, parts, block)
+                                     .transpose(0, 2, 1, 3)).reshape(-1, 1, self.k, block)
+        _conv.conv2d_backward_data_rows(dy, wpack, dxp, self.kw, *self.stride,
+                                        self.dilation[0], self.rows_isa, self.rows_nv,
+                                        n_threads)
+        if not padded:
+            return dxp
+        dx = empty(ws, "dx", (n, self.h, self.w, self.c), self.dtype)
+        dx[...] = dxp[:, top:top + self.h, left:left + self.w]
+        return dx
 
     def _data_grad_by_columns(self, w, dy, n_threads, ws):
         """dx as the (R, S, C) terms of every output pixel, dy @ w.T, added into place."""

@@ -140,8 +140,9 @@ def test_conv2d_backward_matches_naive(shape, dtype, isa):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_both_data_gradient_paths_match_naive(shape, dtype):
-    """Stride phases and (R, S, C) columns: each layer uses one, both must be right."""
+def test_every_data_gradient_path_matches_naive(shape, dtype):
+    """Stride phases, (R, S, C) columns and kernel rows added in place: each layer uses
+    one, all must be right."""
     stride, padding, dilation = shape[7:]
     x, w, _ = random_case(shape, dtype)
     (sh, sw), (dh, dw), pads, ho, wo = naive_geometry(x.shape, w.shape, stride, padding,
@@ -150,11 +151,13 @@ def test_both_data_gradient_paths_match_naive(shape, dtype):
     dy = dy.astype(dtype)
     expected, _, _ = naive_conv2d_backward(x.astype(np.float64), w.astype(np.float64),
                                            dy.astype(np.float64), stride, padding, dilation)
-    for columns in (False, True):
-        plan = ConvPlan(x.shape[1:], w.shape, (sh, sw), pads, (dh, dw), dtype, columns=columns)
-        assert plan.dx_by_columns == columns
+    for path in ("phases", "columns") + (("rows",) if dw == 1 else ()):
+        plan = ConvPlan(x.shape[1:], w.shape, (sh, sw), pads, (dh, dw), dtype, dx_path=path)
         dx, _, _ = plan.backward(x, w, dy, True, 2)
-        np.testing.assert_allclose(dx, expected, **TOLERANCE[dtype], err_msg=f"{columns=}")
+        np.testing.assert_allclose(dx, expected, **TOLERANCE[dtype], err_msg=f"{path=}")
+        if path == "rows":   # bitwise the same for any thread count
+            for n_threads in (1, 3):
+                assert np.array_equal(plan.backward(x, w, dy, True, n_threads)[0], dx)
 
 
 @pytest.mark.parametrize("shape", SHAPES[:12], ids=str)

@@ -530,6 +530,97 @@ def col2im_add(
                                 _add_run(isa, dximg + (ih * W + iw) * C, src + s * C, C)
 
 
+def conv2d_backward_data_rows(
+    const floating[:, :, :, ::1] dy,      # IN (N, Ho, Wo, K)
+    const floating[:, :, :, ::1] wpack,   # IN (R * parts, 1, K, block)
+    floating[:, :, :, ::1] dxp,           # OUT (N, Hp, Wp, C): dx with its padding
+    int kernel_w, int stride_h, int stride_w, int dilation_h,
+    int isa, int nv, int n_threads,
+):
+    """dxp = 0, then for every output pixel and kernel row r, dy[n, oh, ow] times the
+    transpose of w[r] (its S*C terms: input pixels ow*stride_w + s, s < S, all channels,
+    one contiguous run of the padded input row oh*stride_h + r*dilation_h) added in place.
+
+    The data gradient of a convolution with few input channels and no horizontal dilation,
+    without a columns array: ``wpack`` holds each kernel row's (s, c) terms in ``parts``
+    blocks of ``block``, zero-padded. A tile is one output position in a group of images
+    (their runs never overlap); each task owns a group and walks the positions in order,
+    so the sums do not depend on the thread count. The caller crops the padding off.
+    """
+    cdef:
+        Py_ssize_t n_images = dy.shape[0], Ho = dy.shape[1], Wo = dy.shape[2]
+        int K = dy.shape[3]
+        Py_ssize_t Hp = dxp.shape[1], Wp = dxp.shape[2], C = dxp.shape[3]
+        int block = wpack.shape[3]
+        Py_ssize_t row_terms = kernel_w * C
+        Py_ssize_t parts = (row_terms + block - 1) // block
+        Py_ssize_t kernel_h = wpack.shape[0] // parts
+        int tp_max = fc_tile_pixels(isa, sizeof(floating), nv)
+        Py_ssize_t n_groups = (n_images + tp_max - 1) // tp_max
+        Py_ssize_t group = (n_images + n_groups - 1) // n_groups if n_groups else 0
+        Py_ssize_t g, n0, oh, ow, ih, r, part, i
+        int tp
+        const floating *dybase = &dy[0, 0, 0, 0]
+        const floating *wbase = &wpack[0, 0, 0, 0]
+        floating *dxbase = &dxp[0, 0, 0, 0]
+        fc_taps taps
+        long *all_offs
+        long *pix_off
+        int *all_pos
+        int *pix_pos
+        floating **all_outs
+        floating **outs
+
+    if n_images == 0 or Hp * Wp * C == 0:
+        return
+    if Ho * Wo * K == 0:
+        memset(dxbase, 0, n_images * Hp * Wp * C * sizeof(floating))
+        return
+    all_offs = <long *> malloc(n_threads * per_thread(tp_max, sizeof(long)) * sizeof(long))
+    all_pos = <int *> calloc(n_threads * per_thread(2 * tp_max, sizeof(int)), sizeof(int))
+    all_outs = <floating **> malloc(n_threads * per_thread(tp_max, sizeof(floating *))
+                                       * sizeof(floating *))
+    taps.off = NULL
+    taps.row = NULL
+    try:
+        # one tap, the tile's own pixel: every pixel's position is (0, 0) of a 1x1 grid
+        if (all_offs == NULL or all_pos == NULL or all_outs == NULL
+                or _tap_table(&taps, 1, 1, 1)):
+            raise MemoryError()
+        taps.off[0] = 0
+        taps.row[0] = 0
+        taps.col[0] = 0
+        taps.ids[0] = 0
+        for g in prange(n_groups, schedule="static", nogil=True, num_threads=n_threads):
+            pix_off = all_offs + threadid() * per_thread(tp_max, sizeof(long))
+            pix_pos = all_pos + threadid() * per_thread(2 * tp_max, sizeof(int))
+            outs = all_outs + threadid() * per_thread(tp_max, sizeof(floating *))
+            n0 = g * group
+            tp = <int> min(group, n_images - n0)
+            if tp <= 0:
+                continue
+            memset(dxbase + n0 * Hp * Wp * C, 0, tp * Hp * Wp * C * sizeof(floating))
+            for oh in range(Ho):
+                for ow in range(Wo):
+                    for i in range(tp):
+                        pix_off[i] = (((n0 + i) * Ho + oh) * Wo + ow) * K
+                    for r in range(kernel_h):
+                        ih = oh * stride_h + r * dilation_h
+                        for part in range(parts):
+                            for i in range(tp):
+                                outs[i] = dxbase + ((((n0 + i) * Hp + ih) * Wp + ow * stride_w)
+                                                    * C + part * block)
+                            _forward_tile(isa, nv, tp, dybase, pix_off, pix_pos, &taps, K,
+                                          dybase, wbase + (r * parts + part) * K * block,
+                                          block, NULL, True, False, outs,
+                                          min(block, row_terms - part * block))
+    finally:
+        free(all_offs)
+        free(all_pos)
+        free(all_outs)
+        _free_tap_table(&taps)
+
+
 def conv2d_backward_weights(
     const floating[:, :, :, ::1] x,       # IN (N, H, W, C)
     const floating[:, :, :, ::1] dy,      # IN (N, Ho, Wo, Kp), Kp a multiple of the block

@@ -37,6 +37,28 @@ static inline void FC_NAME(store)(FC_T *p, FC_NAME(vec) v)
     __builtin_memcpy(p, &v, sizeof(v));
 }
 
+/* dst[q] = src[q] for q < n < FC_V, in fixed-size pieces: a loop of single elements
+ * here was turned into a call to memcpy, which spilled the tile's accumulators. */
+static inline __attribute__((always_inline)) void FC_NAME(copy_part)(FC_T *dst,
+                                                                     const FC_T *src, int n)
+{
+    int q = 0;
+    if (FC_V > 8 && (n & 8)) {
+        __builtin_memcpy(dst + q, src + q, 8 * sizeof(FC_T));
+        q += 8;
+    }
+    if (FC_V > 4 && (n & 4)) {
+        __builtin_memcpy(dst + q, src + q, 4 * sizeof(FC_T));
+        q += 4;
+    }
+    if (FC_V > 2 && (n & 2)) {
+        __builtin_memcpy(dst + q, src + q, 2 * sizeof(FC_T));
+        q += 2;
+    }
+    if (n & 1)
+        dst[q] = src[q];
+}
+
 /* One vector of a forward tile to the output: relu if asked (what is not below zero stays,
  * NaN included), then the first n lanes stored (all of them when n >= the vector length). */
 static inline __attribute__((always_inline)) void FC_NAME(store_part)(FC_T *o, FC_NAME(vec) v,
@@ -47,9 +69,10 @@ static inline __attribute__((always_inline)) void FC_NAME(store_part)(FC_T *o, F
         v = (FC_NAME(vec))((mask)v & ~(v < 0));
     if (n >= FC_V) {
         FC_NAME(store)(o, v);
-    } else {
-        for (int lane = 0; lane < n; lane++)
-            o[lane] = v[lane];
+    } else if (n > 0) {
+        FC_T lanes[FC_V];
+        FC_NAME(store)(lanes, v);
+        FC_NAME(copy_part)(o, lanes, n);
     }
 }
 
@@ -60,10 +83,10 @@ static inline __attribute__((always_inline)) FC_NAME(vec) FC_NAME(load_part)(con
 {
     if (n >= FC_V)
         return FC_NAME(load)(p);
-    FC_NAME(vec) v = {0};
-    for (int lane = 0; lane < n; lane++)
-        v[lane] = p[lane];
-    return v;
+    FC_T lanes[FC_V] = {0};
+    if (n > 0)
+        FC_NAME(copy_part)(lanes, p, n);
+    return FC_NAME(load)(lanes);
 }
 
 static inline __attribute__((always_inline)) void FC_NAME(forward_tile_impl)(
