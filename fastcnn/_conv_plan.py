@@ -237,7 +237,7 @@ class ConvPlan:
             bias[:k] = b
         _conv.conv2d_forward(x, wpack, bias, out, kh, kw, sh, sw, self.pads[0], self.pads[2],
                              dh, dw, relu, self.fwd_isa, self.fwd_nv, self.fwd_block,
-                             wpack.nbytes > _WEIGHTS_OUTER_BYTES, n_threads)
+                             wpack.nbytes > _WEIGHTS_OUTER_BYTES, False, n_threads)
         return out
 
     def _forward_in_slices(self, x, w, b, relu, n_threads, ws, out):
@@ -266,7 +266,7 @@ class ConvPlan:
                                  w2[first:last].reshape(1, 1, last - first, self.k), bias,
                                  out.reshape(1, 1, n_pixels, self.k), 1, 1, 1, 1, 0, 0, 1, 1,
                                  relu and j == n_slices - 1, self.fwd_isa, self.fwd_nv,
-                                 self.fwd_block, True, n_threads, j > 0)
+                                 self.fwd_block, True, j > 0, n_threads)
         return out
 
     def backward(self, x, w, dy, need_dx, n_threads, ws=None, relu_y=None, dw_out=None):

@@ -215,8 +215,8 @@ def conv2d_forward(
     int stride_h, int stride_w,
     int pad_top, int pad_left,
     int dilation_h, int dilation_w,
-    bint relu, int isa, int nv, int block, bint weights_outer, int n_threads,
-    bint accumulate=False,
+    bint relu, int isa, int nv, int block, bint weights_outer, bint accumulate,
+    int n_threads,
 ):
     """out = conv(x, w) + bias (then max(., 0) when ``relu``), one pixel tile per task.
 
