@@ -128,29 +128,70 @@ cdef inline Py_ssize_t _row_strips(Py_ssize_t width, int tp_max) noexcept nogil:
 
 cdef struct _Tile:
     Py_ssize_t start   # the first pixel the tile computes
-    Py_ssize_t first   # [first, end): the pixels it stores
-    Py_ssize_t end
+    Py_ssize_t step    # from one of its pixels to the next: 1, or a row (a column tile)
+    Py_ssize_t count   # its pixels
+    Py_ssize_t skip    # its first pixels recomputed from the tile before, not stored
 
 
-cdef inline _Tile _tile(Py_ssize_t ptile, Py_ssize_t width, Py_ssize_t n_pixels, int tp_max,
-                        Py_ssize_t n_strips) noexcept nogil:
-    """Tile ``ptile``. With n_strips, strip ptile % n_strips of row ptile // n_strips
-    (nearly equal strips; the tile stores all it computes); otherwise tp_max pixels of the
-    flattened image, the last tile shifted back to stay full (it recomputes a few pixels of
-    the previous one and stores only its own)."""
-    cdef _Tile t
-    cdef Py_ssize_t row, j
-    if n_strips:
-        row = ptile // n_strips
-        j = ptile % n_strips
-        t.first = row * width + j * width // n_strips
-        t.end = row * width + (j + 1) * width // n_strips
-        t.start = t.first
+cdef _Tile *_tile_table(Py_ssize_t height, Py_ssize_t width, Py_ssize_t left,
+                        Py_ssize_t right, int tp_max, Py_ssize_t *n_tiles) noexcept nogil:
+    """The tiles of a height x width grid of pixels (malloc'd; NULL if out of memory).
+
+    Where ``left`` and ``right`` columns have taps falling off the image, those columns
+    go into tiles of their own, down the column, so that every tap that falls off does
+    so for a whole tile and is skipped, and the columns between split into row strips
+    whose kernel rows lie inside the image. Otherwise rows split into nearly equal strips
+    of at most tp_max pixels, or, for rows narrower than half a tile, tiles run over the
+    flattened grid (the last one shifted back to stay full).
+    """
+    cdef Py_ssize_t inner = width - left - right, n_inner = 0, n_down = 0, n_strips, n
+    cdef Py_ssize_t i, j, row, col, pixels = height * width
+    cdef _Tile *tiles
+    if inner > 0 and left + right > 0:
+        n_inner = _row_strips(inner, tp_max)
+        n_down = _row_strips(height, tp_max)
+    if n_inner and n_down:
+        n = height * n_inner + (left + right) * n_down
     else:
-        t.first = ptile * tp_max
-        t.end = min(t.first + tp_max, n_pixels)
-        t.start = max(0, min(t.first, n_pixels - tp_max))
-    return t
+        n_strips = _row_strips(width, tp_max)
+        n = height * n_strips if n_strips else (pixels + tp_max - 1) // tp_max
+    n_tiles[0] = n
+    tiles = <_Tile *> malloc(max(n, 1) * sizeof(_Tile))
+    if tiles == NULL:
+        return NULL
+    i = 0
+    if n_inner and n_down:
+        for row in range(height):
+            for j in range(n_inner):
+                tiles[i].start = row * width + left + j * inner // n_inner
+                tiles[i].count = (j + 1) * inner // n_inner - j * inner // n_inner
+                tiles[i].step = 1
+                tiles[i].skip = 0
+                i = i + 1
+        for col in range(width):
+            if left <= col < width - right:
+                continue
+            for j in range(n_down):
+                tiles[i].start = j * height // n_down * width + col
+                tiles[i].count = (j + 1) * height // n_down - j * height // n_down
+                tiles[i].step = width
+                tiles[i].skip = 0
+                i = i + 1
+    elif n_strips:
+        for row in range(height):
+            for j in range(n_strips):
+                tiles[i].start = row * width + j * width // n_strips
+                tiles[i].count = (j + 1) * width // n_strips - j * width // n_strips
+                tiles[i].step = 1
+                tiles[i].skip = 0
+                i = i + 1
+    else:
+        for i in range(n):
+            tiles[i].start = max(0, min(i * tp_max, pixels - tp_max))
+            tiles[i].count = min(tp_max, pixels)
+            tiles[i].step = 1
+            tiles[i].skip = i * tp_max - tiles[i].start
+    return tiles
 
 
 cdef inline void _weight_grad_tile(int isa, int nv, int tc, const floating *const *xrows,
@@ -255,14 +296,10 @@ def conv2d_forward(
         # a weight row's stride, and the distance from one block to the next
         long ldw = block if packed else wpack.shape[3]
         long block_stride = patch_len * block if packed else block
-        # Strips of one output row keep a tile's pixels on the same input rows, so taps in
-        # vertical padding are skipped, not multiplied by zeros.
-        Py_ssize_t n_strips = _row_strips(Wo, tp_max)
-        Py_ssize_t n_ptiles = (n_strips * Ho if n_strips
-                               else (n_pixels + tp_max - 1) // tp_max)
-        Py_ssize_t n_tasks = n_images * n_ptiles * (n_kblocks if weights_outer else 1)
-        Py_ssize_t task, n, ptile, kblock, kblock_first, kblock_end, p, p_first, p_end
+        Py_ssize_t n_ptiles, n_tasks
+        Py_ssize_t task, n, ptile, kblock, kblock_first, kblock_end
         Py_ssize_t k0, oh, ow
+        _Tile *tiles = NULL
         _Tile tile
         int i, r, s, row0, col0
         bint inside
@@ -279,27 +316,36 @@ def conv2d_forward(
         int *pix_pos
         floating **all_outs
         floating **outs
+        long *all_dest
+        long *pix_dest
         # the first and last output columns whose whole kernel row is inside the image
         Py_ssize_t ow_lo = (pad_left + stride_w - 1) // stride_w
         Py_ssize_t ow_hi = (W - 1 - (kernel_w - 1) * dilation_w + pad_left) // stride_w
 
-    if n_tasks == 0:
+    if n_images * n_pixels * n_kblocks == 0:
         return
     if x.strides[3] != sizeof(floating):
         raise ValueError("conv2d_forward needs x's channels contiguous")
     if W - 1 - (kernel_w - 1) * dilation_w + pad_left < 0:
         ow_hi = -1
+    ow_lo = min(ow_lo, Wo)
+    ow_hi = max(ow_hi, ow_lo - 1)
     zeros = <floating *> calloc(kernel_w * C, sizeof(floating))
     all_offs = <long *> malloc(n_threads * per_thread(tp_max, sizeof(long)) * sizeof(long))
     all_pos = <int *> malloc(n_threads * per_thread(2 * tp_max, sizeof(int)) * sizeof(int))
     all_outs = <floating **> malloc(n_threads * per_thread(tp_max, sizeof(floating *))
                                        * sizeof(floating *))
+    all_dest = <long *> malloc(n_threads * per_thread(tp_max, sizeof(long)) * sizeof(long))
     all_taps.off = row_taps.off = NULL
     all_taps.row = row_taps.row = NULL
     try:
+        # columns ow < ow_lo and ow > ow_hi have kernel rows reaching off the image
+        tiles = _tile_table(Ho, Wo, ow_lo, Wo - 1 - ow_hi, tp_max, &n_ptiles)
         if (zeros == NULL or all_offs == NULL or all_pos == NULL or all_outs == NULL
+                or all_dest == NULL or tiles == NULL
                 or _tap_table(&all_taps, ntaps, H, W) or _tap_table(&row_taps, kernel_h, H, W)):
             raise MemoryError()
+        n_tasks = n_images * n_ptiles * (n_kblocks if weights_outer else 1)
         for r in range(kernel_h):
             for s in range(kernel_w):
                 i = r * kernel_w + s
@@ -316,6 +362,7 @@ def conv2d_forward(
             pix_off = all_offs + threadid() * per_thread(tp_max, sizeof(long))
             pix_pos = all_pos + threadid() * per_thread(2 * tp_max, sizeof(int))
             outs = all_outs + threadid() * per_thread(tp_max, sizeof(floating *))
+            pix_dest = all_dest + threadid() * per_thread(tp_max, sizeof(long))
             ptile = task % n_ptiles
             n = (task // n_ptiles) % n_images
             if weights_outer:
@@ -324,11 +371,10 @@ def conv2d_forward(
             else:
                 kblock_first = 0
                 kblock_end = n_kblocks
-            tile = _tile(ptile, Wo, n_pixels, tp_max, n_strips)
-            p, p_first, p_end = tile.start, tile.first, tile.end
-            tp = p_end - p if n_strips else min(tp_max, n_pixels)
-            oh = p // Wo
-            ow = p % Wo
+            tile = tiles[ptile]
+            tp = <int> tile.count
+            oh = tile.start // Wo
+            ow = tile.start % Wo
             inside = dilation_w == 1 and xs2 == C
             for i in range(tp):
                 row0 = oh * stride_h - pad_top
@@ -336,22 +382,22 @@ def conv2d_forward(
                 pix_pos[i] = row0
                 pix_pos[tp + i] = col0
                 pix_off[i] = n * xs0 + row0 * xs1 + col0 * xs2
+                # pixels a shifted tile recomputes from the one before are not stored
+                pix_dest[i] = (n * n_pixels + oh * Wo + ow) * K if i >= tile.skip else -1
                 if ow < ow_lo or ow > ow_hi:
                     inside = False
-                if p + i + 1 < n_pixels:  # past the end: repeat the last pixel
+                if tile.step == 1:
                     ow = ow + 1
                     if ow == Wo:
                         ow = 0
                         oh = oh + 1
+                else:
+                    oh = oh + 1
             taps = &row_taps if inside else &all_taps
             for kblock in range(kblock_first, kblock_end):
-                # pixels a shifted tile recomputes from the previous one are not stored
                 k0 = kblock * block
                 for i in range(tp):
-                    if p_first <= p + i < p_end:
-                        outs[i] = obase + (n * n_pixels + p + i) * K + k0
-                    else:
-                        outs[i] = NULL
+                    outs[i] = obase + pix_dest[i] + k0 if pix_dest[i] >= 0 else NULL
                 _forward_tile(isa, nv, tp, xbase, pix_off, pix_pos, taps,
                               kernel_w * C if inside else C, zeros,
                               wbase + kblock * block_stride, ldw, bbase + k0, accumulate,
@@ -361,6 +407,8 @@ def conv2d_forward(
         free(all_offs)
         free(all_pos)
         free(all_outs)
+        free(all_dest)
+        free(tiles)
         _free_tap_table(&all_taps)
         _free_tap_table(&row_taps)
 
@@ -395,10 +443,10 @@ def conv2d_backward_data_phase(
         int tp
         Py_ssize_t n_cblocks = wpack.shape[0]
         int ntaps = tap_row.shape[0]
-        Py_ssize_t n_strips = _row_strips(Wj, tp_max)
-        Py_ssize_t n_ptiles = n_strips * Hj if n_strips else (n_pixels + tp_max - 1) // tp_max
-        Py_ssize_t n_tasks = n_images * n_ptiles * n_cblocks
-        Py_ssize_t task, n, ptile, cblock, p, p_first, p_end, c0, jh, jw
+        Py_ssize_t n_ptiles, n_tasks
+        Py_ssize_t task, n, ptile, cblock, c0, jh, jw, left, right
+        int min_col = 0, max_col = 0
+        _Tile *tiles = NULL
         _Tile tile
         int i, t
         const floating *dybase = &dy[0, 0, 0, 0]
@@ -413,7 +461,7 @@ def conv2d_backward_data_phase(
         floating **all_outs
         floating **outs
 
-    if n_tasks == 0 or ntaps == 0:
+    if n_images * n_pixels * n_cblocks == 0 or ntaps == 0:
         return
     zeros = <floating *> calloc(K, sizeof(floating))
     all_offs = <long *> malloc(n_threads * per_thread(tp_max, sizeof(long)) * sizeof(long))
@@ -431,6 +479,15 @@ def conv2d_backward_data_phase(
             taps.row[t] = tap_row[t]
             taps.col[t] = tap_col[t]
             taps.ids[t] = t
+            min_col = min(min_col, tap_col[t]) if t else tap_col[t]
+            max_col = max(max_col, tap_col[t]) if t else tap_col[t]
+        # columns jw whose taps reach off dy: jw + min_col < 0 or jw + max_col >= Wo
+        left = min(max(-min_col, 0), Wj)
+        right = min(max(Wj - (Wo - max_col), 0), Wj - left)
+        tiles = _tile_table(Hj, Wj, left, right, tp_max, &n_ptiles)
+        if tiles == NULL:
+            raise MemoryError()
+        n_tasks = n_images * n_ptiles * n_cblocks
         for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
             pix_off = all_offs + threadid() * per_thread(tp_max, sizeof(long))
             pix_pos = all_pos + threadid() * per_thread(2 * tp_max, sizeof(int))
@@ -443,26 +500,28 @@ def conv2d_backward_data_phase(
                 cblock = task % n_cblocks
                 ptile = (task // n_cblocks) % n_ptiles
                 n = task // (n_cblocks * n_ptiles)
-            tile = _tile(ptile, Wj, n_pixels, tp_max, n_strips)
-            p, p_first, p_end = tile.start, tile.first, tile.end
-            tp = p_end - p if n_strips else min(tp_max, n_pixels)
+            tile = tiles[ptile]
+            tp = <int> tile.count
             c0 = cblock * block
-            jh = p // Wj
-            jw = p % Wj
+            jh = tile.start // Wj
+            jw = tile.start % Wj
             for i in range(tp):
                 pix_pos[i] = jh
                 pix_pos[tp + i] = jw
                 pix_off[i] = ((n * Ho + jh) * Wo + jw) * K
-                if p_first <= p + i < p_end:
+                # pixels a shifted tile recomputes from the one before are not stored
+                if i >= tile.skip:
                     outs[i] = dxbase + (((n * H + row0 + jh * stride_h) * W + col0
                                          + jw * stride_w) * C + c0)
                 else:
                     outs[i] = NULL
-                if p + i + 1 < n_pixels:  # past the end: repeat the last pixel
+                if tile.step == 1:
                     jw = jw + 1
                     if jw == Wj:
                         jw = 0
                         jh = jh + 1
+                else:
+                    jh = jh + 1
             _forward_tile(isa, nv, tp, dybase, pix_off, pix_pos, &taps, K, zeros,
                           wbase + cblock * ntaps * K * block, block, NULL, False, False, outs,
                           min(block, C - c0))
@@ -471,6 +530,7 @@ def conv2d_backward_data_phase(
         free(all_offs)
         free(all_pos)
         free(all_outs)
+        free(tiles)
         _free_tap_table(&taps)
 
 
