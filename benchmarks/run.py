@@ -11,6 +11,11 @@ at one thread, every conv layer of the two networks is timed alone (forward, dat
 gradient, weight gradient) beside PyTorch's same layer and numpy's float32 matmul.
 The table goes to stdout, the figures to ``--json`` (default benchmarks/results/run.json).
 
+On a shared machine the speed of both libraries drifts while the benchmark runs, so it
+runs in ``--rounds``: each round measures every library back to back (their order
+rotating from round to round), and a ratio is the median of the rounds' ratios.
+Throughputs are medians over the rounds, and every round's ratio is printed.
+
 These machines set OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE to force OpenBLAS's AVX2 kernel;
 this script removes them before numpy loads (in itself and its subprocesses) and prints
 the kernel OpenBLAS reports. Compare figures only within one run.
@@ -252,6 +257,52 @@ def layer_gflops(shape, repeats, have_torch):
 
 
 # ------------------------------------------------------------------------- report
+def summarize_rounds(name, rounds, counts, libraries, args):
+    """Print and return the medians over rounds, and each round's ratios."""
+    print(f"\n{name}: training / prediction images per second, batch {BATCH} (median over "
+          f"{len(rounds)} rounds of the median of {args.repeats} epochs), peak RSS MiB")
+    print(f"{'threads':>7} {'library':<20}{'train/s':>10}{'predict/s':>11}{'peak MiB':>10}"
+          f"{'fit +MiB':>10}")
+    per_net = {}
+    for n_threads in counts:
+        rows = {}
+        for lib, _, _ in libraries:
+            got = [rnd[n_threads][lib] for rnd in rounds if lib in rnd.get(n_threads, {})]
+            if not got:
+                continue
+            rows[lib] = {key: float(np.median([g[key] for g in got])) for key in got[0]}
+            rows[lib]["rounds"] = got
+            r = rows[lib]
+            print(f"{n_threads:>7} {lib:<20}{r['train_images_per_s']:>10.0f}"
+                  f"{r['predict_images_per_s']:>11.0f}{r['peak_rss_mib']:>10.0f}"
+                  f"{r['fit_rss_increase_mib']:>10.0f}")
+        per_round = {"train": [], "predict": []}
+        for rnd in rounds:
+            libs = rnd.get(n_threads, {})
+            torch_rows = [libs[k] for k in ("torch_nchw", "torch_channels_last") if k in libs]
+            if "fastcnn" not in libs or not torch_rows:
+                continue
+            for kind in per_round:
+                key = f"{kind}_images_per_s"
+                per_round[kind].append(libs["fastcnn"][key] / max(r[key] for r in torch_rows))
+        if per_round["train"]:
+            ratio = {kind: float(np.median(v)) for kind, v in per_round.items()}
+            rows["ratio_vs_best_torch"] = dict(ratio, rounds=per_round)
+            print(f"{n_threads:>7} {'fastcnn / best torch':<20}{ratio['train']:>9.2f}x"
+                  f"{ratio['predict']:>10.2f}x   rounds: train "
+                  + " ".join(f"{v:.2f}" for v in per_round["train"]) + ", predict "
+                  + " ".join(f"{v:.2f}" for v in per_round["predict"]))
+        per_net[str(n_threads)] = rows
+    if 1 in counts and 2 in counts:
+        scaling = [rnd[2]["fastcnn"]["train_images_per_s"] / rnd[1]["fastcnn"]["train_images_per_s"]
+                   for rnd in rounds if "fastcnn" in rnd.get(1, {}) and "fastcnn" in rnd.get(2, {})]
+        if scaling:
+            per_net["scaling_2_over_1_train"] = float(np.median(scaling))
+            print(f"  fastcnn 2 threads / 1 thread training: {np.median(scaling):.2f}x   "
+                  "rounds: " + " ".join(f"{v:.2f}" for v in scaling))
+    return per_net
+
+
 def thread_counts(spec):
     from joblib import cpu_count
 
@@ -268,7 +319,10 @@ def main():
     parser.add_argument("--networks", default="lenet,vgg",
                         help="comma-separated subset of lenet,vgg; empty for layers only")
     parser.add_argument("--threads", default="1,2,all")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="epochs timed per measurement (the median is kept)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of measuring every library back to back")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-layers", action="store_true")
     parser.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results",
@@ -297,46 +351,26 @@ def main():
     if have_torch:
         libraries += [("torch_nchw", run_torch, (False,)),
                       ("torch_channels_last", run_torch, (True,))]
+    counts = thread_counts(args.threads)
     for name in filter(None, args.networks.split(",")):
-        print(f"\n{name}: training / prediction images per second (median of "
-              f"{args.repeats}), peak RSS MiB, batch {BATCH}")
-        header = f"{'threads':>7} {'library':<20}{'train/s':>10}{'predict/s':>11}{'peak MiB':>10}"
-        header += f"{'fit +MiB':>10}"
-        print(header)
-        per_net = results["networks"].setdefault(name, {})
-        for n_threads in thread_counts(args.threads):
-            rows = {}
-            for lib, fn, extra in libraries:
-                try:
-                    rows[lib] = in_subprocess(fn, name, n_threads, args.repeats, *extra)
-                except RuntimeError as exc:
-                    print(f"{n_threads:>7} {lib:<20} failed: {exc}")
-                    continue
-                r = rows[lib]
-                print(f"{n_threads:>7} {lib:<20}{r['train_images_per_s']:>10.0f}"
-                      f"{r['predict_images_per_s']:>11.0f}{r['peak_rss_mib']:>10.0f}"
-                      f"{r['fit_rss_increase_mib']:>10.0f}")
-            torch_rows = [rows[k] for k in ("torch_nchw", "torch_channels_last") if k in rows]
-            if "fastcnn" in rows and torch_rows:
-                best_train = max(r["train_images_per_s"] for r in torch_rows)
-                best_pred = max(r["predict_images_per_s"] for r in torch_rows)
-                rows["ratio_vs_best_torch"] = {
-                    "train": rows["fastcnn"]["train_images_per_s"] / best_train,
-                    "predict": rows["fastcnn"]["predict_images_per_s"] / best_pred}
-                ratio = rows["ratio_vs_best_torch"]
-                print(f"{n_threads:>7} {'fastcnn / best torch':<20}{ratio['train']:>9.2f}x"
-                      f"{ratio['predict']:>10.2f}x")
-            per_net[str(n_threads)] = rows
-        one = per_net.get("1", {}).get("fastcnn")
-        two = per_net.get("2", {}).get("fastcnn")
-        if one and two:
-            print(f"  fastcnn 2 threads / 1 thread training: "
-                  f"{two['train_images_per_s'] / one['train_images_per_s']:.2f}x")
-
+        # rounds[r][n_threads][lib] -> that round's figures
+        rounds = []
+        for r in range(args.rounds):
+            this_round = {}
+            for n_threads in counts:
+                for i in range(len(libraries)):
+                    lib, fn, extra = libraries[(i + r) % len(libraries)]
+                    try:
+                        this_round.setdefault(n_threads, {})[lib] = in_subprocess(
+                            fn, name, n_threads, args.repeats, *extra)
+                    except RuntimeError as exc:
+                        print(f"{name}, {n_threads} thread(s), {lib} failed: {exc}")
+            rounds.append(this_round)
+        results["networks"][name] = summarize_rounds(name, rounds, counts, libraries, args)
     if not args.no_layers:
         results["matmul_gflops_1_thread"] = matmul_gflops(args.repeats)
-        print(f"\nconv layers alone, 1 thread, GFLOP/s (numpy float32 matmul: "
-              f"{results['matmul_gflops_1_thread']:.0f})")
+        print(f"\nconv layers alone, 1 thread, GFLOP/s, median over {args.rounds} rounds "
+              f"(numpy float32 matmul: {results['matmul_gflops_1_thread']:.0f})")
         columns = ["fastcnn_forward", "fastcnn_backward_data", "fastcnn_backward_weights",
                    "fastcnn_forward_backward"]
         if have_torch:
@@ -347,8 +381,9 @@ def main():
                  .replace("backward_", "b-").replace("forward", "fwd") for c in columns}
         print(f"{'layer':<36}" + "".join(f"{short[c]:>12}" for c in columns))
         for shape in conv_layer_shapes():
-            row = layer_gflops(shape, args.repeats, have_torch)
-            results["layers"][shape[0]] = dict(shape=shape[1:], **row)
+            got = [layer_gflops(shape, args.repeats, have_torch) for _ in range(args.rounds)]
+            row = {c: float(np.median([g[c] for g in got])) for c in got[0]}
+            results["layers"][shape[0]] = dict(shape=shape[1:], rounds=got, **row)
             label = f"{shape[0]} {shape[2]}x{shape[3]} {shape[4]}->{shape[5]} {shape[6]}x{shape[6]}"
             label += " (no dx)" if shape[8] else ""
             print(f"{label:<36}" + "".join(f"{row[c]:>12.1f}" for c in columns))
@@ -371,7 +406,7 @@ def plot(results, path):
     fig, axes = plt.subplots(1, len(nets), figsize=(5 * len(nets), 4), squeeze=False)
     for ax, name in zip(axes[0], nets):
         per_thread = results["networks"][name]
-        threads = sorted(int(t) for t in per_thread)
+        threads = sorted(int(t) for t in per_thread if t.isdigit())
         for lib in ("fastcnn", "torch_nchw", "torch_channels_last"):
             points = [(t, per_thread[str(t)][lib]["train_images_per_s"]) for t in threads
                       if lib in per_thread[str(t)]]
