@@ -451,11 +451,44 @@ static inline __attribute__((always_inline)) void FC_NAME(forward_c1_impl)(
     }
 }
 
-#define FC_C1_CASE(NR, NB)                                                                \
-    case NB:                                                                              \
+/* One function per (rows, vectors) shape, each optimised on its own: with all of them
+ * inlined into one function, GCC kept the accumulators in memory. */
+#define FC_C1_FN(NR, NB)                                                                  \
+    static void FC_NAME(forward_c1_##NR##_##NB)(const FC_T *const *rows, long first, int R, \
+                                                int S, long tap_step, const FC_T *wrows,  \
+                                                long ldw, const FC_T *bias, int relu,     \
+                                                long L, FC_T *out, long ldo)              \
+    {                                                                                     \
         FC_NAME(forward_c1_impl)(NR, NB, rows, first, R, S, tap_step, wrows, ldw, bias,   \
                                  relu, L, out, ldo);                                      \
+    }
+#define FC_C1_FNS(NR) FC_C1_FN(NR, 1) FC_C1_FN(NR, 2) FC_C1_FN(NR, 3) FC_C1_FN(NR, 4)     \
+    FC_C1_FN(NR, 5)
+FC_C1_FNS(1)
+#if FC_VBYTES == 64
+FC_C1_FNS(4)
+FC_C1_FN(1, 6)
+FC_C1_FN(4, 6)
+#else
+FC_C1_FNS(2)
+#endif
+#undef FC_C1_FN
+#undef FC_C1_FNS
+
+#define FC_C1_CASE(NR, NB)                                                                \
+    case NB:                                                                              \
+        FC_NAME(forward_c1_##NR##_##NB)(rows, first, R, S, tap_step, wrows, ldw, bias,    \
+                                        relu, L, out, ldo);                               \
         break;
+#if FC_VBYTES == 64
+#define FC_C1_CASES(NR) FC_C1_CASE(NR, 1) FC_C1_CASE(NR, 2) FC_C1_CASE(NR, 3)             \
+    FC_C1_CASE(NR, 4) FC_C1_CASE(NR, 5) default: FC_C1_CASE(NR, 6)
+#define FC_C1_ROWS_CASES FC_C1_CASES(4)
+#else
+#define FC_C1_CASES(NR) FC_C1_CASE(NR, 1) FC_C1_CASE(NR, 2) FC_C1_CASE(NR, 3)             \
+    FC_C1_CASE(NR, 4) default: FC_C1_CASE(NR, 5)
+#define FC_C1_ROWS_CASES FC_C1_CASES(2)
+#endif
 
 /* nr (1 or C1_ROWS) output rows: out[j * ldo + i] = bias[i] + sum over taps (r, s) of
  * rows[j * R + r][s * tap_step + i] * wrows[(r * S + s) * ldw + i] for i < L (then relu).
@@ -469,25 +502,18 @@ static void FC_NAME(forward_c1)(int nr, const FC_T *const *rows, int R, int S, l
         const long first = v0 * FC_V;
         if (nr == FC_NAME(C1_ROWS)) {
             switch (nvec - v0) {
-                FC_C1_CASE(FC_NAME(C1_ROWS), 1) FC_C1_CASE(FC_NAME(C1_ROWS), 2)
-                FC_C1_CASE(FC_NAME(C1_ROWS), 3) FC_C1_CASE(FC_NAME(C1_ROWS), 4)
-#if FC_VBYTES == 64
-                FC_C1_CASE(FC_NAME(C1_ROWS), 5)
-#endif
-                default: FC_C1_CASE(FC_NAME(C1_ROWS), FC_NAME(C1_BLOCK))
+                FC_C1_ROWS_CASES
             }
         } else {
             switch (nvec - v0) {
-                FC_C1_CASE(1, 1) FC_C1_CASE(1, 2) FC_C1_CASE(1, 3) FC_C1_CASE(1, 4)
-#if FC_VBYTES == 64
-                FC_C1_CASE(1, 5)
-#endif
-                default: FC_C1_CASE(1, FC_NAME(C1_BLOCK))
+                FC_C1_CASES(1)
             }
         }
     }
 }
 #undef FC_C1_CASE
+#undef FC_C1_CASES
+#undef FC_C1_ROWS_CASES
 
 static inline __attribute__((always_inline)) void FC_NAME(weight_grad_c1_impl)(
     const int nt, const int nb, const FC_T *const *xrows, const FC_T *const *dyrows,
@@ -531,17 +557,37 @@ static inline __attribute__((always_inline)) void FC_NAME(weight_grad_c1_impl)(
     }
 }
 
-#define FC_C1_CASE(NT, NB)                                                                \
-    case NB:                                                                              \
+#define FC_C1_FN(NT, NB)                                                                  \
+    static void FC_NAME(weight_grad_c1_##NT##_##NB)(const FC_T *const *xrows,              \
+                                                    const FC_T *const *dyrows, int nrows,  \
+                                                    long first, long tap_step, long L,     \
+                                                    FC_T *sums, long lds)                  \
+    {                                                                                     \
         FC_NAME(weight_grad_c1_impl)(NT, NB, xrows, dyrows, nrows, first, tap_step, L,    \
                                      sums, lds);                                          \
+    }
+#define FC_C1_FNS(NT) FC_C1_FN(NT, 1) FC_C1_FN(NT, 2) FC_C1_FN(NT, 3) FC_C1_FN(NT, 4)     \
+    FC_C1_FN(NT, 5)
+FC_C1_FNS(1)
+FC_C1_FNS(2)
+#if FC_VBYTES == 64
+FC_C1_FNS(3)
+FC_C1_FNS(4)
+#endif
+#undef FC_C1_FN
+#undef FC_C1_FNS
+
+#define FC_C1_CASE(NT, NB)                                                                \
+    case NB:                                                                              \
+        FC_NAME(weight_grad_c1_##NT##_##NB)(xrows, dyrows, nrows, first, tap_step, L,     \
+                                            sums, lds);                                   \
         break;
 
 #define FC_C1_TAPS_CASE(NT)                                                               \
     case NT:                                                                              \
         switch (nvec - v0) {                                                              \
             FC_C1_CASE(NT, 1) FC_C1_CASE(NT, 2) FC_C1_CASE(NT, 3) FC_C1_CASE(NT, 4)       \
-            default: FC_C1_CASE(NT, FC_NAME(C1_GRAD_BLOCK))                               \
+            default: FC_C1_CASE(NT, 5)                                                    \
         }                                                                                 \
         break;
 
