@@ -186,7 +186,8 @@ class ConvPlan:
                    self.dtype)
         if reuse and ws is not None and ws.sources.get("expanded") is x:
             return xe
-        _conv.expand_channels(x.reshape(x.shape[:3]), xe, top, left, self.k, n_threads)
+        _conv.expand_channels(x.reshape(x.shape[:3]), xe, top, left, self.k, self.isa,
+                              n_threads)
         if ws is not None:
             ws.sources["expanded"] = x
         return xe

@@ -62,6 +62,10 @@ cdef extern from "_conv_kernels.h" nogil:
     void fc_weight_grad_c1_f64(int isa, int nt, const double *const *xrows,
                                const double *const *dyrows, int nrows, long tap_step, long L,
                                double *sums, long lds)
+    void fc_expand_rows_f32(int isa, const float *src, long ld_src, long W, int K,
+                            float *dst, long ld_dst, long n, long readable)
+    void fc_expand_rows_f64(int isa, const double *src, long ld_src, long W, int K,
+                            double *dst, long ld_dst, long n, long readable)
     int fc_c1_rows(int isa)
     int fc_c1_taps(int isa)
 
@@ -889,32 +893,45 @@ def relu_backward_bias_grad(
 def expand_channels(
     const floating[:, :, ::1] x,          # IN (N, H, W) single-channel images
     floating[:, :, ::1] xe,               # OUT (N, H + pad_top + pad_bottom, row length)
-    int pad_top, int pad_left, int K, int n_threads,
+    int pad_top, int pad_left, int K, int isa, int n_threads,
 ):
     """Zero-padded, channel-expanded rows: xe[n, pad_top + i, (pad_left + j) * K + k] =
     x[n, i, j] for every k < K, zero everywhere else (padding and the row's tail)."""
     cdef:
         Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2]
         Py_ssize_t Hp = xe.shape[1], row_len = xe.shape[2]
-        Py_ssize_t row, n, i, j, k, first = pad_left * K, end = (pad_left + W) * K
+        Py_ssize_t n, i, j, k, first = pad_left * K, end = (pad_left + W) * K
         floating *xrow
+        floating *ximg
         const floating *src
         floating value
 
-    for row in prange(n_images * Hp, schedule="static", nogil=True, num_threads=n_threads):
-        n = row // Hp
-        i = row % Hp - pad_top
-        xrow = &xe[0, 0, 0] + row * row_len
-        if i < 0 or i >= H:
-            memset(xrow, 0, row_len * sizeof(floating))
+    for n in prange(n_images, schedule="static", nogil=True, num_threads=n_threads):
+        ximg = &xe[0, 0, 0] + n * Hp * row_len
+        # padding rows, then each image row's left padding and tail
+        memset(ximg, 0, pad_top * row_len * sizeof(floating))
+        memset(ximg + (pad_top + H) * row_len, 0, (Hp - pad_top - H) * row_len * sizeof(floating))
+        for i in range(H):
+            xrow = ximg + (pad_top + i) * row_len
+            memset(xrow, 0, first * sizeof(floating))
+            memset(xrow + end, 0, (row_len - end) * sizeof(floating))
+        if H == 0 or W == 0:
             continue
-        memset(xrow, 0, first * sizeof(floating))
-        memset(xrow + end, 0, (row_len - end) * sizeof(floating))
-        src = &x[n, i, 0]
-        for j in range(W):
-            value = src[j]
-            for k in range(K):
-                xrow[first + j * K + k] = value
+        src = &x[n, 0, 0]
+        if K <= 16:   # x is readable to the end of the last image
+            if floating is float:
+                fc_expand_rows_f32(isa, src, W, W, K, ximg + pad_top * row_len + first, row_len,
+                                   H, (n_images - n) * H * W)
+            else:
+                fc_expand_rows_f64(isa, src, W, W, K, ximg + pad_top * row_len + first, row_len,
+                                   H, (n_images - n) * H * W)
+            continue
+        for i in range(H):
+            xrow = ximg + (pad_top + i) * row_len + first
+            for j in range(W):
+                value = src[i * W + j]
+                for k in range(K):
+                    xrow[j * K + k] = value
 
 
 def conv2d_forward_c1(

@@ -197,6 +197,18 @@ static void fc_weight_grad_c1_f64(int isa, int nt, const double *const *xrows,
     FC_DISPATCH(f64, weight_grad_c1, (nt, xrows, dyrows, nrows, tap_step, L, sums, lds))
 }
 
+static void fc_expand_rows_f32(int isa, const float *src, long ld_src, long W, int K,
+                               float *dst, long ld_dst, long n, long readable)
+{
+    FC_DISPATCH(f32, expand_rows, (src, ld_src, W, K, dst, ld_dst, n, readable))
+}
+
+static void fc_expand_rows_f64(int isa, const double *src, long ld_src, long W, int K,
+                               double *dst, long ld_dst, long n, long readable)
+{
+    FC_DISPATCH(f64, expand_rows, (src, ld_src, W, K, dst, ld_dst, n, readable))
+}
+
 /* Output rows per forward_c1 call and taps per weight_grad_c1 call at an instruction set. */
 static int fc_c1_rows(int isa)
 {

@@ -386,6 +386,69 @@ static void FC_NAME(weight_grad_tile)(int nv, int tc, const FC_T *const *xrows,
 
 #undef FC_WGRAD_CASE
 
+/* For each of n rows: dst[j * K + k] = src[j] for j < W, k < K (1 <= K <= 16), src rows
+ * ld_src apart and dst rows ld_dst apart. Whole vectors are each one permutation of a
+ * vector of src (the pattern repeats every K / gcd(V, K) vectors), which may read past
+ * a row's end but not past the first `readable` elements from src; the rest goes
+ * element by element. */
+static void FC_NAME(expand_rows)(const FC_T *src, long ld_src, long W, int K, FC_T *dst,
+                                 long ld_dst, long n, long readable)
+{
+    typedef __typeof__(FC_NAME(load)(src) < FC_NAME(load)(src)) index_vec;
+    const long L = W * K;
+    int a = FC_V, b = K;
+    while (b) {
+        const int t = a % b;
+        a = b;
+        b = t;
+    }
+    const int period = K / a;   /* K / gcd(V, K) */
+    /* vector p of a period starts at source element first[p]; lane l reads idx[p][l] on */
+    index_vec idx[16];
+    long first[16];
+    long q = 0;
+    int r = 0;
+    for (int p = 0; p < period; p++) {
+        first[p] = q;
+        for (int l = 0; l < FC_V; l++) {
+            idx[p][l] = q - first[p];
+            if (++r == K) {
+                r = 0;
+                q++;
+            }
+        }
+    }
+    const long step = q;   /* source elements per period */
+    for (long row = 0; row < n; row++) {
+        const FC_T *s = src + row * ld_src;
+        FC_T *d = dst + row * ld_dst;
+        long v = 0, start = 0;
+        for (;;) {
+            int p = 0;
+            for (; p < period; p++) {
+                const long base = start + first[p];
+                if ((v + 1) * FC_V > L || row * ld_src + base + FC_V > readable)
+                    break;
+                FC_NAME(store)(d + v * FC_V, __builtin_shuffle(FC_NAME(load)(s + base), idx[p]));
+                v++;
+            }
+            if (p < period)
+                break;
+            start += step;
+        }
+        /* the rest element by element, the source index kept without division */
+        long j = (v * FC_V) / K;
+        int k = (int)(v * FC_V - j * K);
+        for (long e = v * FC_V; e < L; e++) {
+            d[e] = s[j];
+            if (++k == K) {
+                k = 0;
+                j++;
+            }
+        }
+    }
+}
+
 /* Single-input-channel convolutions (a network's first layer on grayscale images), stride
  * 1 along the width, on channel-expanded rows: row element j*K + k holds input pixel j for
  * every output channel k. Then output row (ow, k), flattened to ow*K + k, is a sum over
