@@ -120,6 +120,41 @@ cdef void _free_tap_table(fc_taps *taps) noexcept nogil:
     free(<void *> taps.row)
 
 
+cdef struct _TileScratch:
+    # each thread's tile description: pixel origins (tp_max longs), positions (2 * tp_max
+    # ints), output pointers (tp_max) and output offsets (tp_max longs), one block of
+    # whole cache lines per thread
+    char *memory
+    Py_ssize_t block
+    int tp_max
+
+
+cdef int _scratch_init(_TileScratch *s, int n_threads, int tp_max) noexcept nogil:
+    """Allocate ``s`` for n_threads threads; -1 if out of memory."""
+    s.tp_max = tp_max
+    s.block = per_thread(tp_max * (2 * sizeof(long) + 2 * sizeof(int) + sizeof(void *)), 1)
+    s.memory = <char *> calloc(n_threads, s.block)
+    return -1 if s.memory == NULL else 0
+
+
+cdef inline long *_scratch_offs(_TileScratch *s, int thread) noexcept nogil:
+    return <long *> (s.memory + thread * s.block)
+
+
+cdef inline int *_scratch_pos(_TileScratch *s, int thread) noexcept nogil:
+    return <int *> (s.memory + thread * s.block + s.tp_max * sizeof(long))
+
+
+cdef inline void **_scratch_outs(_TileScratch *s, int thread) noexcept nogil:
+    return <void **> (s.memory + thread * s.block
+                      + s.tp_max * (sizeof(long) + 2 * sizeof(int)))
+
+
+cdef inline long *_scratch_dest(_TileScratch *s, int thread) noexcept nogil:
+    return <long *> (s.memory + thread * s.block
+                     + s.tp_max * (sizeof(long) + 2 * sizeof(int) + sizeof(void *)))
+
+
 cdef inline Py_ssize_t _row_strips(Py_ssize_t width, int tp_max) noexcept nogil:
     """Tiles per output row: the fewest strips of at most tp_max pixels, or 0 where they
     would be narrower than half a tile (then tiles run over the flattened image)."""
@@ -314,13 +349,10 @@ def conv2d_forward(
         floating *zeros
         fc_taps all_taps, row_taps
         const fc_taps *taps
-        long *all_offs
+        _TileScratch scratch
         long *pix_off
-        int *all_pos
         int *pix_pos
-        floating **all_outs
         floating **outs
-        long *all_dest
         long *pix_dest
         # the first and last output columns whose whole kernel row is inside the image
         Py_ssize_t ow_lo = (pad_left + stride_w - 1) // stride_w
@@ -335,18 +367,14 @@ def conv2d_forward(
     ow_lo = min(ow_lo, Wo)
     ow_hi = max(ow_hi, ow_lo - 1)
     zeros = <floating *> calloc(kernel_w * C, sizeof(floating))
-    all_offs = <long *> malloc(n_threads * per_thread(tp_max, sizeof(long)) * sizeof(long))
-    all_pos = <int *> malloc(n_threads * per_thread(2 * tp_max, sizeof(int)) * sizeof(int))
-    all_outs = <floating **> malloc(n_threads * per_thread(tp_max, sizeof(floating *))
-                                       * sizeof(floating *))
-    all_dest = <long *> malloc(n_threads * per_thread(tp_max, sizeof(long)) * sizeof(long))
+    scratch.memory = NULL
     all_taps.off = row_taps.off = NULL
     all_taps.row = row_taps.row = NULL
     try:
         # columns ow < ow_lo and ow > ow_hi have kernel rows reaching off the image
         tiles = _tile_table(Ho, Wo, ow_lo, Wo - 1 - ow_hi, tp_max, &n_ptiles)
-        if (zeros == NULL or all_offs == NULL or all_pos == NULL or all_outs == NULL
-                or all_dest == NULL or tiles == NULL
+        if (zeros == NULL or _scratch_init(&scratch, n_threads, tp_max)
+                or tiles == NULL
                 or _tap_table(&all_taps, ntaps, H, W) or _tap_table(&row_taps, kernel_h, H, W)):
             raise MemoryError()
         n_tasks = n_images * n_ptiles * (n_kblocks if weights_outer else 1)
@@ -363,10 +391,10 @@ def conv2d_forward(
             row_taps.col[r] = 0
             row_taps.ids[r] = r
         for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
-            pix_off = all_offs + threadid() * per_thread(tp_max, sizeof(long))
-            pix_pos = all_pos + threadid() * per_thread(2 * tp_max, sizeof(int))
-            outs = all_outs + threadid() * per_thread(tp_max, sizeof(floating *))
-            pix_dest = all_dest + threadid() * per_thread(tp_max, sizeof(long))
+            pix_off = _scratch_offs(&scratch, threadid())
+            pix_pos = _scratch_pos(&scratch, threadid())
+            outs = <floating **> _scratch_outs(&scratch, threadid())
+            pix_dest = _scratch_dest(&scratch, threadid())
             ptile = task % n_ptiles
             n = (task // n_ptiles) % n_images
             if weights_outer:
@@ -408,10 +436,7 @@ def conv2d_forward(
                               relu, outs, min(block, K - k0))
     finally:
         free(zeros)
-        free(all_offs)
-        free(all_pos)
-        free(all_outs)
-        free(all_dest)
+        free(scratch.memory)
         free(tiles)
         _free_tap_table(&all_taps)
         _free_tap_table(&row_taps)
@@ -458,24 +483,19 @@ def conv2d_backward_data_phase(
         floating *dxbase = &dx[0, 0, 0, 0]
         floating *zeros
         fc_taps taps
-        long *all_offs
+        _TileScratch scratch
         long *pix_off
-        int *all_pos
         int *pix_pos
-        floating **all_outs
         floating **outs
 
     if n_images * n_pixels * n_cblocks == 0 or ntaps == 0:
         return
     zeros = <floating *> calloc(K, sizeof(floating))
-    all_offs = <long *> malloc(n_threads * per_thread(tp_max, sizeof(long)) * sizeof(long))
-    all_pos = <int *> malloc(n_threads * per_thread(2 * tp_max, sizeof(int)) * sizeof(int))
-    all_outs = <floating **> malloc(n_threads * per_thread(tp_max, sizeof(floating *))
-                                       * sizeof(floating *))
+    scratch.memory = NULL
     taps.off = NULL
     taps.row = NULL
     try:
-        if (zeros == NULL or all_offs == NULL or all_pos == NULL or all_outs == NULL
+        if (zeros == NULL or _scratch_init(&scratch, n_threads, tp_max)
                 or _tap_table(&taps, ntaps, Ho, Wo)):
             raise MemoryError()
         for t in range(ntaps):
@@ -493,9 +513,9 @@ def conv2d_backward_data_phase(
             raise MemoryError()
         n_tasks = n_images * n_ptiles * n_cblocks
         for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
-            pix_off = all_offs + threadid() * per_thread(tp_max, sizeof(long))
-            pix_pos = all_pos + threadid() * per_thread(2 * tp_max, sizeof(int))
-            outs = all_outs + threadid() * per_thread(tp_max, sizeof(floating *))
+            pix_off = _scratch_offs(&scratch, threadid())
+            pix_pos = _scratch_pos(&scratch, threadid())
+            outs = <floating **> _scratch_outs(&scratch, threadid())
             if weights_outer:
                 ptile = task % n_ptiles
                 n = (task // n_ptiles) % n_images
@@ -531,9 +551,7 @@ def conv2d_backward_data_phase(
                           min(block, C - c0))
     finally:
         free(zeros)
-        free(all_offs)
-        free(all_pos)
-        free(all_outs)
+        free(scratch.memory)
         free(tiles)
         _free_tap_table(&taps)
 
@@ -628,11 +646,9 @@ def conv2d_backward_data_rows(
         const floating *wbase = &wpack[0, 0, 0, 0]
         floating *dxbase = &dxp[0, 0, 0, 0]
         fc_taps taps
-        long *all_offs
+        _TileScratch scratch
         long *pix_off
-        int *all_pos
         int *pix_pos
-        floating **all_outs
         floating **outs
 
     if n_images == 0 or Hp * Wp * C == 0:
@@ -640,15 +656,12 @@ def conv2d_backward_data_rows(
     if Ho * Wo * K == 0:
         memset(dxbase, 0, n_images * Hp * Wp * C * sizeof(floating))
         return
-    all_offs = <long *> malloc(n_threads * per_thread(tp_max, sizeof(long)) * sizeof(long))
-    all_pos = <int *> calloc(n_threads * per_thread(2 * tp_max, sizeof(int)), sizeof(int))
-    all_outs = <floating **> malloc(n_threads * per_thread(tp_max, sizeof(floating *))
-                                       * sizeof(floating *))
+    scratch.memory = NULL
     taps.off = NULL
     taps.row = NULL
     try:
         # one tap, the tile's own pixel: every pixel's position is (0, 0) of a 1x1 grid
-        if (all_offs == NULL or all_pos == NULL or all_outs == NULL
+        if (_scratch_init(&scratch, n_threads, tp_max)
                 or _tap_table(&taps, 1, 1, 1)):
             raise MemoryError()
         taps.off[0] = 0
@@ -656,9 +669,9 @@ def conv2d_backward_data_rows(
         taps.col[0] = 0
         taps.ids[0] = 0
         for g in prange(n_groups, schedule="static", nogil=True, num_threads=n_threads):
-            pix_off = all_offs + threadid() * per_thread(tp_max, sizeof(long))
-            pix_pos = all_pos + threadid() * per_thread(2 * tp_max, sizeof(int))
-            outs = all_outs + threadid() * per_thread(tp_max, sizeof(floating *))
+            pix_off = _scratch_offs(&scratch, threadid())
+            pix_pos = _scratch_pos(&scratch, threadid())
+            outs = <floating **> _scratch_outs(&scratch, threadid())
             n0 = g * group
             tp = <int> min(group, n_images - n0)
             if tp <= 0:
@@ -679,9 +692,7 @@ def conv2d_backward_data_rows(
                                           block, NULL, True, False, outs,
                                           min(block, row_terms - part * block))
     finally:
-        free(all_offs)
-        free(all_pos)
-        free(all_outs)
+        free(scratch.memory)
         _free_tap_table(&taps)
 
 
