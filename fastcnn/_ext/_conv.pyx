@@ -642,9 +642,9 @@ def conv2d_backward_data_rows(
         Py_ssize_t group = (n_images + n_groups - 1) // n_groups if n_groups else 0
         Py_ssize_t g, n0, oh, ow, ih, r, part, i
         int tp
-        const floating *dybase = &dy[0, 0, 0, 0]
-        const floating *wbase = &wpack[0, 0, 0, 0]
-        floating *dxbase = &dxp[0, 0, 0, 0]
+        const floating *dybase
+        const floating *wbase
+        floating *dxbase
         fc_taps taps
         _TileScratch scratch
         long *pix_off
@@ -653,9 +653,12 @@ def conv2d_backward_data_rows(
 
     if n_images == 0 or Hp * Wp * C == 0:
         return
+    dxbase = &dxp[0, 0, 0, 0]
     if Ho * Wo * K == 0:
         memset(dxbase, 0, n_images * Hp * Wp * C * sizeof(floating))
         return
+    dybase = &dy[0, 0, 0, 0]
+    wbase = &wpack[0, 0, 0, 0]
     scratch.memory = NULL
     taps.off = NULL
     taps.row = NULL
