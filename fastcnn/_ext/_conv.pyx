@@ -3,10 +3,11 @@
 """Direct 2-D convolution on NHWC arrays: forward, data gradient and weight gradient.
 
 The arithmetic is done by the register-tiled micro-kernels of ``_conv_kernels.h``; this
-module splits the work into independent tiles, builds each tile's input pointers (a zero
-row wherever a tap falls into padding, so no padded copy of the input is made), runs the
-tiles with ``prange`` and writes the results. Every output element is computed by exactly
-one task in an order fixed by the data, so results do not depend on the thread count.
+module splits the work into independent tiles, describes each tile to the kernel (its
+pixels' origins and a table of taps; the kernel reads zeros wherever a tap falls into
+padding, so no padded copy of the input is made) and runs the tiles with ``prange``.
+Every output element is computed by exactly one task in an order fixed by the data, so
+results do not depend on the thread count.
 
 The arrays arrive validated and packed by ``fastcnn.functional``; nothing here checks
 shapes again.
