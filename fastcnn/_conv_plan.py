@@ -198,6 +198,13 @@ class ConvPlan:
         tiled[..., :self.wo * self.k] = np.tile(values, self.wo)
         return tiled
 
+    def _bias(self, b, ws):
+        """b (or zeros), zero-padded to whole blocks of output channels."""
+        bias = empty(ws, "bias", (self.k_padded,), self.dtype)
+        bias[:self.k] = 0 if b is None else b
+        bias[self.k:] = 0
+        return bias
+
     def forward(self, x, w, b, relu, n_threads, ws=None, out=None, packed=None):
         """conv(x, w) + b (then relu), as (N, Ho, Wo, K). ``b`` may be None.
 
@@ -218,11 +225,10 @@ class ConvPlan:
                 and not self.single_channel):
             return self._forward_in_slices(x, w, b, relu, n_threads, ws, out)
         if self.single_channel and packed is None:
-            bias = np.zeros(k, self.dtype) if b is None else b
             _conv.conv2d_forward_c1(self._expanded_rows(x, ws, n_threads),
                                     self._row_pattern(w.reshape(kh * kw, k)),
-                                    self._row_pattern(bias), out, kh, kw, sh, dh, dw, relu,
-                                    self.isa, n_threads)
+                                    self._row_pattern(self._bias(b, ws)[:k]), out, kh, kw,
+                                    sh, dh, dw, relu, self.isa, n_threads)
             return out
         if packed is not None:
             wpack = packed
@@ -233,11 +239,8 @@ class ConvPlan:
         else:
             wpack = _pack_blocks(w.reshape(kh * kw, self.c, k), self._all_taps,
                                  self.fwd_block, False, ws, "packed", n_threads)
-        bias = np.zeros(self.k_padded, dtype=self.dtype)
-        if b is not None:
-            bias[:k] = b
-        _conv.conv2d_forward(x, wpack, bias, out, kh, kw, sh, sw, self.pads[0], self.pads[2],
-                             dh, dw, relu, self.fwd_isa, self.fwd_nv, self.fwd_block,
+        _conv.conv2d_forward(x, wpack, self._bias(b, ws), out, kh, kw, sh, sw, self.pads[0],
+                             self.pads[2], dh, dw, relu, self.fwd_isa, self.fwd_nv, self.fwd_block,
                              wpack.nbytes > _WEIGHTS_OUTER_BYTES, False, n_threads)
         return out
 
@@ -258,7 +261,7 @@ class ConvPlan:
         slices = empty(ws, "x_slices", (n_slices, n_pixels, row), self.dtype)
         x2 = x.reshape(n_pixels, self.c)
         w2 = w.reshape(self.c, self.k)
-        bias = np.zeros(self.k, dtype=self.dtype) if b is None else b
+        bias = self._bias(b, ws)
         for j in range(n_slices):
             first, last = j * width, min(self.c, (j + 1) * width)
             x_slice = slices[j, :, :last - first]
@@ -326,13 +329,11 @@ class ConvPlan:
         padded = any(self.pads)
         shape = (n, self.h + top + bottom, self.w + left + right, self.c)
         dxp = empty(ws, "dx_padded" if padded else "dx", shape, self.dtype)
-        # w[r] transposed, (K, S*C) per kernel row, in blocks of the vector width
-        block, row_terms = self.rows_block, self.kw * self.c
-        parts = -(-row_terms // block)
-        wrows = np.zeros((self.kh, self.k, parts * block), dtype=self.dtype)
-        wrows[:, :, :row_terms] = w.transpose(0, 3, 1, 2).reshape(self.kh, self.k, row_terms)
-        wpack = np.ascontiguousarray(wrows.reshape(self.kh, self.k, parts, block)
-                                     .transpose(0, 2, 1, 3)).reshape(-1, 1, self.k, block)
+        # each kernel row's weights as (S*C, K), packed transposed: the (s, c) terms are
+        # the "output channels", in blocks of the vector width
+        wpack = _pack_blocks(w.reshape(self.kh, self.kw * self.c, self.k),
+                             self._all_taps[:self.kh], self.rows_block, True, ws,
+                             "packed_rows", n_threads)
         _conv.conv2d_backward_data_rows(dy, wpack, dxp, self.kw, *self.stride,
                                         self.dilation[0], self.rows_isa, self.rows_nv,
                                         n_threads)

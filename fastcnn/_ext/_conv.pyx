@@ -173,6 +173,24 @@ cdef struct _Tile:
     Py_ssize_t skip    # its first pixels recomputed from the tile before, not stored
 
 
+cdef struct _Pixel:
+    Py_ssize_t row
+    Py_ssize_t col
+
+
+cdef inline _Pixel _next_pixel(_Pixel px, Py_ssize_t step, Py_ssize_t width) noexcept nogil:
+    """The tile's pixel after ``px``: along the row (on into the next one), or, for a
+    column tile (``step`` a whole row), down the column."""
+    if step == 1:
+        px.col += 1
+        if px.col == width:
+            px.col = 0
+            px.row += 1
+    else:
+        px.row += 1
+    return px
+
+
 cdef _Tile *_tile_table(Py_ssize_t height, Py_ssize_t width, Py_ssize_t left,
                         Py_ssize_t right, int tp_max, Py_ssize_t *n_tiles) noexcept nogil:
     """The tiles of a height x width grid of pixels (malloc'd; NULL if out of memory).
@@ -406,26 +424,21 @@ def conv2d_forward(
                 kblock_end = n_kblocks
             tile = tiles[ptile]
             tp = <int> tile.count
-            oh = tile.start // Wo
-            ow = tile.start % Wo
+            px.row = tile.start // Wo
+            px.col = tile.start % Wo
             inside = dilation_w == 1 and xs2 == C
             for i in range(tp):
-                row0 = oh * stride_h - pad_top
-                col0 = ow * stride_w - pad_left
+                row0 = px.row * stride_h - pad_top
+                col0 = px.col * stride_w - pad_left
                 pix_pos[i] = row0
                 pix_pos[tp + i] = col0
                 pix_off[i] = n * xs0 + row0 * xs1 + col0 * xs2
                 # pixels a shifted tile recomputes from the one before are not stored
-                pix_dest[i] = (n * n_pixels + oh * Wo + ow) * K if i >= tile.skip else -1
-                if ow < ow_lo or ow > ow_hi:
+                pix_dest[i] = ((n * n_pixels + px.row * Wo + px.col) * K if i >= tile.skip
+                               else -1)
+                if px.col < ow_lo or px.col > ow_hi:
                     inside = False
-                if tile.step == 1:
-                    ow = ow + 1
-                    if ow == Wo:
-                        ow = 0
-                        oh = oh + 1
-                else:
-                    oh = oh + 1
+                px = _next_pixel(px, tile.step, Wo)
             taps = &row_taps if inside else &all_taps
             for kblock in range(kblock_first, kblock_end):
                 k0 = kblock * block
@@ -474,10 +487,11 @@ def conv2d_backward_data_phase(
         Py_ssize_t n_cblocks = wpack.shape[0]
         int ntaps = tap_row.shape[0]
         Py_ssize_t n_ptiles, n_tasks
-        Py_ssize_t task, n, ptile, cblock, c0, jh, jw, left, right
+        Py_ssize_t task, n, ptile, cblock, c0, left, right
         int min_col = 0, max_col = 0
         _Tile *tiles = NULL
         _Tile tile
+        _Pixel px
         int i, t
         const floating *dybase = &dy[0, 0, 0, 0]
         const floating *wbase = &wpack[0, 0, 0, 0]
@@ -528,25 +542,19 @@ def conv2d_backward_data_phase(
             tile = tiles[ptile]
             tp = <int> tile.count
             c0 = cblock * block
-            jh = tile.start // Wj
-            jw = tile.start % Wj
+            px.row = tile.start // Wj
+            px.col = tile.start % Wj
             for i in range(tp):
-                pix_pos[i] = jh
-                pix_pos[tp + i] = jw
-                pix_off[i] = ((n * Ho + jh) * Wo + jw) * K
+                pix_pos[i] = px.row
+                pix_pos[tp + i] = px.col
+                pix_off[i] = ((n * Ho + px.row) * Wo + px.col) * K
                 # pixels a shifted tile recomputes from the one before are not stored
                 if i >= tile.skip:
-                    outs[i] = dxbase + (((n * H + row0 + jh * stride_h) * W + col0
-                                         + jw * stride_w) * C + c0)
+                    outs[i] = dxbase + (((n * H + row0 + px.row * stride_h) * W + col0
+                                         + px.col * stride_w) * C + c0)
                 else:
                     outs[i] = NULL
-                if tile.step == 1:
-                    jw = jw + 1
-                    if jw == Wj:
-                        jw = 0
-                        jh = jh + 1
-                else:
-                    jh = jh + 1
+                px = _next_pixel(px, tile.step, Wj)
             _forward_tile(isa, nv, tp, dybase, pix_off, pix_pos, &taps, K, zeros,
                           wbase + cblock * ntaps * K * block, block, NULL, False, False, outs,
                           min(block, C - c0))
@@ -615,7 +623,7 @@ def col2im_add(
 
 def conv2d_backward_data_rows(
     const floating[:, :, :, ::1] dy,      # IN (N, Ho, Wo, K)
-    const floating[:, :, :, ::1] wpack,   # IN (R * parts, 1, K, block)
+    const floating[:, :, :, ::1] wpack,   # IN (parts, R, K, block)
     floating[:, :, :, ::1] dxp,           # OUT (N, Hp, Wp, C): dx with its padding
     int kernel_w, int stride_h, int stride_w, int dilation_h,
     int isa, int nv, int n_threads,
@@ -636,8 +644,8 @@ def conv2d_backward_data_rows(
         Py_ssize_t Hp = dxp.shape[1], Wp = dxp.shape[2], C = dxp.shape[3]
         int block = wpack.shape[3]
         Py_ssize_t row_terms = kernel_w * C
-        Py_ssize_t parts = (row_terms + block - 1) // block
-        Py_ssize_t kernel_h = wpack.shape[0] // parts
+        Py_ssize_t parts = wpack.shape[0]
+        Py_ssize_t kernel_h = wpack.shape[1]
         int tp_max = fc_tile_pixels(isa, sizeof(floating), nv)
         Py_ssize_t n_groups = (n_images + tp_max - 1) // tp_max
         Py_ssize_t group = (n_images + n_groups - 1) // n_groups if n_groups else 0
@@ -692,7 +700,7 @@ def conv2d_backward_data_rows(
                                 outs[i] = dxbase + ((((n0 + i) * Hp + ih) * Wp + ow * stride_w)
                                                     * C + part * block)
                             _forward_tile(isa, nv, tp, dybase, pix_off, pix_pos, &taps, K,
-                                          dybase, wbase + (r * parts + part) * K * block,
+                                          dybase, wbase + (part * kernel_h + r) * K * block,
                                           block, NULL, True, False, outs,
                                           min(block, row_terms - part * block))
     finally:
