@@ -42,6 +42,21 @@ def as_float_array(value, name, ndim, dtype=None):
     return np.ascontiguousarray(array, dtype=dtype)
 
 
+def row_shares(sample_weight, n):
+    """Each row's share of the total weight (float64, summing to 1), validated."""
+    w = as_float_array(sample_weight, "sample_weight", 1, np.float64)
+    if w.shape != (n,):
+        raise ValueError(
+            f"sample_weight must have one entry per row, shape ({n},), got shape {w.shape}"
+        )
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("sample_weight must hold finite, non-negative values")
+    total = w.sum()
+    if n and total <= 0:
+        raise ValueError("sample_weight must not be all zero: no row would count")
+    return w / total if n else w
+
+
 def check_same_dtype(**arrays):
     """Mixed float32/float64 inputs are an error: the caller picks one precision."""
     dtypes = {name: np.asarray(a).dtype for name, a in arrays.items() if a is not None}

@@ -33,6 +33,13 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from threadpoolctl import ThreadpoolController
 
 from ._ext._openmp import effective_n_threads
+from ._sample_weights import (
+    check_sample_weight,
+    class_sample_weight,
+    combine,
+    is_dask_collection,
+    target_scale,
+)
 from ._version import __version__
 from .augment import Augment
 from .layers import Conv2D, Dense, Dropout, MaxPool2D, layer_spec_problem
@@ -126,12 +133,34 @@ def _as_array_if_images(X):
     """
     if sp.issparse(X) or hasattr(X, "iloc") or hasattr(X, "__dataframe__"):
         return X, None
+    _reject_dask_images(X)
     if not isinstance(X, np.ndarray):
         try:
             X = np.asarray(X)
         except (ValueError, TypeError):  # ragged or odd input: validate_data reports it
             return X, None
     return X, X.ndim
+
+
+_DASK_IMAGES = (
+    "dask-ml passes only 2-D arrays on block by block: give it X as a 2-D dask array of "
+    "flattened images, X.reshape(n_samples, height * width * channels), and set "
+    "image_shape=(height, width, channels) on the estimator"
+)
+
+
+def _reject_dask_images(X):
+    # dask-ml's Incremental hands a block of a 3-D/4-D array on as its graph key (a tuple
+    # of a name and block indices), not as data.
+    if isinstance(X, tuple) and X and isinstance(X[0], str):
+        raise ValueError(f"X is a dask graph key {X!r}, not data. {_DASK_IMAGES}")
+    if is_dask_collection(X) and getattr(X, "ndim", 2) > 2:
+        raise ValueError(f"X is a {X.ndim}-D dask array. {_DASK_IMAGES}")
+
+
+def _image_str(shape):
+    """(H, W, C) as 'HxWxC'."""
+    return "x".join(str(s) for s in shape)
 
 
 class _BaseCNN(BaseEstimator):
@@ -305,7 +334,11 @@ class _BaseCNN(BaseEstimator):
                     f"or 4-D (n_samples, height, width, channels); got shape {X.shape}"
                 )
             input_image = X.shape[1:] + ((1,) if ndim == 3 else ())
+            if not reset:
+                self._check_fitted_image(input_image, ndim)
             X = X.reshape(X.shape[0], math.prod(X.shape[1:]))
+        elif not reset and ndim == 2:
+            self._check_fitted_width(X.shape[1])
         kwargs = dict(reset=reset, dtype=dtype, order="C")
         if isinstance(y, str) and y == "no_validation":
             X = validate_data(self, X, **kwargs)
@@ -327,8 +360,9 @@ class _BaseCNN(BaseEstimator):
                     )
                 if input_image is not None and input_image != image_shape:
                     raise ValueError(
-                        f"X holds images of shape {input_image} but image_shape="
-                        f"{tuple(self.image_shape)}; drop image_shape for image-shaped X"
+                        f"X holds {_image_str(input_image)} images but image_shape="
+                        f"{tuple(self.image_shape)} says {_image_str(image_shape)}; drop "
+                        "image_shape for image-shaped X"
                     )
             elif input_image is not None:
                 image_shape = input_image
@@ -337,28 +371,50 @@ class _BaseCNN(BaseEstimator):
                 image_shape = (side, side, 1) if side * side == n_features else (
                     1, n_features, 1)
             self.image_shape_ = image_shape
-        elif input_image is not None and input_image != self.image_shape_:
-            raise ValueError(
-                f"X holds images of shape {input_image}, but {type(self).__name__} was "
-                f"fitted on images of shape {self.image_shape_}"
-            )
         images = X.reshape((X.shape[0],) + tuple(self.image_shape_))
         return images, y
 
+    def _check_fitted_image(self, input_image, ndim):
+        """Image-shaped X at predict (or partial_fit) against the fitted image shape."""
+        fitted = getattr(self, "image_shape_", None)
+        if fitted is None or tuple(input_image) == tuple(fitted):
+            return
+        given = _image_str(input_image)
+        if ndim == 3:
+            given = f"{_image_str(input_image[:2])} grayscale images ({given})"
+        else:
+            given += " images"
+        raise ValueError(
+            f"X holds {given}, but {type(self).__name__} was fitted on "
+            f"{_image_str(fitted)} images; pass images of shape (n_samples, "
+            f"{', '.join(map(str, fitted))}), or 2-D rows of {math.prod(fitted)} values"
+        )
+
+    def _check_fitted_width(self, n_features):
+        """2-D X at predict: scikit-learn's message, plus the image shape it stands for."""
+        expected = getattr(self, "n_features_in_", None)
+        if expected is None or n_features == expected:
+            return
+        raise ValueError(
+            f"X has {n_features} features, but {type(self).__name__} is expecting "
+            f"{expected} features as input ({_image_str(self.image_shape_)} images, "
+            "flattened)"
+        )
+
     # ------------------------------------------------------------------ training
 
-    def _fit(self, X, y, incremental=False, classes=None):
+    def _fit(self, X, y, incremental=False, classes=None, sample_weight=None):
         # An error part-way (MemoryError in a kernel, bad data found late) leaves the
         # estimator as it was before this call.
         saved = copy.deepcopy(self.__dict__)
         try:
-            return self._fit_unguarded(X, y, incremental, classes)
+            return self._fit_unguarded(X, y, incremental, classes, sample_weight)
         except Exception:
             self.__dict__.clear()
             self.__dict__.update(saved)
             raise
 
-    def _fit_unguarded(self, X, y, incremental, classes):
+    def _fit_unguarded(self, X, y, incremental, classes, sample_weight):
         first_pass = not hasattr(self, "network_") or (not self.warm_start and not incremental)
         dtype = self.dtype if first_pass else self.network_.dtype
         if not first_pass and np.dtype(self.dtype) != self.network_.dtype:
@@ -368,17 +424,31 @@ class _BaseCNN(BaseEstimator):
                 "(set warm_start=False to refit)"
             )
         X, y = self._validate_input(X, y, reset=first_pass, dtype=dtype)
+        sample_weight = check_sample_weight(sample_weight, X)
         y = self._encode_targets(y, incremental, first_pass, classes)
+        sample_weight = combine(sample_weight, self._class_sample_weight(y))
+        if sample_weight is not None:
+            # Samples of weight zero take no part in any update: training goes exactly as
+            # if they had been left out, batches filled with samples that count.
+            kept = np.flatnonzero(sample_weight)
+            if kept.size < sample_weight.size:
+                X, y, sample_weight = X[kept], y[kept], sample_weight[kept]
+        y = self._scale_targets(y, sample_weight, first_pass)
         self._random_state = check_random_state(self.random_state)
         n_threads = effective_n_threads(self.n_threads)
 
         early_stopping = self.early_stopping and not incremental
+        w_val = None
         if early_stopping:
             stratify = y if is_classifier(self) else None
-            X, X_val, y, y_val = train_test_split(
-                X, y, random_state=self._random_state, test_size=self.validation_fraction,
+            split = train_test_split(
+                X, y, *([] if sample_weight is None else [sample_weight]),
+                random_state=self._random_state, test_size=self.validation_fraction,
                 stratify=stratify,
             )
+            X, X_val, y, y_val = split[:4]
+            if sample_weight is not None:
+                sample_weight, w_val = split[4:]
             if X_val.shape[0] < 2:
                 raise ValueError(
                     "The validation set is too small. Increase 'validation_fraction' or "
@@ -418,8 +488,8 @@ class _BaseCNN(BaseEstimator):
                 self._random_state.randint(np.iinfo(np.int32).max))
         try:
             with _single_threaded_blas():
-                self._train(X, y, X_val, y_val, incremental, early_stopping, n_threads,
-                            augment_rng)
+                self._train(X, y, sample_weight, (X_val, y_val, w_val), incremental,
+                            early_stopping, n_threads, augment_rng)
         finally:
             self.network_.clear_cache()
         return self
@@ -431,7 +501,6 @@ class _BaseCNN(BaseEstimator):
         specs = hidden + [Dense(self.n_outputs_, activation="linear")]
         self.network_ = Network(specs, self.image_shape_, dtype=self.dtype)
         self.network_.initialize(self._random_state)
-        self._init_output_bias(y)
         self.layers_ = hidden
         self._n_features_out = int(np.prod(self.network_.layers[-1].input_shape))
         self.n_iter_ = 0
@@ -440,15 +509,21 @@ class _BaseCNN(BaseEstimator):
         self._no_improvement_count = 0
         self.best_loss_ = np.inf
 
-    def _init_output_bias(self, y):
-        pass
+    def _class_sample_weight(self, y):
+        """Per-sample weights that the estimator's own settings give (class_weight)."""
+        return None
 
-    def _train(self, X, y, X_val, y_val, incremental, early_stopping, n_threads,
+    def _scale_targets(self, y, sample_weight, first_pass):
+        """The targets in the units the network learns (the regressor standardises)."""
+        return y
+
+    def _train(self, X, y, sample_weight, validation, incremental, early_stopping, n_threads,
                augment_rng=None):
         network, optimizer = self.network_, self._optimizer
         params, grads = network.params, network.grads
         weights, weight_grads = network.weights, network.weight_grads
         n_samples = X.shape[0]
+        total_weight = n_samples if sample_weight is None else float(sample_weight.sum())
         batch_size = min(self.batch_size, n_samples)
         n_batches = -(-n_samples // batch_size)
         alpha = float(self.alpha)
@@ -468,18 +543,25 @@ class _BaseCNN(BaseEstimator):
             try:
                 for b, batch in enumerate(gen_batches(n_samples, batch_size)):
                     if order is None:
-                        X_batch, y_batch = X[batch], y[batch]
+                        rows = batch
+                        X_batch = X[batch]
                     else:
                         rows = order[batch]
                         X_batch = np.take(X, rows, axis=0, out=gathered[:len(rows)])
-                        y_batch = y[rows]
+                    y_batch = y[rows]
+                    # The batch's loss is the weighted mean over its samples, and the L2
+                    # term is scaled by the batch's total weight (as in MLPClassifier).
+                    if sample_weight is None:
+                        w_batch, batch_weight = None, X_batch.shape[0]
+                    else:
+                        w_batch = sample_weight[rows]
+                        batch_weight = float(w_batch.sum())
                     if augment_rng is not None:
                         X_batch = self.augment.apply(X_batch, augment_rng)
-                    m = X_batch.shape[0]
                     output = network.forward(X_batch, training=True, n_threads=n_threads)
-                    loss, d_output = self._loss(output, y_batch, n_threads)
+                    loss, d_output = self._loss(output, y_batch, w_batch, n_threads)
                     if alpha:
-                        loss += l2_penalty(weights, alpha, m)
+                        loss += l2_penalty(weights, alpha, batch_weight)
                     if not np.isfinite(loss):
                         stop = (f"{type(self).__name__}: the training loss became "
                                 f"{loss} in epoch {self.n_iter_ + 1}; training stopped and "
@@ -489,9 +571,9 @@ class _BaseCNN(BaseEstimator):
                         break
                     network.backward(d_output, n_threads=n_threads)
                     if alpha:
-                        add_l2_gradient(weights, weight_grads, alpha, m)
+                        add_l2_gradient(weights, weight_grads, alpha, batch_weight)
                     optimizer.update(params, grads, n_threads)
-                    accumulated_loss += loss * m
+                    accumulated_loss += loss * batch_weight
                     if self.verbose >= 2:
                         self._print_progress(b + 1, n_batches)
             except KeyboardInterrupt:
@@ -505,9 +587,9 @@ class _BaseCNN(BaseEstimator):
             seconds = time.perf_counter() - start  # training only, not validation
             self.n_iter_ += 1
             self.t_ += n_samples
-            self.loss_ = accumulated_loss / n_samples
+            self.loss_ = accumulated_loss / total_weight
             self.loss_curve_.append(self.loss_)
-            self._update_no_improvement_count(early_stopping, X_val, y_val, n_threads)
+            self._update_no_improvement_count(early_stopping, validation, n_threads)
             optimizer.iteration_ends(self.n_iter_, self.t_)
             if self.verbose:
                 self._print_epoch(seconds, n_samples, early_stopping)
@@ -534,9 +616,9 @@ class _BaseCNN(BaseEstimator):
             network.set_state(self._best_state)
             del self._best_state
 
-    def _update_no_improvement_count(self, early_stopping, X_val, y_val, n_threads):
+    def _update_no_improvement_count(self, early_stopping, validation, n_threads):
         if early_stopping:
-            score = self._validation_score(X_val, y_val, n_threads)
+            score = self._validation_score(*validation, n_threads)
             self.validation_scores_.append(score)
             if score < self.best_validation_score_ + self.tol:
                 self._no_improvement_count += 1
@@ -551,6 +633,13 @@ class _BaseCNN(BaseEstimator):
             else:
                 self._no_improvement_count = 0
             self.best_loss_ = min(self.best_loss_, self.loss_curve_[-1])
+
+    def _validation_score(self, X, y, sample_weight, n_threads):
+        out = np.concatenate([
+            self.network_.forward(X[batch], n_threads=n_threads)
+            for batch in gen_batches(X.shape[0], _PREDICT_BATCH)
+        ])
+        return self._score_outputs(y, out, sample_weight)
 
     def _print_progress(self, done, total):
         width = 30
@@ -760,6 +849,74 @@ class CNNClassifier(ClassifierMixin, TransformerMixin, ClassNamePrefixFeaturesOu
     (3,)
     """
 
+    _parameter_constraints = {
+        **_BaseCNN._parameter_constraints,
+        "class_weight": [None, dict, StrOptions({"balanced"})],
+    }
+
+    def __init__(
+        self,
+        layers=None,
+        image_shape=None,
+        *,
+        solver="adam",
+        learning_rate="constant",
+        learning_rate_init=1e-3,
+        power_t=0.5,
+        lr_decay=0.5,
+        lr_step=10,
+        batch_size=64,
+        max_iter=35,
+        alpha=0.0,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        shuffle=True,
+        augment=None,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        n_threads=None,
+        dtype="float32",
+        class_weight=None,
+    ):
+        super().__init__(
+            layers,
+            image_shape,
+            solver=solver,
+            learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init,
+            power_t=power_t,
+            lr_decay=lr_decay,
+            lr_step=lr_step,
+            batch_size=batch_size,
+            max_iter=max_iter,
+            alpha=alpha,
+            momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            tol=tol,
+            shuffle=shuffle,
+            augment=augment,
+            random_state=random_state,
+            warm_start=warm_start,
+            verbose=verbose,
+            n_threads=n_threads,
+            dtype=dtype,
+        )
+        self.class_weight = class_weight
+
     def _encode_targets(self, y, incremental, first_pass, classes):
         check_classification_targets(y)
         if incremental and first_pass:
@@ -796,33 +953,36 @@ class CNNClassifier(ClassifierMixin, TransformerMixin, ClassNamePrefixFeaturesOu
             )
         return encoded.astype(np.int64)
 
-    def _loss(self, output, y, n_threads):
-        return softmax_cross_entropy(output, y, n_threads=n_threads)
+    def _class_sample_weight(self, y):
+        return class_sample_weight(self.class_weight, y, self.classes_)
 
-    def _validation_score(self, X, y, n_threads):
-        out = np.concatenate([
-            self.network_.forward(X[batch], n_threads=n_threads)
-            for batch in gen_batches(X.shape[0], _PREDICT_BATCH)
-        ])
-        return accuracy_score(y, np.argmax(out, axis=1))
+    def _loss(self, output, y, sample_weight, n_threads):
+        return softmax_cross_entropy(output, y, sample_weight, n_threads=n_threads)
+
+    def _score_outputs(self, y, out, sample_weight):
+        return accuracy_score(y, np.argmax(out, axis=1), sample_weight=sample_weight)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit the network to images X and labels y.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features), (n, H, W) or (n, H, W, C)
         y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each sample: every batch's loss is the weighted mean
+            over its samples. Samples of weight 0 take no part in training. Multiplied
+            by the weights ``class_weight`` gives.
 
         Returns
         -------
         self
         """
-        return self._fit(X, y, incremental=False)
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over (X, y), continuing from the current weights.
 
         Parameters
@@ -831,12 +991,15 @@ class CNNClassifier(ClassifierMixin, TransformerMixin, ClassNamePrefixFeaturesOu
         y : array-like of shape (n_samples,)
         classes : array-like of shape (n_classes,), default=None
             Every class of the whole problem; required on the first call.
+        sample_weight : array-like of shape (n_samples,), default=None
+            As in :meth:`fit`.
 
         Returns
         -------
         self
         """
-        return self._fit(X, y, incremental=True, classes=classes)
+        return self._fit(X, y, incremental=True, classes=classes,
+                         sample_weight=sample_weight)
 
     def predict(self, X):
         """Predicted class labels for X."""
@@ -890,45 +1053,66 @@ class CNNRegressor(RegressorMixin, TransformerMixin, ClassNamePrefixFeaturesOutM
                 f"y has {y2.shape[1]} outputs but {type(self).__name__} was fitted with "
                 f"{self.n_outputs_}"
             )
-        return np.ascontiguousarray(y2, dtype=self.network_.dtype if not first_pass
-                                    else np.dtype(self.dtype))
+        return np.asarray(y2, dtype=np.float64)
 
-    def _init_output_bias(self, y):
-        self.network_.layers[-1].bias[...] = y.mean(axis=0)
+    def _scale_targets(self, y, sample_weight, first_pass):
+        # The network learns standardised targets, so that the loss, tol and the
+        # optimiser's steps mean the same whatever the targets' units and offset.
+        if first_pass:
+            self.target_mean_, self.target_scale_ = target_scale(y, sample_weight)
+        dtype = np.dtype(self.dtype) if first_pass else self.network_.dtype
+        return np.ascontiguousarray((y - self.target_mean_) / self.target_scale_, dtype=dtype)
 
-    def _loss(self, output, y, n_threads):
-        return squared_error(output, y, n_threads=n_threads)
+    def _loss(self, output, y, sample_weight, n_threads):
+        return squared_error(output, y, sample_weight, n_threads=n_threads)
 
-    def _validation_score(self, X, y, n_threads):
-        out = np.concatenate([
-            self.network_.forward(X[batch], n_threads=n_threads)
-            for batch in gen_batches(X.shape[0], _PREDICT_BATCH)
-        ])
-        return r2_score(y, out)
+    def _score_outputs(self, y, out, sample_weight):
+        # R^2 of each output is the same in standardised units as in the targets' own.
+        return r2_score(y, out, sample_weight=sample_weight)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit the network to images X and targets y.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features), (n, H, W) or (n, H, W, C)
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each sample: every batch's loss is the weighted mean
+            over its samples, and the target scaling uses weighted means. Samples of
+            weight 0 take no part in training.
 
         Returns
         -------
         self
         """
-        return self._fit(X, y, incremental=False)
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y):
-        """One epoch over (X, y), continuing from the current weights."""
-        return self._fit(X, y, incremental=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y), continuing from the current weights.
+
+        The target scaling comes from the first call's targets and is kept after it.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), (n, H, W) or (n, H, W, C)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), default=None
+            As in :meth:`fit`.
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def predict(self, X):
         """Predicted targets, float64, shape (n_samples,) or (n_samples, n_outputs)."""
         out = self._network_output(X).astype(np.float64)
+        out *= self.target_scale_
+        out += self.target_mean_
         return out.ravel() if self.n_outputs_ == 1 else out
 
     def __sklearn_tags__(self):

@@ -7,7 +7,13 @@ bitwise the same for any ``n_threads``.
 """
 import numpy as np
 
-from ._checks import as_float_array, check_same_dtype, resolve_threads, result_dtype
+from ._checks import (
+    as_float_array,
+    check_same_dtype,
+    resolve_threads,
+    result_dtype,
+    row_shares,
+)
 from ._ext import _activations
 
 __all__ = [
@@ -230,7 +236,7 @@ def softmax(logits, n_threads=None):
     return out
 
 
-def softmax_cross_entropy(logits, labels, n_threads=None):
+def softmax_cross_entropy(logits, labels, sample_weight=None, n_threads=None):
     """Mean cross-entropy of ``softmax(logits)`` against integer labels, and its gradient.
 
     Computed from the log-sum-exp of each row, in double precision, so large logits do not
@@ -242,14 +248,20 @@ def softmax_cross_entropy(logits, labels, n_threads=None):
     logits : array-like of shape (n, k)
     labels : array-like of ints, shape (n,)
         Class index of each row, in ``[0, k)``.
+    sample_weight : array-like of shape (n,), default=None
+        Non-negative weight of each row, not all zero: the mean becomes the weighted mean
+        ``sum(w_i * loss_i) / sum(w)`` (MLPClassifier's normalisation). None weighs every
+        row equally.
     n_threads : int or None
 
     Returns
     -------
     loss : float
-        ``mean(-log(softmax(logits)[i, labels[i]]))``; 0.0 for an empty batch.
+        ``mean(-log(softmax(logits)[i, labels[i]]))`` (weighted by ``sample_weight``); 0.0
+        for an empty batch.
     dlogits : ndarray of shape (n, k), dtype of logits
-        Gradient of ``loss``: ``(softmax(logits) - onehot(labels)) / n``.
+        Gradient of ``loss``: ``(softmax(logits) - onehot(labels)) / n``, or with weights
+        ``w_i * (softmax(logits)[i] - onehot(labels[i])) / sum(w)``.
 
     Examples
     --------
@@ -261,6 +273,9 @@ def softmax_cross_entropy(logits, labels, n_threads=None):
     >>> dlogits
     array([[-0.25,  0.25],
            [ 0.25, -0.25]])
+    >>> softmax_cross_entropy(np.zeros((2, 2)), [0, 1], sample_weight=[3, 1])[1]
+    array([[-0.375,  0.375],
+           [ 0.125, -0.125]])
     """
     logits = _as_logits(logits)
     n, k = logits.shape
@@ -279,11 +294,13 @@ def softmax_cross_entropy(logits, labels, n_threads=None):
                 f"labels must be in [0, {k}) for logits with {k} columns, "
                 f"got values in [{lo}, {hi}]"
             )
+    row_weight = None if sample_weight is None else row_shares(sample_weight, n)
     labels_arr = np.ascontiguousarray(labels_arr, dtype=np.int64)
     n_threads = resolve_threads(n_threads, logits.size * 4)
     dlogits = np.empty_like(logits)
     row_loss = np.empty(n, dtype=np.float64)
     loss = _activations.softmax_cross_entropy_forward_backward(
-        logits, labels_arr, dlogits, row_loss, n_threads
+        logits, labels_arr, dlogits, row_loss, row_weight, n_threads
     )
     return float(loss), dlogits
+

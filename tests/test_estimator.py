@@ -541,7 +541,8 @@ def test_wrong_image_shape_rejected(small_digits, no_training):
         small_clf(image_shape=(8, 0)).fit(X, y)
     with pytest.raises(ValueError, match="image_shape must be"):
         small_clf(image_shape=(2, 2, 4, 4)).fit(X, y)
-    with pytest.raises(ValueError, match="X holds images of shape"):
+    with pytest.raises(ValueError, match=r"X holds 8x8x1 images but image_shape=\(4, 16\) "
+                                         "says 4x16x1"):
         small_clf(image_shape=(4, 16)).fit(X.reshape(-1, 8, 8), y)
     with pytest.raises(ValueError, match="must be 2-D"):
         small_clf().fit(X.reshape(-1, 2, 2, 4, 4), y)
@@ -553,9 +554,10 @@ def test_different_width_at_predict(small_digits):
     with pytest.raises(ValueError, match="X has 63 features, but CNNClassifier is expecting "
                                          "64 features"):
         clf.predict(X[:, :63])
-    with pytest.raises(ValueError, match="X has 49 features"):
+    with pytest.raises(ValueError, match=r"X holds 7x7 grayscale images \(7x7x1\), but "
+                                         "CNNClassifier was fitted on 8x8x1 images"):
         clf.predict_proba(X[:, :49].reshape(-1, 7, 7))
-    with pytest.raises(ValueError, match=r"fitted on images of shape \(8, 8, 1\)"):
+    with pytest.raises(ValueError, match="X holds 4x16 grayscale images"):
         clf.transform(X.reshape(-1, 4, 16))
     with pytest.raises(ValueError, match="X has 63 features"):
         clf.partial_fit(X[:, :63], y)

@@ -326,11 +326,14 @@ def softmax_cross_entropy_forward_backward(
     const int64_t[::1] labels,            # IN (n,), each in [0, k)
     floating[:, ::1] dlogits,             # OUT (n, k)
     double[::1] row_loss,                 # SCRATCH (n,)
+    const double[::1] row_weight,         # IN (n,) or None: each row's share, summing to 1
     int n_threads,
 ):
-    """Mean cross-entropy of softmax(logits) against labels; dlogits = (p - onehot) / n.
+    """Weighted mean cross-entropy of softmax(logits) against labels, and its gradient.
 
-    Per row, in double: loss = log(sum(exp(z - max))) - (z[label] - max). The row losses
+    Row i counts with weight ``row_weight[i]`` (1 / n for every row when None):
+    loss = sum_i row_weight[i] * loss_i and dlogits[i] = row_weight[i] * (p_i - onehot_i).
+    Per row, in double: loss_i = log(sum(exp(z - max))) - (z[label] - max). The row losses
     are summed serially in row order after the parallel loop.
     """
     cdef:
@@ -341,11 +344,14 @@ def softmax_cross_entropy_forward_backward(
         floating *drow
         double *shifted
         double *all_shifted
-        double m, total, p
-        double scale = 1.0 / n_rows if n_rows else 0.0
+        const double *weight = NULL
+        double m, total, p, scale
+        double uniform = 1.0 / n_rows if n_rows else 0.0
         double loss = 0
     if n_rows == 0:
         return 0.0
+    if row_weight is not None:
+        weight = &row_weight[0]
     # per thread: one row of exp(z - max) in double
     all_shifted = <double *> malloc(threads * per_thread(k, sizeof(double)) * sizeof(double))
     try:
@@ -353,6 +359,7 @@ def softmax_cross_entropy_forward_backward(
             raise MemoryError()
         for i in prange(n_rows, schedule="static", nogil=True, num_threads=threads):
             shifted = all_shifted + threadid() * per_thread(k, sizeof(double))
+            scale = uniform if weight == NULL else weight[i]
             row = &logits[i, 0]
             drow = &dlogits[i, 0]
             m = _row_max(row, k)
@@ -370,6 +377,10 @@ def softmax_cross_entropy_forward_backward(
             row_loss[i] = log(total) - (row[labels[i]] - m)
     finally:
         free(all_shifted)
+    if weight == NULL:
+        for i in range(n_rows):
+            loss += row_loss[i]
+        return loss / n_rows
     for i in range(n_rows):
-        loss += row_loss[i]
-    return loss / n_rows
+        loss += row_loss[i] * weight[i]
+    return loss
