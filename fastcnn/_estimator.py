@@ -164,14 +164,16 @@ def _image_str(shape):
 
 
 class _BaseCNN(BaseEstimator):
-    # Pickles hold the weights, not training workspaces: the optimizer's state (moments,
-    # velocities) and the random generator are rebuilt by the next fit / partial_fit.
-    _not_pickled = ("_optimizer", "_random_state")
-
     def __getstate__(self):
+        # Pickles hold the weights, not training workspaces: the random generator is
+        # rebuilt by every fit and partial_fit, and the optimizer's state (moments,
+        # velocities) by the next fit. After partial_fit it is kept: a stream of
+        # partial_fit calls goes on from a pickle exactly as without one (dask-ml's
+        # Incremental pickles the model whenever a block runs on another worker).
         state = super().__getstate__()
-        for name in self._not_pickled:
-            state.pop(name, None)
+        state.pop("_random_state", None)
+        if not state.get("_incremental", False):
+            state.pop("_optimizer", None)
         state["_fastcnn_version"] = __version__
         return state
 
@@ -433,6 +435,8 @@ class _BaseCNN(BaseEstimator):
             kept = np.flatnonzero(sample_weight)
             if kept.size < sample_weight.size:
                 X, y, sample_weight = X[kept], y[kept], sample_weight[kept]
+            if np.all(sample_weight == 1.0):
+                sample_weight = None    # the same model, by the unweighted code path
         y = self._scale_targets(y, sample_weight, first_pass)
         self._random_state = check_random_state(self.random_state)
         n_threads = effective_n_threads(self.n_threads)
@@ -492,6 +496,7 @@ class _BaseCNN(BaseEstimator):
                             early_stopping, n_threads, augment_rng)
         finally:
             self.network_.clear_cache()
+        self._incremental = incremental
         return self
 
     def _initialize(self, y):

@@ -44,9 +44,10 @@ def naive_softmax(z):
     return out
 
 
-def naive_cross_entropy(z, labels):
+def naive_cross_entropy(z, labels, weights=None):
     z = np.asarray(z, dtype=np.float64)
     n, k = z.shape
+    weights = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
     losses = []
     grad = np.empty_like(z)
     for i in range(n):
@@ -55,7 +56,9 @@ def naive_cross_entropy(z, labels):
         losses.append(lse - z[i, labels[i]])
         grad[i] = np.exp(z[i] - lse)
         grad[i, labels[i]] -= 1
-    return np.mean(losses), grad / n
+        grad[i] *= weights[i]
+    total = weights.sum()
+    return np.dot(losses, weights) / total, grad / total
 
 
 def _random(shape, dtype, seed=0, scale=3.0):
@@ -124,6 +127,41 @@ def test_softmax_cross_entropy_matches_reference(shape, dtype):
     # the loss is computed in double whatever the dtype
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-12)
     np.testing.assert_allclose(dlogits, grad_ref, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (4, 2), (7, 3), (64, 10), (1000, 7)])
+def test_weighted_softmax_cross_entropy_matches_reference(shape, dtype):
+    z = _random(shape, dtype)
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, shape[1], shape[0])
+    weights = rng.random(shape[0]) * 3
+    weights[::3] = 0.0                      # zero weights, though not all of them
+    weights[-1] = 0.5
+    loss, dlogits = softmax_cross_entropy(z, labels, sample_weight=weights, n_threads=2)
+    loss_ref, grad_ref = naive_cross_entropy(z, labels, weights)
+    assert dlogits.dtype == dtype
+    np.testing.assert_allclose(loss, loss_ref, rtol=1e-12)
+    np.testing.assert_allclose(dlogits, grad_ref, **TOL[dtype])
+    assert not np.any(dlogits[weights == 0])  # a zero-weight row has no gradient at all
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_weighted_cross_entropy_of_unit_weights_is_the_mean(dtype):
+    z = _random((33, 5), dtype)
+    labels = np.arange(33) % 5
+    loss, dlogits = softmax_cross_entropy(z, labels)
+    loss_w, dlogits_w = softmax_cross_entropy(z, labels, sample_weight=np.full(33, 2.5))
+    np.testing.assert_array_equal(dlogits_w, dlogits)
+    np.testing.assert_allclose(loss_w, loss, rtol=1e-14)
+    # integer weights count a row as often as it is repeated
+    repeats = 1 + np.arange(33) % 3
+    loss_r, dlogits_r = softmax_cross_entropy(np.repeat(z, repeats, axis=0),
+                                              np.repeat(labels, repeats))
+    loss_w, dlogits_w = softmax_cross_entropy(z, labels, sample_weight=repeats)
+    np.testing.assert_allclose(loss_w, loss_r, rtol=1e-12)
+    summed = np.add.reduceat(dlogits_r.astype(np.float64), np.r_[0, np.cumsum(repeats)[:-1]])
+    np.testing.assert_allclose(dlogits_w, summed, **TOL[dtype])
 
 
 # --------------------------------------------------------------------------------------
@@ -250,6 +288,24 @@ def test_softmax_cross_entropy_gradient():
     np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-9)
 
 
+def test_weighted_softmax_cross_entropy_gradient():
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((6, 3)) * 2
+    labels = np.array([0, 2, 1, 1, 2, 0])
+    weights = np.array([0.5, 0.0, 2.0, 1.0, 3.0, 0.25])
+    _, analytic = softmax_cross_entropy(z, labels, sample_weight=weights)
+    numeric = np.zeros_like(z)
+    eps = 1e-6
+    for idx in np.ndindex(z.shape):
+        up, down = z.copy(), z.copy()
+        up[idx] += eps
+        down[idx] -= eps
+        numeric[idx] = (softmax_cross_entropy(up, labels, weights, n_threads=1)[0]
+                        - softmax_cross_entropy(down, labels, weights, n_threads=1)[0])
+        numeric[idx] /= 2 * eps
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-9)
+
+
 def test_softmax_gradient_through_vjp():
     # d/dz sum(g * softmax(z)) = p * (g - sum(g * p)): checks softmax itself numerically
     rng = np.random.default_rng(4)
@@ -282,7 +338,10 @@ def test_bitwise_identical_for_any_thread_count(dtype):
     for n_threads in (1, 2, 3, -1):
         r, s, t = (f(x, n_threads=n_threads) for f in (relu, sigmoid, tanh))
         loss, dlogits = softmax_cross_entropy(z, labels, n_threads=n_threads)
+        weighted = softmax_cross_entropy(z, labels, sample_weight=np.arange(1001) % 7,
+                                         n_threads=n_threads)
         results.append([
+            np.array(weighted[0]), weighted[1],
             r, s, t,
             relu_backward(dy, r, n_threads=n_threads),
             sigmoid_backward(dy, s, n_threads=n_threads),
@@ -393,6 +452,18 @@ BAD_INPUTS = [
      r"labels must be integer class indices"),
     (softmax_cross_entropy, dict(logits=_Z, labels=_L, n_threads=0), ValueError,
      r"n_threads=0"),
+    (softmax_cross_entropy, dict(logits=_Z, labels=_L, sample_weight=[1, 1, 1]), ValueError,
+     r"sample_weight must have one entry per row, shape \(4,\), got shape \(3,\)"),
+    (softmax_cross_entropy, dict(logits=_Z, labels=_L, sample_weight=np.ones((4, 1))),
+     ValueError, r"sample_weight must be 1-D"),
+    (softmax_cross_entropy, dict(logits=_Z, labels=_L, sample_weight=[1, -1, 1, 1]),
+     ValueError, r"sample_weight must hold finite, non-negative values"),
+    (softmax_cross_entropy, dict(logits=_Z, labels=_L, sample_weight=[1, np.nan, 1, 1]),
+     ValueError, r"sample_weight must hold finite, non-negative values"),
+    (softmax_cross_entropy, dict(logits=_Z, labels=_L, sample_weight=[0, 0, 0, 0]),
+     ValueError, r"sample_weight must not be all zero"),
+    (softmax_cross_entropy, dict(logits=_Z, labels=_L, sample_weight=["a"] * 4), TypeError,
+     r"sample_weight must be an array of real numbers"),
 ]
 
 

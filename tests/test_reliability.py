@@ -176,6 +176,19 @@ def test_pickle_is_weights_only_for_a_wide_model(digits):
     assert loaded.n_iter_ == clf.n_iter_ + 1
 
 
+def test_partial_fit_goes_on_from_a_pickle_as_without_one(digits):
+    """Mid-stream (after partial_fit) the optimizer's state travels with the model."""
+    X, y = digits
+    X, y = X[:300], y[:300]
+    clf = CNNClassifier(layers=[Conv2D(4, 3), Dense(16)], image_shape=(8, 8),
+                        random_state=0)
+    clf.partial_fit(X[:150], y[:150], classes=np.arange(10))
+    resumed = pickle.loads(pickle.dumps(clf))
+    clf.partial_fit(X[150:], y[150:])
+    resumed.partial_fit(X[150:], y[150:])
+    np.testing.assert_array_equal(resumed.predict_proba(X), clf.predict_proba(X))
+
+
 def test_pickle_carries_the_version_and_warns_on_another(fitted):
     state = fitted.__getstate__()
     assert state["_fastcnn_version"] == fastcnn.__version__
