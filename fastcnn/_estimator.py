@@ -820,6 +820,11 @@ class CNNClassifier(ClassifierMixin, TransformerMixin, ClassNamePrefixFeaturesOu
         Results do not depend on it.
     dtype : {"float32", "float64"}, default="float32"
         Precision of the weights and of the computation.
+    class_weight : None, "balanced" or dict {label: weight}, default=None
+        Weights of the classes in the loss, multiplying ``sample_weight``. "balanced"
+        weighs each class by ``n_samples / (n_classes * count)`` in ``y`` (with
+        ``partial_fit``: in each call's ``y``); a dict names some labels (the others
+        weigh 1).
 
     Attributes
     ----------
@@ -833,7 +838,8 @@ class CNNClassifier(ClassifierMixin, TransformerMixin, ClassNamePrefixFeaturesOu
     network_ : fastcnn.network.Network
     n_outputs_ : int
     loss_ : float
-        Mean training loss of the last epoch (cross-entropy plus the L2 term).
+        Mean training loss of the last epoch (cross-entropy plus the L2 term), weighted
+        by ``sample_weight`` and ``class_weight``.
     loss_curve_ : list of float
     best_loss_ : float or None
     validation_scores_ : list of float or None
@@ -1033,9 +1039,30 @@ class CNNRegressor(RegressorMixin, TransformerMixin, ClassNamePrefixFeaturesOutM
                    _BaseCNN):
     """Convolutional neural network regressor (linear output, squared error).
 
-    Same parameters and input conventions as :class:`CNNClassifier`; ``y`` may have one
-    or several outputs. With early stopping the validation score is R^2. The output
-    layer's bias starts at the mean of y (no rescaling of X or y is done).
+    Same parameters and input conventions as :class:`CNNClassifier` (but for
+    ``class_weight``); ``y`` may have one or several outputs. With early stopping the
+    validation score is R^2.
+
+    The network learns standardised targets: each output's mean and standard deviation
+    in the first fit's ``y`` (weighted by ``sample_weight``; scale 1 for a constant
+    output) are kept as ``target_mean_`` and ``target_scale_``, and :meth:`predict`
+    maps back to the targets' units. So results do not depend on the targets' units or
+    offset, and outputs of different scales fit alike; no
+    :class:`~sklearn.compose.TransformedTargetRegressor` is needed. ``warm_start`` and
+    ``partial_fit`` keep the first fit's scaling. ``X`` is used as given.
+
+    Attributes
+    ----------
+    target_mean_, target_scale_ : ndarray of shape (n_outputs,)
+        The standardisation of the targets.
+    loss_ : float
+        Mean training loss of the last epoch, in standardised units: half the squared
+        error of the standardised targets, summed over outputs (plus the L2 term).
+    loss_curve_ : list of float
+        ``loss_`` of every epoch.
+
+    The other attributes are those of :class:`CNNClassifier` (``n_outputs_`` in place
+    of ``classes_``).
 
     Examples
     --------
