@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
-from dask.distributed import Client, LocalCluster, get_task_stream
+from dask.distributed import get_task_stream
 from joblib import parallel_backend
 from numpy.testing import assert_array_equal
 from sklearn.datasets import load_digits
@@ -21,21 +21,6 @@ from fastcnn.augment import Augment
 from fastcnn.layers import Conv2D, Dense
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
-
-@pytest.fixture(scope="module")
-def client():
-    with warnings.catch_warnings():
-        # The cluster warns about ports and (on small machines) memory; not our business.
-        warnings.simplefilter("ignore")
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=None,
-                               silence_logs=40)
-    try:
-        with Client(cluster) as client:
-            yield client
-    finally:
-        cluster.close()
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +39,10 @@ def _search():
     return GridSearchCV(clf, grid, cv=2)
 
 
-def test_grid_search_on_dask_matches_local_search(client, digits):
+def test_grid_search_on_dask_matches_local_search(dask_client, digits):
     X, y = digits
     local = _search().set_params(n_jobs=1).fit(X, y)
-    with get_task_stream(client) as tasks, parallel_backend("dask"):
+    with get_task_stream(dask_client) as tasks, parallel_backend("dask"):
         distributed = _search().set_params(n_jobs=-1).fit(X, y)
 
     # The fits really ran on the workers, on both of them.
@@ -69,14 +54,14 @@ def test_grid_search_on_dask_matches_local_search(client, digits):
     assert_array_equal(distributed.predict(X), local.predict(X))
 
 
-def test_fitted_model_pickles_and_predicts_on_a_worker(client, digits):
+def test_fitted_model_pickles_and_predicts_on_a_worker(dask_client, digits):
     X, y = digits
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model = CNNClassifier([Conv2D(4, 3), Dense(16)], image_shape=(8, 8), max_iter=2,
                               random_state=0, n_threads=1).fit(X, y)
     # Fitted here, predicted in another process from the pickle; then fitted there too.
-    remote = client.submit(model.predict, X).result(timeout=30)
+    remote = dask_client.submit(model.predict, X).result(timeout=30)
     assert_array_equal(remote, model.predict(X))
-    refit = client.submit(lambda m: m.fit(X, y), pickle.loads(pickle.dumps(model)))
+    refit = dask_client.submit(lambda m: m.fit(X, y), pickle.loads(pickle.dumps(model)))
     assert_array_equal(refit.result(timeout=30).predict(X), model.predict(X))

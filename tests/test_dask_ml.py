@@ -4,14 +4,12 @@ blockwise, on a LocalCluster of two worker processes (loopback only).
 dask-ml passes 2-D blocks only: images go in flattened, with ``image_shape``. Dask arrays
 of images (3-D/4-D) are rejected with a message that says so.
 """
-import warnings
 
 import numpy as np
 import pytest
 
 dask_ml = pytest.importorskip("dask_ml")
 da = pytest.importorskip("dask.array")
-from dask.distributed import Client, LocalCluster  # noqa: E402
 from dask_ml.wrappers import Incremental, ParallelPostFit  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
@@ -21,19 +19,6 @@ from fastcnn.layers import Conv2D, Dense  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 CHUNK = 100
-
-
-@pytest.fixture(scope="module")
-def client():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=None, silence_logs=40)
-    try:
-        with Client(cluster) as client:
-            yield client
-    finally:
-        cluster.close()
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +32,7 @@ def model(**params):
                          learning_rate_init=3e-3, n_threads=1, **params)
 
 
-def test_incremental_trains_block_by_block(client, digits):
+def test_incremental_trains_block_by_block(dask_client, digits):
     X, y = digits
     dX = da.from_array(X, chunks=(CHUNK, 64))
     dy = da.from_array(y, chunks=CHUNK)
@@ -64,7 +49,7 @@ def test_incremental_trains_block_by_block(client, digits):
     assert inc.score(dX, dy) == pytest.approx(local.score(X, y))
 
 
-def test_parallel_post_fit_predicts_blockwise(client, digits):
+def test_parallel_post_fit_predicts_blockwise(dask_client, digits):
     X, y = digits
     fitted = model(max_iter=3).fit(X, y)
     wrapped = ParallelPostFit(fitted)
@@ -77,7 +62,7 @@ def test_parallel_post_fit_predicts_blockwise(client, digits):
     np.testing.assert_array_equal(ParallelPostFit(reg).predict(dX).compute(), reg.predict(X))
 
 
-def test_image_shaped_dask_arrays_rejected(client, digits):
+def test_image_shaped_dask_arrays_rejected(dask_client, digits):
     X, y = digits
     images = da.from_array(X.reshape(-1, 8, 8, 1), chunks=(CHUNK, 8, 8, 1))
     dy = da.from_array(y, chunks=CHUNK)
@@ -90,7 +75,7 @@ def test_image_shaped_dask_arrays_rejected(client, digits):
         model(max_iter=1).fit(X, y).predict(images[..., 0])
 
 
-def test_dask_sample_weight_explained(client, digits):
+def test_dask_sample_weight_explained(dask_client, digits):
     X, y = digits
     dX = da.from_array(X, chunks=(CHUNK, 64))
     dy = da.from_array(y, chunks=CHUNK)
