@@ -5,8 +5,8 @@
 >>> clf = CNNClassifier(layers=[Conv2D(16, 3, padding="same"), MaxPool2D(2), Dense(64)])
 """
 from ._config import config_summary, show_config
-from ._estimator import CNNClassifier, CNNRegressor
 from ._version import __version__
 from .augment import Augment
+from .estimators import CNNClassifier, CNNRegressor
 
 __all__ = ["CNNClassifier", "CNNRegressor", "Augment", "__version__", "show_config", "config_summary"]

@@ -1,17 +1,17 @@
 """What this build of fastcnn runs with: OpenMP, threads and the SIMD path."""
 import platform
 
-from ._ext import _conv, _openmp
 from ._version import __version__
+from .ops.conv import cpu_isa, isa_name
+from .ops.threads import effective_n_threads, openmp_enabled
 
 
 def _config():
-    isa = _conv.cpu_isa()
     return {
         "version": __version__,
-        "openmp": _openmp.openmp_enabled(),
-        "threads": _openmp.effective_n_threads(None),
-        "simd": _conv.ISA_NAMES[isa],
+        "openmp": openmp_enabled(),
+        "threads": effective_n_threads(None),
+        "simd": isa_name(cpu_isa()),
         "machine": platform.machine(),
     }
 

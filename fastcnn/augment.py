@@ -22,29 +22,16 @@ Examples
 Augment(shift=2, flip=True, rotation=10)
 >>> clf = CNNClassifier(augment=aug, random_state=0)
 """
-import numbers
-
 import numpy as np
 from scipy import ndimage, special
 
+from .nn._spec import Spec, is_int, is_real
+from .ops.geometry import pair
+
 __all__ = ["Augment"]
 
-_DEFAULTS = {"shift": 0, "flip": False, "rotation": 0.0}
 
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
-def _hashable(value):
-    return tuple(value) if isinstance(value, (list, tuple)) else value
-
-
-class Augment:
+class Augment(Spec):
     """Random transformations applied to each training batch.
 
     Every image of a batch gets its own random rotation, then its own random shift, then
@@ -88,59 +75,6 @@ class Augment:
         self.flip = flip
         self.rotation = rotation
 
-    # -------------------------------------------------------------- a plain value
-
-    def get_params(self, deep=True):
-        """The settings as a dict (what :func:`sklearn.base.clone` rebuilds it from).
-
-        Parameters
-        ----------
-        deep : bool, default=True
-            Ignored; there are no nested objects.
-
-        Returns
-        -------
-        params : dict
-        """
-        return {"shift": self.shift, "flip": self.flip, "rotation": self.rotation}
-
-    def set_params(self, **params):
-        """Change settings in place.
-
-        Parameters
-        ----------
-        **params : dict
-            Any of ``shift``, ``flip``, ``rotation``.
-
-        Returns
-        -------
-        self : Augment
-        """
-        for name, value in params.items():
-            if name not in _DEFAULTS:
-                raise ValueError(
-                    f"Invalid parameter {name!r} for Augment; valid parameters are "
-                    f"{sorted(_DEFAULTS)}"
-                )
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self):
-        parts = [
-            f"{name}={value!r}" for name, value in self.get_params().items()
-            if _hashable(value) != _DEFAULTS[name]
-        ]
-        return f"Augment({', '.join(parts)})"
-
-    def __eq__(self, other):
-        if type(self) is not type(other):
-            return NotImplemented
-        return all(_hashable(a) == _hashable(b) for a, b in
-                   zip(self.get_params().values(), other.get_params().values()))
-
-    def __hash__(self):
-        return hash(tuple(_hashable(v) for v in self.get_params().values()))
-
     # -------------------------------------------------------------- validation
 
     def _problem(self):
@@ -148,11 +82,11 @@ class Augment:
         shift = self.shift
         values = list(shift) if isinstance(shift, (tuple, list)) else [shift]
         if (isinstance(shift, (tuple, list)) and len(values) != 2) or not all(
-                _is_int(v) and v >= 0 for v in values):
+                is_int(v) and v >= 0 for v in values):
             return f"shift must be an int >= 0 or a pair of them, got {shift!r}"
         if not isinstance(self.flip, (bool, np.bool_)):
             return f"flip must be True or False, got {self.flip!r}"
-        if not (_is_real(self.rotation) and 0 <= self.rotation <= 180):
+        if not (is_real(self.rotation) and 0 <= self.rotation <= 180):
             return f"rotation must be a number of degrees in [0, 180], got {self.rotation!r}"
         return None
 
@@ -208,7 +142,7 @@ class Augment:
         if self.rotation:
             angles = rng.uniform(-self.rotation, self.rotation, size=n)
             out = _rotate(out, angles)
-        max_dy, max_dx = _pair(self.shift)
+        max_dy, max_dx = pair(self.shift)
         if max_dy or max_dx:
             dy = rng.integers(-max_dy, max_dy + 1, size=n)
             dx = rng.integers(-max_dx, max_dx + 1, size=n)
@@ -219,12 +153,6 @@ class Augment:
                 out = images.copy()
             out[flipped] = out[flipped, :, ::-1]
         return out.copy() if out is images else out
-
-
-def _pair(value):
-    if isinstance(value, (tuple, list)):
-        return int(value[0]), int(value[1])
-    return int(value), int(value)
 
 
 def _generator(random_state):

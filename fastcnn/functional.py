@@ -17,140 +17,41 @@ Examples
 (2, 8, 8, 4)
 """
 
-from ._checks import (
-    as_float_array,
-    check_same_dtype,
-    int_pair,
-    output_size,
-    padding_amounts,
-    result_dtype,
+from .ops.activation import (
+    relu,
+    relu_backward,
+    sigmoid,
+    sigmoid_backward,
+    softmax,
+    softmax_cross_entropy,
+    tanh,
+    tanh_backward,
 )
-from ._conv_plan import ConvPlan
-from ._functional_act import *  # noqa: F401,F403
-from ._functional_act import __all__ as _act_all
-from ._functional_pool import *  # noqa: F401,F403
-from ._functional_pool import __all__ as _pool_all
+from .ops.conv import conv2d, conv2d_backward
+from .ops.pool import (
+    avg_pool2d,
+    avg_pool2d_backward,
+    global_avg_pool2d,
+    global_avg_pool2d_backward,
+    max_pool2d,
+    max_pool2d_backward,
+)
 
-__all__ = ["conv2d", "conv2d_backward", *_pool_all, *_act_all]
-
-def _conv_geometry(x, w, stride, padding, dilation):
-    n, h, wd, c = x.shape
-    kh, kw, wc, k = w.shape
-    if 0 in (kh, kw, wc, k):
-        raise ValueError(f"w must have no empty dimension, got shape {w.shape} (R, S, C, K)")
-    if c != wc:
-        raise ValueError(
-            f"x has {c} channels (x is NHWC, shape {x.shape}) but w expects {wc} "
-            f"(w is (R, S, C, K), shape {w.shape})"
-        )
-    stride = int_pair(stride, "stride")
-    dilation = int_pair(dilation, "dilation")
-    pads = padding_amounts(padding, (h, wd), (kh, kw), stride, dilation)
-    ho = output_size(h, pads[0], pads[1], kh, stride[0], dilation[0])
-    wo = output_size(wd, pads[2], pads[3], kw, stride[1], dilation[1])
-    if ho < 1 or wo < 1:
-        raise ValueError(
-            f"kernel {kh}x{kw} (dilation {dilation[0]}x{dilation[1]}) does not fit the "
-            f"{h}x{wd} input padded by {pads} (top, bottom, left, right); use a smaller "
-            "kernel or dilation, or more padding (e.g. padding='same')"
-        )
-    return stride, pads, dilation, (ho, wo)
-
-
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, activation=None, n_threads=None,
-           isa=None):
-    """2-D convolution (cross-correlation, as in every deep-learning library), NHWC.
-
-    Parameters
-    ----------
-    x : array-like of shape (N, H, W, C)
-    w : array-like of shape (R, S, C, K)
-    b : array-like of shape (K,), optional
-    stride, dilation : int or (int, int), >= 1
-    padding : int, (vertical, horizontal), (top, bottom, left, right), "valid" or "same"
-        "same" is TensorFlow's: output size ceil(input / stride), odd extra at bottom/right.
-    activation : None or "relu", applied after the bias, fused into the kernel.
-    n_threads : int or None
-    isa : None or 0, 1, 2
-        SIMD path (0 baseline, 1 AVX2, 2 AVX-512); None picks the best the CPU has.
-
-    Returns
-    -------
-    y : ndarray of shape (N, Ho, Wo, K), dtype of x
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastcnn.functional import conv2d
-    >>> conv2d(np.ones((1, 4, 4, 1)), np.ones((3, 3, 1, 1)))[0, :, :, 0]
-    array([[9., 9.],
-           [9., 9.]])
-    """
-    check_same_dtype(x=x, w=w, b=b)
-    dtype = result_dtype(x, w, b)
-    x = as_float_array(x, "x", 4, dtype)
-    w = as_float_array(w, "w", 4, dtype)
-    stride, pads, dilation, (ho, wo) = _conv_geometry(x, w, stride, padding, dilation)
-    kh, kw, c, k = w.shape
-    if activation not in (None, "linear", "identity", "relu"):
-        raise ValueError(f"activation must be None or 'relu', got {activation!r}")
-    if b is not None:
-        b = as_float_array(b, "b", 1, dtype)
-        if b.shape != (k,):
-            raise ValueError(f"b must have shape ({k},) to match w's {k} output channels, "
-                             f"got {b.shape}")
-    plan = ConvPlan(x.shape[1:], w.shape, stride, pads, dilation, dtype, isa)
-    return plan.forward(x, w, b, activation == "relu", n_threads)
-
-
-def conv2d_backward(x, w, dy, stride=1, padding=0, dilation=1, need_dx=True, n_threads=None,
-                    isa=None):
-    """Gradients of :func:`conv2d` (before its activation) with respect to x, w and b.
-
-    The data gradient convolves the zero-padded delta with the 180-degree rotated,
-    channel-transposed filter; for stride > 1 it is split into stride phases, each a
-    dense convolution with the taps that reach it (no multiplications by inserted zeros).
-    The weight gradient correlates x with dy; the bias gradient sums dy.
-
-    Parameters
-    ----------
-    x : array-like of shape (N, H, W, C), the forward input
-    w : array-like of shape (R, S, C, K)
-    dy : array-like of shape (N, Ho, Wo, K), the gradient of the loss w.r.t. the output
-    stride, padding, dilation : as in :func:`conv2d`
-    need_dx : bool
-        False skips the data gradient (a network's first layer) and returns None for it.
-    n_threads, isa : as in :func:`conv2d`
-
-    Returns
-    -------
-    dx : ndarray (N, H, W, C) or None
-    dw : ndarray (R, S, C, K)
-    db : ndarray (K,)
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastcnn.functional import conv2d_backward
-    >>> dx, dw, db = conv2d_backward(np.ones((1, 4, 4, 1)), np.ones((3, 3, 1, 1)),
-    ...                              np.ones((1, 2, 2, 1)))
-    >>> dw[:, :, 0, 0]
-    array([[4., 4., 4.],
-           [4., 4., 4.],
-           [4., 4., 4.]])
-    """
-    check_same_dtype(x=x, w=w, dy=dy)
-    dtype = result_dtype(x, w, dy)
-    x = as_float_array(x, "x", 4, dtype)
-    w = as_float_array(w, "w", 4, dtype)
-    dy = as_float_array(dy, "dy", 4, dtype)
-    stride, pads, dilation, (ho, wo) = _conv_geometry(x, w, stride, padding, dilation)
-    n, h, wd, c = x.shape
-    kh, kw, _, k = w.shape
-    if dy.shape != (n, ho, wo, k):
-        raise ValueError(
-            f"dy must have the forward output's shape {(n, ho, wo, k)} for x {x.shape} and "
-            f"w {w.shape}, got {dy.shape}"
-        )
-    plan = ConvPlan(x.shape[1:], w.shape, stride, pads, dilation, dtype, isa)
-    return plan.backward(x, w, dy, need_dx, n_threads)
+__all__ = [
+    "conv2d",
+    "conv2d_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "global_avg_pool2d",
+    "global_avg_pool2d_backward",
+    "relu",
+    "relu_backward",
+    "sigmoid",
+    "sigmoid_backward",
+    "tanh",
+    "tanh_backward",
+    "softmax",
+    "softmax_cross_entropy",
+]

@@ -2,15 +2,16 @@ import warnings
 
 import pytest
 
-from fastcnn import _checks
+from fastcnn.ops.threads import parallel_grain
 
 
 @pytest.fixture(autouse=True)
-def _parallel_even_for_tiny_inputs(monkeypatch):
+def _parallel_even_for_tiny_inputs():
     """Test data is small: without this, the kernels would run most of it on one thread
-    (see fastcnn._checks.PARALLEL_GRAIN) and the tests would not exercise the parallel
+    (see fastcnn.ops.threads.parallel_grain) and the tests would not exercise the parallel
     code paths or their thread-count independence."""
-    monkeypatch.setattr(_checks, "PARALLEL_GRAIN", 1)
+    with parallel_grain(1):
+        yield
 
 
 @pytest.fixture(scope="session")

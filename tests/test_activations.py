@@ -3,7 +3,7 @@ determinism and validation."""
 import numpy as np
 import pytest
 
-from fastcnn._functional_act import (
+from fastcnn.ops.activation import (
     relu,
     relu_backward,
     sigmoid,

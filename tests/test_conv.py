@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from fastcnn import functional as F
-from fastcnn._checks import int_pair, padding_amounts
-from fastcnn._conv_plan import ConvPlan
+from fastcnn.ops.geometry import int_pair, padding_amounts
+from fastcnn.ops.conv import ConvPlan
 from fastcnn._ext import _conv
 from fastcnn._ext._openmp import openmp_enabled
 
@@ -161,19 +161,20 @@ def test_every_data_gradient_path_matches_naive(shape, dtype):
 
 
 @pytest.mark.parametrize("shape", SHAPES[:12], ids=str)
-def test_weights_outer_loop_order_gives_the_same_results(shape, monkeypatch):
+def test_weights_outer_loop_order_gives_the_same_results(shape):
     """Dense-sized weights are walked block by block: the same arithmetic, reordered."""
-    import fastcnn._conv_plan as conv_plan
-
     stride, padding, dilation = shape[7:]
     x, w, b = random_case(shape, np.float64)
     kwargs = dict(stride=stride, padding=padding, dilation=dilation)
     y = F.conv2d(x, w, b, **kwargs)
     dy = np.random.default_rng(1).standard_normal(y.shape)
     grads = F.conv2d_backward(x, w, dy, **kwargs)
-    monkeypatch.setattr(conv_plan, "_WEIGHTS_OUTER_BYTES", 0)
-    assert np.array_equal(F.conv2d(x, w, b, **kwargs), y)
-    for got, want in zip(F.conv2d_backward(x, w, dy, **kwargs), grads):
+    stride, dilation = int_pair(stride, "stride"), int_pair(dilation, "dilation")
+    pads = padding_amounts(padding, x.shape[1:3], w.shape[:2], stride, dilation)
+    plan = ConvPlan(x.shape[1:], w.shape, stride, pads, dilation, np.float64,
+                    weights_outer_bytes=0)
+    assert np.array_equal(plan.forward(x, w, b, False, None), y)
+    for got, want in zip(plan.backward(x, w, dy, True, None), grads):
         assert np.array_equal(got, want)
 
 
@@ -181,17 +182,15 @@ def test_weights_outer_loop_order_gives_the_same_results(shape, monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(3, 4, 5, 37, 64), (1, 1, 7, 100, 64), (2, 1, 1, 9, 128)],
                          ids=str)
-def test_big_1x1_weights_run_in_slices_of_input_channels(shape, dtype, isa, monkeypatch):
+def test_big_1x1_weights_run_in_slices_of_input_channels(shape, dtype, isa):
     """A 1x1 convolution with big weights (a dense layer) adds up slices of its input
     channels onto the output: the same result as one pass, for any thread count."""
-    import fastcnn._conv_plan as conv_plan
-    from fastcnn._workspace import Workspace
+    from fastcnn.ops.workspace import Workspace
 
     n, h, w, c, k = shape
-    monkeypatch.setattr(conv_plan, "_WEIGHTS_OUTER_BYTES", 0)
-    monkeypatch.setattr(conv_plan, "_SLICE_WEIGHT_BYTES", 10 * k * np.dtype(dtype).itemsize)
     x, weights, bias = random_case((n, h, w, c, 1, 1, k), dtype)
-    plan = ConvPlan((h, w, c), weights.shape, (1, 1), (0, 0, 0, 0), (1, 1), dtype, isa)
+    plan = ConvPlan((h, w, c), weights.shape, (1, 1), (0, 0, 0, 0), (1, 1), dtype, isa,
+                    weights_outer_bytes=0, slice_weight_bytes=10 * k * np.dtype(dtype).itemsize)
     expected = (x.reshape(-1, c).astype(np.float64) @ weights.reshape(c, k) + bias)
     for relu in (False, True):
         want = np.maximum(expected, 0) if relu else expected
@@ -375,11 +374,11 @@ def test_bad_input_is_a_clear_error(func, kwargs, error, message):
 
 
 @pytest.mark.skipif(not openmp_enabled(), reason="a serial build always runs on one thread")
-def test_small_work_runs_on_fewer_threads(monkeypatch):
-    from fastcnn import _checks
+def test_small_work_runs_on_fewer_threads():
+    from fastcnn.ops.threads import parallel_grain, resolve_threads
 
-    monkeypatch.setattr(_checks, "PARALLEL_GRAIN", 32768)
-    assert _checks.resolve_threads(4, work=10) == 1
-    assert _checks.resolve_threads(4, work=3 * 32768) == 3
-    assert _checks.resolve_threads(2, work=10**9) == 2
-    assert _checks.resolve_threads(2) == 2
+    with parallel_grain(32768):
+        assert resolve_threads(4, work=10) == 1
+        assert resolve_threads(4, work=3 * 32768) == 3
+        assert resolve_threads(2, work=10**9) == 2
+        assert resolve_threads(2) == 2

@@ -15,7 +15,7 @@ from sklearn.preprocessing import MinMaxScaler
 from sklearn.utils._param_validation import InvalidParameterError
 
 from fastcnn import CNNClassifier, CNNRegressor
-from fastcnn._estimator import default_layers
+from fastcnn.estimators import default_layers
 from fastcnn.layers import AvgPool2D, Conv2D, Dense, Dropout, GlobalAvgPool2D, MaxPool2D
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -490,12 +490,12 @@ def test_transform_is_last_hidden_layer(small_digits):
 @pytest.fixture
 def no_training(monkeypatch):
     """Fail the test if any training step starts: errors must come before training."""
-    from fastcnn._estimator import _BaseCNN
+    from fastcnn.estimators import _base
 
     def forbidden(*args, **kwargs):
         raise AssertionError("training started before the input was rejected")
 
-    monkeypatch.setattr(_BaseCNN, "_train", forbidden)
+    monkeypatch.setattr(_base, "run_epochs", forbidden)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

@@ -7,10 +7,11 @@ every parameter of every layer is checked.
 import numpy as np
 import pytest
 
-from fastcnn import layers
+from fastcnn.nn.dense import DenseLayer
+from fastcnn.nn.layer import Run
 from fastcnn.layers import AvgPool2D, Conv2D, Dense, Dropout, GlobalAvgPool2D, MaxPool2D
-from fastcnn.losses import softmax_cross_entropy, squared_error
-from fastcnn.network import Network
+from fastcnn.nn.losses import softmax_cross_entropy, squared_error
+from fastcnn.nn.network import Network
 
 NETWORKS = {
     "conv-pools-dense": (
@@ -52,23 +53,28 @@ def _loss_and_grad(net, x, target, kind):
     # The same dropout mask on every evaluation: the loss is then a smooth function.
     # One thread: these tiny layers are all per-call overhead (thread counts are tested
     # with the kernels and the estimator).
-    net.dropout_rng = np.random.default_rng(7)
+    net.rng = np.random.default_rng(7)
     out = net.forward(x, training=True, n_threads=1)
     if kind == "cross-entropy":
         return softmax_cross_entropy(out, target, n_threads=1)
     return squared_error(out, target)
 
 
+def _dense_on_kernels(net, on_kernels):
+    for layer in net.layers:
+        if isinstance(layer, DenseLayer):
+            layer.on_kernels = on_kernels
+
+
 @pytest.mark.parametrize("dense_on_kernels", [False, True])
 @pytest.mark.parametrize("loss_kind", ["cross-entropy", "squared"])
 @pytest.mark.parametrize("name", sorted(NETWORKS))
-def test_network_gradients_match_finite_differences(name, loss_kind, dense_on_kernels,
-                                                    monkeypatch):
+def test_network_gradients_match_finite_differences(name, loss_kind, dense_on_kernels):
     # Dense layers run on BLAS when small and on the convolution kernels when big: both.
-    monkeypatch.setattr(layers, "_DENSE_KERNEL_MIN_WEIGHTS", 0 if dense_on_kernels else 10**9)
     input_shape, specs = NETWORKS[name]
     rng = np.random.RandomState(0)
     net = Network(specs, input_shape, dtype="float64").initialize(rng)
+    _dense_on_kernels(net, dense_on_kernels)
     for p in net.params:  # non-zero biases, so every path is exercised
         p += 0.1 * rng.standard_normal(p.shape)
     x = rng.standard_normal((4,) + input_shape)
@@ -118,19 +124,18 @@ def test_first_layer_skips_the_data_gradient():
     net.initialize(0)
     assert not net.layers[0].need_dx and net.layers[1].need_dx
     out = net.forward(np.ones((2, 5, 5, 1)), training=True)
-    assert net.layers[0].backward(np.ones((2, 3, 3, 2)), None) is None
+    assert net.layers[0].backward(np.ones((2, 3, 3, 2)), Run(True, None, None)) is None
     net.backward(np.ones_like(out))  # runs through without a data gradient at the input
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("dense_on_kernels", [False, True])
-def test_dense_outputs_do_not_depend_on_batch_or_threads(dense_on_kernels, dtype,
-                                                         monkeypatch):
+def test_dense_outputs_do_not_depend_on_batch_or_threads(dense_on_kernels, dtype):
     """A sample's output is bitwise the same alone, in any batch, on any thread count."""
-    monkeypatch.setattr(layers, "_DENSE_KERNEL_MIN_WEIGHTS", 0 if dense_on_kernels else 10**9)
     net = Network([Conv2D(3, 3, activation="relu"), Dense(37, activation="tanh"),
                    Dense(19, activation="relu"), Dense(5, activation="linear")],
                   (6, 6, 2), dtype=dtype).initialize(np.random.RandomState(0))
+    _dense_on_kernels(net, dense_on_kernels)
     x = np.random.default_rng(1).standard_normal((23, 6, 6, 2)).astype(dtype)
     whole = net.forward(x, n_threads=1)
     assert np.array_equal(net.forward(x, n_threads=2), whole)

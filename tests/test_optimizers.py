@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fastcnn.optimizers import make_optimizer
+from fastcnn.nn.optimizers import make_optimizer
 
 TOLERANCE = {np.float32: dict(rtol=1e-6, atol=1e-7), np.float64: dict(rtol=1e-13, atol=1e-15)}
 

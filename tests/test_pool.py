@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fastcnn._functional_pool import (
+from fastcnn.ops.pool import (
     avg_pool2d,
     avg_pool2d_backward,
     global_avg_pool2d,

@@ -509,7 +509,7 @@ def test_ctrl_c_stops_at_a_batch_boundary_and_keeps_the_last_epoch(digits, monke
 
 def test_an_error_inside_a_kernel_leaves_the_estimator_unchanged(fitted, digits,
                                                                   monkeypatch):
-    from fastcnn._conv_plan import ConvPlan
+    from fastcnn.ops.conv import ConvPlan
 
     X, y = digits
     clf = pickle.loads(pickle.dumps(fitted))

@@ -8,7 +8,7 @@ from sklearn.exceptions import NotFittedError
 
 from fastcnn import CNNClassifier, CNNRegressor
 from fastcnn.layers import AvgPool2D, Conv2D, Dense, Dropout, GlobalAvgPool2D, MaxPool2D
-from fastcnn.network import Network, layer_flops
+from fastcnn.nn.network import Network
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -64,7 +64,7 @@ def test_summary_pooling_strides_and_padding():
                    GlobalAvgPool2D(), Dense(2, "linear")], (7, 7, 2))
     shapes = [layer.output_shape for layer in net.layers]
     assert shapes == [(4, 4, 3), (2, 2, 3), (2, 1, 5), (1, 1, 5), (5,), (2,)]
-    flops = [layer_flops(layer) for layer in net.layers]
+    flops = [layer.flops() for layer in net.layers]
     assert flops == [
         2 * 16 * 3 * 9 * 2,     # 'same' stride 2: 4x4 outputs, 3 filters, 3x3x2 taps
         2 * 2 * 3 * 4,          # one per element of each 2x2 window

@@ -6,9 +6,9 @@ import threading
 import numpy as np
 import pytest
 
-from fastcnn._workspace import Workspace
+from fastcnn.ops.workspace import Workspace
 from fastcnn.layers import AvgPool2D, Conv2D, Dense, GlobalAvgPool2D, MaxPool2D
-from fastcnn.network import Network
+from fastcnn.nn.network import Network
 
 LAYERS = [
     Conv2D(6, 5, padding="same"),          # single channel: expanded rows
@@ -106,12 +106,14 @@ def test_concurrent_predictions_get_their_own_buffers():
 def test_buffers_are_dropped_by_clear_cache_and_pickling():
     net = make_network()
     train_step(net, batch(5, 1))
-    spaces = net._workspaces.get(training=True)
-    assert any(ws._arrays for ws in spaces)
+    def training_spaces(network):
+        return [layer.workspace(True) for layer in network.root.walk()]
+
+    assert any(ws._arrays for ws in training_spaces(net))
     loaded = pickle.loads(pickle.dumps(net))
-    assert not any(ws._arrays for ws in loaded._workspaces.get(training=True))
+    assert not any(ws._arrays for ws in training_spaces(loaded))
     net.clear_cache()
-    assert not any(ws._arrays for ws in net._workspaces.get(training=True))
+    assert not any(ws._arrays for ws in training_spaces(net))
     x = batch(5, 2)
     assert np.array_equal(loaded.forward(x), net.forward(x))
 

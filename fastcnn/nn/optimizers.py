@@ -16,7 +16,7 @@ Unlike MLPClassifier, the schedule applies to every solver, Adam included.
 Examples
 --------
 >>> import numpy as np
->>> from fastcnn.optimizers import make_optimizer
+>>> from fastcnn.nn.optimizers import make_optimizer
 >>> w = np.ones(3)
 >>> opt = make_optimizer("sgd", [w], learning_rate_init=0.1, momentum=0.0)
 >>> opt.update([w], [np.ones(3)])
@@ -25,7 +25,7 @@ array([0.9, 0.9, 0.9])
 """
 import numpy as np
 
-from ._ext import _optim
+from ..ops.optim import adam_step, sgd_step
 
 SOLVERS = ("sgd", "adam", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "invscaling", "adaptive", "step")
@@ -86,8 +86,8 @@ class SGDOptimizer(_Optimizer):
     def _update_one(self, i, p, g, n_threads):
         # v = mu * v - lr * g; p += v, or p += mu * v - lr * g with Nesterov (Sutskever et
         # al. form, as in MLPClassifier): one compiled pass over each array
-        _optim.sgd_step(p.reshape(-1), g.reshape(-1), self.velocities[i].reshape(-1),
-                        self.learning_rate, self.momentum, self.nesterov, n_threads)
+        sgd_step(p, g, self.velocities[i], self.learning_rate, self.momentum, self.nesterov,
+                 n_threads)
 
 
 class AdamOptimizer(_Optimizer):
@@ -109,9 +109,8 @@ class AdamOptimizer(_Optimizer):
 
     def _update_one(self, i, p, g, n_threads):
         # m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= lr_t m / (sqrt(v) + eps)
-        _optim.adam_step(p.reshape(-1), g.reshape(-1), self.ms[i].reshape(-1),
-                         self.vs[i].reshape(-1), self._lr_t, self.beta_1, self.beta_2,
-                         self.epsilon, n_threads)
+        adam_step(p, g, self.ms[i], self.vs[i], self._lr_t, self.beta_1, self.beta_2,
+                  self.epsilon, n_threads)
 
 
 class RMSpropOptimizer(_Optimizer):

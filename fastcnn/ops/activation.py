@@ -7,14 +7,9 @@ bitwise the same for any ``n_threads``.
 """
 import numpy as np
 
-from ._checks import (
-    as_float_array,
-    check_same_dtype,
-    resolve_threads,
-    result_dtype,
-    row_shares,
-)
-from ._ext import _activations
+from .._ext import _activations
+from ._validation import as_float_array, check_same_dtype, result_dtype, row_shares
+from .threads import resolve_threads
 
 __all__ = [
     "relu",
@@ -304,3 +299,27 @@ def softmax_cross_entropy(logits, labels, sample_weight=None, n_threads=None):
     )
     return float(loss), dlogits
 
+
+
+# The in-place forms a network's layers run on their own fresh arrays, which the network
+# checked when it was built: per-call validation would cost more than the kernels at small
+# sizes.
+KINDS = ("relu", "sigmoid", "tanh")
+
+
+def activate_inplace(z, kind, n_threads):
+    """z = kind(z) for a C-contiguous float array z; other kinds leave z as it is."""
+    if kind in KINDS:
+        flat = z.reshape(-1)
+        getattr(_activations, f"{kind}_forward")(flat, flat, resolve_threads(n_threads,
+                                                                             flat.size))
+    return z
+
+
+def activation_backward_inplace(dy, y, kind, n_threads):
+    """dy = dy * kind'(from the output y), for C-contiguous dy and y of one dtype."""
+    if kind in KINDS:
+        flat = dy.reshape(-1)
+        getattr(_activations, f"{kind}_backward")(flat, y.reshape(-1), flat,
+                                                   resolve_threads(n_threads, flat.size))
+    return dy

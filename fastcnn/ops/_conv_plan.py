@@ -2,17 +2,17 @@
 
 A :class:`ConvPlan` fixes everything that depends only on the shapes (output size, which
 kernel, SIMD path and register-tile width, the stride phases of the data gradient) so that
-each call only packs the weights and runs the kernels. ``fastcnn.functional`` builds a plan
+each call only packs the weights and runs the kernels. ``fastcnn.ops.conv`` builds a plan
 per call after validating its arguments; the network's layers build one per layer and
 reuse it for every batch. Plans trust their inputs: C-contiguous arrays of the plan's
 dtype and shapes, as the callers guarantee.
 """
 import numpy as np
 
-from . import _checks
-from ._ext import _conv
-from ._ext._openmp import effective_n_threads
-from ._workspace import empty, zeros
+from .._ext import _conv
+from .geometry import conv_output_hw
+from .threads import resolve_threads
+from .workspace import empty, zeros
 
 # Fewer weight-gradient tiles than this and the batch is split into chunks with private
 # partial sums (added in chunk order), so small layers still use every core. Fixed, so
@@ -33,6 +33,15 @@ _WEIGHTS_OUTER_BYTES = 1024 * 1024
 # its input channels whose weights take about this many bytes: each slice's weights come
 # from memory once, in order, and stay in cache for every tile.
 _SLICE_WEIGHT_BYTES = 512 * 1024
+
+
+def cpu_isa():
+    """The best SIMD path this CPU has: 0 baseline, 1 AVX2+FMA, 2 AVX-512."""
+    return _conv.cpu_isa()
+
+
+def isa_name(isa):
+    return _conv.ISA_NAMES[isa]
 
 
 def resolve_isa(isa):
@@ -98,14 +107,18 @@ class ConvPlan:
     (top, bottom, left, right), dilation, dtype and SIMD path."""
 
     def __init__(self, image_shape, weight_shape, stride, pads, dilation, dtype, isa=None,
-                 dx_path=None):
+                 dx_path=None, weights_outer_bytes=_WEIGHTS_OUTER_BYTES,
+                 slice_weight_bytes=_SLICE_WEIGHT_BYTES):
         self.h, self.w, self.c = image_shape
         self.kh, self.kw, _, self.k = weight_shape
         self.stride, self.pads, self.dilation = tuple(stride), tuple(pads), tuple(dilation)
         self.dtype = np.dtype(dtype)
         itemsize = self.dtype.itemsize
-        self.ho = (self.h + pads[0] + pads[1] - (self.kh - 1) * dilation[0] - 1) // stride[0] + 1
-        self.wo = (self.w + pads[2] + pads[3] - (self.kw - 1) * dilation[1] - 1) // stride[1] + 1
+        # (the thresholds of the weights-outer order and of the slices, for tests to move)
+        self.weights_outer_bytes = weights_outer_bytes
+        self.slice_weight_bytes = slice_weight_bytes
+        self.ho, self.wo = conv_output_hw((self.h, self.w), (self.kh, self.kw), stride, pads,
+                                          dilation)
         isa = resolve_isa(isa)
         # Multiply-adds per image, in vectors of ~16: the work that decides the threads.
         self.vector_work = self.ho * self.wo * self.kh * self.kw * self.c * self.k // 16
@@ -166,14 +179,14 @@ class ConvPlan:
             n_terms = self.kh * self.kw * self.c
             self._columns = ConvPlan((self.ho, self.wo, self.k), (1, 1, self.k, n_terms),
                                      (1, 1), (0, 0, 0, 0), (1, 1), dtype, isa,
-                                     dx_path="phases")
+                                     dx_path="phases", weights_outer_bytes=weights_outer_bytes,
+                                     slice_weight_bytes=slice_weight_bytes)
             self._images_per_chunk = max(1, _COLUMN_CHUNK_BYTES
                                          // (self.ho * self.wo * n_terms * itemsize))
 
     def threads(self, n_threads, n_images):
         """``n_threads`` (None: all usable cores) capped for small batches."""
-        n_threads = effective_n_threads(n_threads)
-        return max(1, min(n_threads, n_images * self.vector_work // _checks.PARALLEL_GRAIN))
+        return resolve_threads(n_threads, n_images * self.vector_work)
 
     def _expanded_rows(self, x, ws, n_threads, reuse=False):
         """Zero-padded, K-fold expanded rows of single-channel images (N, Hp, row length).
@@ -208,7 +221,7 @@ class ConvPlan:
     def forward(self, x, w, b, relu, n_threads, ws=None, out=None, packed=None):
         """conv(x, w) + b (then relu), as (N, Ho, Wo, K). ``b`` may be None.
 
-        ``ws`` is a :class:`~fastcnn._workspace.Workspace` to take arrays from (None: fresh
+        ``ws`` is a :class:`~fastcnn.ops.workspace.Workspace` to take arrays from (None: fresh
         ones); ``out``, if given, receives the result; ``packed``, if given, is w already
         packed in output-channel blocks (then w is not read).
         """
@@ -221,7 +234,7 @@ class ConvPlan:
         kh, kw, k = self.kh, self.kw, self.k
         (sh, sw), (dh, dw) = self.stride, self.dilation
         if (packed is None and kh == kw == 1 and self.stride == (1, 1) and not any(self.pads)
-                and w.nbytes > _WEIGHTS_OUTER_BYTES and self.k_padded == k
+                and w.nbytes > self.weights_outer_bytes and self.k_padded == k
                 and not self.single_channel):
             return self._forward_in_slices(x, w, b, relu, n_threads, ws, out)
         if self.single_channel and packed is None:
@@ -232,7 +245,7 @@ class ConvPlan:
             return out
         if packed is not None:
             wpack = packed
-        elif w.nbytes > _WEIGHTS_OUTER_BYTES and self.k_padded == k:
+        elif w.nbytes > self.weights_outer_bytes and self.k_padded == k:
             # read in place, each block at a row stride of K: a copy of weights this big
             # (a dense layer's) would cost more than the strided reads
             wpack = np.ascontiguousarray(w).reshape(1, kh * kw, self.c, k)
@@ -241,7 +254,7 @@ class ConvPlan:
                                  self.fwd_block, False, ws, "packed", n_threads)
         _conv.conv2d_forward(x, wpack, self._bias(b, ws), out, kh, kw, sh, sw, self.pads[0],
                              self.pads[2], dh, dw, relu, self.fwd_isa, self.fwd_nv, self.fwd_block,
-                             wpack.nbytes > _WEIGHTS_OUTER_BYTES, False, n_threads)
+                             wpack.nbytes > self.weights_outer_bytes, False, n_threads)
         return out
 
     def _forward_in_slices(self, x, w, b, relu, n_threads, ws, out):
@@ -254,7 +267,7 @@ class ConvPlan:
         """
         n_pixels = x.shape[0] * self.h * self.w
         itemsize = self.dtype.itemsize
-        width = max(1, _SLICE_WEIGHT_BYTES // (self.k * itemsize))
+        width = max(1, self.slice_weight_bytes // (self.k * itemsize))
         n_slices = -(-self.c // width)
         width = -(-self.c // n_slices)   # slices of nearly equal width
         row = width + 64 // itemsize
@@ -317,7 +330,7 @@ class ConvPlan:
                                  n_threads)
             _conv.conv2d_backward_data_phase(dy, wpack, row_off, col_off, dx, row0, col0,
                                              self.stride[0], self.stride[1], self.dx_isa,
-                                             self.dx_nv, wpack.nbytes > _WEIGHTS_OUTER_BYTES,
+                                             self.dx_nv, wpack.nbytes > self.weights_outer_bytes,
                                              n_threads)
         return dx, dw, db
 

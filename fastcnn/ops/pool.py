@@ -8,8 +8,11 @@ import numbers
 
 import numpy as np
 
-from ._checks import as_float_array, int_pair, output_size, resolve_threads
-from ._ext import _pool
+from .._ext import _pool
+from ._validation import as_float_array
+from .geometry import int_pair, pool_output_hw
+from .threads import resolve_threads
+from .workspace import empty
 
 __all__ = [
     "max_pool2d",
@@ -30,8 +33,7 @@ def _pool_geometry(in_hw, pool_size, stride):
         raise ValueError(
             f"pool {pool[0]}x{pool[1]} does not fit a {h}x{w} input; use a smaller pool_size"
         )
-    out = tuple(output_size(size, 0, 0, k, s, 1) for size, k, s in zip(in_hw, pool, stride))
-    return pool, stride, out
+    return pool, stride, pool_output_hw(in_hw, pool, stride)
 
 
 def _check_x_shape(x_shape):
@@ -309,4 +311,55 @@ def global_avg_pool2d_backward(dy, x_shape, n_threads=None):
     dx = np.empty((n, h, w, c), dtype=dy.dtype)
     if dx.size:
         _pool.global_avg_pool2d_backward(dy, dx, n_threads)
+    return dx
+
+
+class PoolPlan:
+    """Max or average pooling of one image shape (H, W, C), decided once.
+
+    What a network's pooling layer runs for every batch: the geometry is checked when the
+    plan is made, and each call takes C-contiguous arrays of the plan's dtype and image
+    shape (the caller guarantees it) and writes into workspace arrays.
+    """
+
+    def __init__(self, image_shape, pool_size, stride, mode, dtype):
+        h, w, c = image_shape
+        self.mode = mode
+        self.pool, self.stride, (ho, wo) = _pool_geometry((h, w), pool_size, stride)
+        self.output_shape = (ho, wo, c)
+        self.dtype = np.dtype(dtype)
+        self._work = ho * wo * c * self.pool[0] * self.pool[1]
+
+    def forward(self, x, n_threads, ws=None):
+        """(y, argmax): argmax is None for average pooling."""
+        n_threads = resolve_threads(n_threads, x.shape[0] * self._work)
+        y = empty(ws, "y", (x.shape[0], *self.output_shape), self.dtype)
+        if self.mode == "avg":
+            _pool.avg_pool2d_forward(x, y, *self.pool, *self.stride, n_threads)
+            return y, None
+        argmax = empty(ws, "argmax", y.shape, np.int64)
+        _pool.max_pool2d_forward(x, y, argmax, *self.pool, *self.stride, n_threads)
+        return y, argmax
+
+    def backward(self, dy, x_shape, argmax, n_threads, ws=None):
+        n_threads = resolve_threads(n_threads, dy.shape[0] * self._work)
+        dx = empty(ws, "dx", x_shape, self.dtype)
+        if self.mode == "avg":
+            _pool.avg_pool2d_backward(dy, dx, *self.pool, *self.stride, n_threads)
+        else:
+            _pool.max_pool2d_backward(dy, argmax, dx, n_threads)
+        return dx
+
+
+def global_avg_pool_into(x, n_threads, ws=None):
+    """:func:`global_avg_pool2d` of a trusted C-contiguous x, into a workspace array."""
+    y = empty(ws, "y", (x.shape[0], x.shape[3]), x.dtype)
+    _pool.global_avg_pool2d_forward(x, y, resolve_threads(n_threads, x.size))
+    return y
+
+
+def global_avg_pool_backward_into(dy, x_shape, n_threads, ws=None):
+    """:func:`global_avg_pool2d_backward` of a trusted dy, into a workspace array."""
+    dx = empty(ws, "dx", x_shape, dy.dtype)
+    _pool.global_avg_pool2d_backward(dy, dx, resolve_threads(n_threads, dx.size))
     return dx

@@ -1,0 +1,173 @@
+"""What every runtime layer shares: parameters, buffers, gradients, workspaces, pickling.
+
+A runtime layer is built from a spec for one input shape and dtype. It holds its
+parameters (trained), its buffers (state that is not trained, such as running
+statistics) and the gradients of its parameters, and has ``forward(x, run, ws)`` and
+``backward(dy, run, ws)``. ``run`` says whether this is training, how many threads to
+use and which generator draws random masks; ``ws`` is the layer's workspace for the pass
+(None: return fresh arrays). Blocks are layers whose work is done by child layers.
+"""
+import threading
+
+import numpy as np
+
+from ..ops.workspace import Workspace
+
+# Activation names a spec accepts -> the kernel's name ("linear": none)
+ACTIVATIONS = {
+    None: "linear",
+    "linear": "linear",
+    "identity": "linear",
+    "relu": "relu",
+    "sigmoid": "sigmoid",
+    "logistic": "sigmoid",
+    "tanh": "tanh",
+}
+
+
+def activation_problem(activation):
+    try:
+        known = activation in ACTIVATIONS
+    except TypeError:
+        known = False
+    if not known:
+        return (f"activation must be one of 'relu', 'sigmoid', 'tanh', 'linear' "
+                f"(or 'logistic', 'identity', None), got {activation!r}")
+    return None
+
+
+class Run:
+    """One pass through a network: mode, threads, and the generator for random layers."""
+
+    __slots__ = ("training", "n_threads", "rng")
+
+    def __init__(self, training, n_threads, rng):
+        self.training = training
+        self.n_threads = n_threads
+        self.rng = rng
+
+
+def shape_str(shape):
+    return "x".join(str(s) for s in shape)
+
+
+def init_weights(rng, shape, fan_in, fan_out, activation, dtype):
+    """He normal for relu, Glorot uniform otherwise, drawn from a RandomState."""
+    if activation == "relu":
+        w = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)
+    else:
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        w = rng.uniform(-limit, limit, size=shape)
+    return w.astype(dtype)
+
+
+def own_gradient(dy, dtype):
+    """dy, to be changed in place: the gradient array the layer above just returned, used
+    by nothing else (a copy if it is not a writable C-contiguous array of ``dtype``)."""
+    if not (dy.flags.c_contiguous and dy.flags.writeable and dy.dtype == dtype):
+        dy = np.array(dy, dtype=dtype, order="C")
+    return dy
+
+
+class _Workspaces:
+    """A layer's workspaces, one per thread and per mode (training or prediction).
+
+    Per thread so that concurrent ``predict`` calls on one model never share arrays;
+    per mode so that a prediction between a training forward pass and its backward pass
+    leaves the training arrays alone. Not pickled: a loaded model starts empty.
+    """
+
+    def __init__(self):
+        self._local = threading.local()
+
+    def get(self, training):
+        attr = "training" if training else "prediction"
+        ws = getattr(self._local, attr, None)
+        if ws is None:
+            ws = Workspace()
+            setattr(self._local, attr, ws)
+        return ws
+
+    def __getstate__(self):
+        return {}
+
+    def __setstate__(self, state):
+        self.__init__()
+
+
+class Layer:
+    """A runtime layer: parameters, buffers, gradients, forward and backward.
+
+    Subclasses set ``output_shape`` and fill ``params`` (with ``decay``: whether the L2
+    penalty applies to each) and ``buffers`` in ``__init__``.
+    """
+
+    # Arrays kept from the last training forward pass; dropped when pickling.
+    _cache_names = ()
+
+    def __init__(self, spec, input_shape, dtype, need_dx, numbering):
+        self.spec = spec
+        # blocks are not numbered: the layers inside them are, in network order
+        self.index = None if numbering is None else next(numbering)
+        self.input_shape = tuple(input_shape)
+        self.dtype = np.dtype(dtype)
+        self.need_dx = need_dx
+        self.params = []
+        self.decay = []
+        self.grads = []
+        self.buffers = []
+        self.children = []
+        self._spaces = _Workspaces()
+
+    @property
+    def name(self):
+        return f"{type(self.spec).__name__} #{self.index}"
+
+    def _add_param(self, value, decay):
+        self.params.append(value)
+        self.decay.append(decay)
+        self.grads.append(np.zeros_like(value))
+        return value
+
+    def walk(self):
+        """This layer and every layer inside it, in network order."""
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+    def workspace(self, training):
+        return self._spaces.get(training)
+
+    def release_buffers(self):
+        self._spaces = _Workspaces()
+
+    def init_params(self, rng):
+        pass
+
+    def flops(self):
+        """Floating-point operations of one image's forward pass (none by default)."""
+        return 0
+
+    def clear_cache(self):
+        for name in self._cache_names:
+            setattr(self, name, None)
+
+    def __getstate__(self):
+        # Parameters and buffers only: no cached activations, gradients rebuilt on load.
+        state = self.__dict__.copy()
+        for name in self._cache_names:
+            state[name] = None
+        state["grads"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.grads = [np.zeros_like(p) for p in self.params]
+
+    def _needs_image(self):
+        if len(self.input_shape) != 3:
+            raise ValueError(
+                f"{self.name} needs an image input (height x width x channels) but gets "
+                f"{self.input_shape[0]} flat features from an earlier Dense or "
+                "GlobalAvgPool2D layer: put Conv2D and pooling layers before them"
+            )
