@@ -30,7 +30,7 @@ def show_config():
     --------
     >>> import fastcnn
     >>> fastcnn.show_config()  # doctest: +SKIP
-    fastcnn 0.1.0
+    fastcnn 0.2.0
       OpenMP:     enabled
       threads:    2 (n_threads=None)
       SIMD path:  AVX-512

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -187,6 +188,17 @@ def test_partial_fit_goes_on_from_a_pickle_as_without_one(digits):
     clf.partial_fit(X[150:], y[150:])
     resumed.partial_fit(X[150:], y[150:])
     np.testing.assert_array_equal(resumed.predict_proba(X), clf.predict_proba(X))
+
+
+@pytest.mark.parametrize("name", ["classifier", "regressor"])
+def test_a_pickle_of_version_0_1_fails_naming_the_version(name):
+    """Models pickled by fastcnn 0.1 (files made with that version) cannot be rebuilt by
+    this layout: loading one says so, naming the version, instead of a missing module."""
+    payload = (Path(__file__).parent / "data" / f"fastcnn-0.1-{name}.pkl").read_bytes()
+    with pytest.raises(pickle.UnpicklingError,
+                       match=r"pickled by fastcnn 0\.1, whose models fastcnn .* cannot load.*"
+                             r"Refit the model"):
+        pickle.loads(payload)
 
 
 def test_pickle_carries_the_version_and_warns_on_another(fitted):
