@@ -30,45 +30,17 @@ import json, os, sys
 for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
     os.environ.pop(name, None)
 sys.path.insert(0, {here!r})
-import numpy as np
 import fastcnn
-from run import NETWORKS, conv_layer_shapes, run_fastcnn
-from conv_layer import median_seconds
-
-try:  # the layout since 0.2, then the one before it
-    from fastcnn.ops.conv import ConvPlan
-    from fastcnn.ops.geometry import padding_amounts
-    from fastcnn.ops.workspace import Workspace
-except ImportError:
-    from fastcnn._conv_plan import ConvPlan
-    from fastcnn._checks import padding_amounts
-    from fastcnn._workspace import Workspace
-
-
-def layer(shape, repeats):
-    _, n, h, w, c, k, r, pad, first = shape
-    pads = padding_amounts("same" if pad == "same" else 0, (h, w), (r, r), (1, 1), (1, 1))
-    plan = ConvPlan((h, w, c), (r, r, c, k), (1, 1), pads, (1, 1), np.float32)
-    ws = Workspace()
-    rng = np.random.default_rng(0)
-    x = rng.random((n, h, w, c), dtype=np.float32)
-    wt = rng.standard_normal((r, r, c, k)).astype(np.float32) * 0.1
-    bias = np.zeros(k, dtype=np.float32)
-    y = plan.forward(x, wt, bias, True, 1, ws)
-    dy = rng.standard_normal(y.shape).astype(np.float32)
-    flops = 2.0 * n * y.shape[1] * y.shape[2] * k * r * r * c / 1e9
-    fwd = median_seconds(lambda: plan.forward(x, wt, bias, True, 1, ws), repeats)
-    bwd = median_seconds(lambda: plan.backward(x, wt, dy, not first, 1, ws), repeats)
-    passes = 2 if first else 3
-    return {{"forward": flops / fwd, "forward_backward": passes * flops / (fwd + bwd)}}
-
+from run import conv_layer_shapes, layer_gflops, run_fastcnn
 
 task = json.loads(sys.argv[1])
 if task["kind"] == "network":
     result = run_fastcnn(task["name"], task["threads"], task["repeats"])
 else:
     shape = next(s for s in conv_layer_shapes() if s[0] == task["name"])
-    result = layer(shape, task["repeats"])
+    row = layer_gflops(shape, task["repeats"], have_torch=False)
+    result = {{"forward": row["fastcnn_forward"],
+              "forward_backward": row["fastcnn_forward_backward"]}}
 result["imported_from"] = os.path.dirname(fastcnn.__file__)
 print("RESULT " + json.dumps(result))
 """

@@ -210,9 +210,14 @@ def conv_layer_shapes():
 def layer_gflops(shape, repeats, have_torch):
     """GFLOP/s of one conv layer as a network runs it: its plan, fused bias and relu
     forward, buffers reused from call to call (a Conv2D layer's workspace)."""
-    from fastcnn.ops.geometry import padding_amounts
-    from fastcnn.ops.conv import ConvPlan
-    from fastcnn.ops.workspace import Workspace
+    try:  # the layout since fastcnn 0.2, then the one before (benchmarks/compare_builds.py)
+        from fastcnn.ops.conv import ConvPlan
+        from fastcnn.ops.geometry import padding_amounts
+        from fastcnn.ops.workspace import Workspace
+    except ImportError:
+        from fastcnn._checks import padding_amounts
+        from fastcnn._conv_plan import ConvPlan
+        from fastcnn._workspace import Workspace
 
     _, n, h, w, c, k, r, pad, first = shape
     pads = padding_amounts("same" if pad == "same" else 0, (h, w), (r, r), (1, 1), (1, 1))
