@@ -37,14 +37,26 @@ def activation_problem(activation):
 
 
 class Run:
-    """One pass through a network: mode, threads, and the generator for random layers."""
+    """One pass through a network: mode, threads, the generator for random layers, and
+    the layers' workspaces for this thread and mode ({layer: Workspace}; None: fresh
+    arrays everywhere)."""
 
-    __slots__ = ("training", "n_threads", "rng")
+    __slots__ = ("training", "n_threads", "rng", "spaces")
 
-    def __init__(self, training, n_threads, rng):
+    def __init__(self, training, n_threads, rng, spaces=None):
         self.training = training
         self.n_threads = n_threads
         self.rng = rng
+        self.spaces = spaces
+
+    def workspace(self, layer):
+        """The workspace ``layer`` keeps its arrays in during this pass."""
+        if self.spaces is None:
+            return None
+        ws = self.spaces.get(layer)
+        if ws is None:
+            ws = self.spaces[layer] = Workspace()
+        return ws
 
 
 def shape_str(shape):
@@ -69,24 +81,29 @@ def own_gradient(dy, dtype):
     return dy
 
 
-class _Workspaces:
-    """A layer's workspaces, one per thread and per mode (training or prediction).
+class Workspaces:
+    """Every layer's workspace, per thread and per mode (training or prediction).
 
     Per thread so that concurrent ``predict`` calls on one model never share arrays;
     per mode so that a prediction between a training forward pass and its backward pass
-    leaves the training arrays alone. Not pickled: a loaded model starts empty.
+    leaves the training arrays alone. Keyed by the layer itself; not pickled (a loaded
+    model starts empty), and released all at once.
     """
 
     def __init__(self):
         self._local = threading.local()
 
     def get(self, training):
+        """{layer: Workspace} of this thread for the given mode."""
         attr = "training" if training else "prediction"
-        ws = getattr(self._local, attr, None)
-        if ws is None:
-            ws = Workspace()
-            setattr(self._local, attr, ws)
-        return ws
+        spaces = getattr(self._local, attr, None)
+        if spaces is None:
+            spaces = {}
+            setattr(self._local, attr, spaces)
+        return spaces
+
+    def clear(self):
+        self._local = threading.local()
 
     def __getstate__(self):
         return {}
@@ -117,7 +134,6 @@ class Layer:
         self.grads = []
         self.buffers = []
         self.children = []
-        self._spaces = _Workspaces()
 
     @property
     def name(self):
@@ -134,12 +150,6 @@ class Layer:
         yield self
         for child in self.children:
             yield from child.walk()
-
-    def workspace(self, training):
-        return self._spaces.get(training)
-
-    def release_buffers(self):
-        self._spaces = _Workspaces()
 
     def init_params(self, rng):
         pass

@@ -22,7 +22,7 @@ from sklearn.utils import check_random_state
 # the layer families register their runtime layers with the spec registry
 from . import conv, dense, dropout, pool  # noqa: F401
 from ._spec import layer_spec_problem
-from .layer import Run
+from .layer import Run, Workspaces
 from .sequential import Sequential
 
 
@@ -61,6 +61,7 @@ class Network:
         self.root = Sequential(self.specs, self.input_shape, self.dtype, need_dx=False,
                                numbering=itertools.count(1))
         self.output_shape = self.root.output_shape
+        self._workspaces = Workspaces()
 
     @property
     def layers(self):
@@ -114,14 +115,15 @@ class Network:
         ``training=True`` keeps what :meth:`backward` needs and applies dropout. The
         output is a fresh array, never one of the network's reused buffers.
         """
-        return self.root.forward(x, Run(training, n_threads, self.rng), None, n_layers)
+        run = Run(training, n_threads, self.rng, self._workspaces.get(training))
+        return self.root.forward(x, run, None, n_layers)
 
     def backward(self, dout, n_threads=None):
         """Fill every layer's gradients from ``dout``, the loss gradient of the output.
 
         Runs after ``forward(..., training=True)`` on the same batch.
         """
-        self.root.backward(dout, Run(True, n_threads, self.rng))
+        self.root.backward(dout, Run(True, n_threads, self.rng, self._workspaces.get(True)))
 
     def features(self, x, n_threads=None):
         """The input of the last layer, flattened to (n_samples, n_features)."""
@@ -138,8 +140,7 @@ class Network:
     def release_buffers(self):
         """Free the buffers reused from batch to batch (a loop over batches keeps them
         between calls; a fitted model should not hold them)."""
-        for layer in self.root.walk():
-            layer.release_buffers()
+        self._workspaces.clear()
 
     def summary_rows(self):
         """One dict per layer: ``name``, ``spec``, ``output_shape``, ``n_params``, ``flops``.

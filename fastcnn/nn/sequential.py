@@ -36,11 +36,10 @@ class Sequential(Layer):
         children = self.children if n_children is None else self.children[:n_children]
         for i, child in enumerate(children):
             last = i + 1 == len(children)
-            x = child.forward(x, run, None if last and ws is None else
-                              child.workspace(run.training))
+            x = child.forward(x, run, None if last and ws is None else run.workspace(child))
         return x
 
     def backward(self, dy, run, ws=None):
         for child in reversed(self.children):
-            dy = child.backward(dy, run, child.workspace(True))
+            dy = child.backward(dy, run, run.workspace(child))
         return dy

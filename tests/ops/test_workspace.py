@@ -107,7 +107,7 @@ def test_buffers_are_dropped_by_clear_cache_and_pickling():
     net = make_network()
     train_step(net, batch(5, 1))
     def training_spaces(network):
-        return [layer.workspace(True) for layer in network.root.walk()]
+        return list(network._workspaces.get(training=True).values())
 
     assert any(ws._arrays for ws in training_spaces(net))
     loaded = pickle.loads(pickle.dumps(net))
