@@ -3,12 +3,14 @@
 """Activations and their gradients, softmax and softmax cross-entropy.
 
 Elementwise kernels work on flat C-contiguous arrays (the caller ravels any shape) split
-into fixed blocks; the row kernels give each row to one task. exp, sigmoid and tanh are
-branch-free vector code (Cephes' approximations, within 2 ulp) in the C block below.
+into fixed blocks; the row kernels give each row to one task. The arithmetic is in the
+micro-kernels of ``_act_microkernel.h`` (exp, sigmoid and tanh as branch-free vector code,
+Cephes' approximations within 2 ulp), one instance per (type, instruction set), reached
+through the table of the instruction set detected at import or asked for with ``isa``.
 No result depends on how the work is split: per-row losses go into an array that is
 summed serially afterwards, so every output is bitwise the same for any thread count.
 
-The arrays arrive validated by ``fastcnn._functional_act``; nothing here checks them again.
+The arrays arrive validated by ``fastcnn.ops.activation``; nothing here checks them again.
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
@@ -16,148 +18,60 @@ from libc.math cimport log
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
+from ._dispatch cimport fc_cpu_isa, resolve_isa
 from ._openmp cimport per_thread, threads_for
 
-cdef extern from *:
-    """
-    #include <stdint.h>
-    #include <string.h>
-    /* Vectorised exp / sigmoid / tanh with GCC vector extensions (16-byte vectors: SSE2 on
-       any x86-64, NEON on arm64), about 5x faster than scalar libm calls. The compiler's
-       auto-vectoriser cannot be relied on here: selects that feed arithmetic are not
-       if-converted under the default -ftrapping-math, and double selects need AVX2. Every
-       element goes through the same vector code, tails included (padded into a full vector),
-       so results do not depend on an element's position or on how the array is split
-       between threads. */
-    typedef float fc_f32x4 __attribute__((vector_size(16)));
-    typedef int32_t fc_i32x4 __attribute__((vector_size(16)));
-    typedef double fc_f64x2 __attribute__((vector_size(16)));
-    typedef int64_t fc_i64x2 __attribute__((vector_size(16)));
+cdef extern from "_act_kernels.h" nogil:
+    ctypedef struct fc_act_table_f32:
+        int lanes
+        void (*exp_nonpos)(const float *x, float *y, Py_ssize_t n) noexcept nogil
+        void (*sigmoid)(const float *x, float *y, Py_ssize_t n) noexcept nogil
+        void (*tanh)(const float *x, float *y, Py_ssize_t n) noexcept nogil
+        void (*relu)(const float *x, float *y, Py_ssize_t n) noexcept nogil
+        void (*relu_backward)(const float *dy, const float *y,
+                              float *dx, Py_ssize_t n) noexcept nogil
+        void (*sigmoid_backward)(const float *dy, const float *y,
+                                 float *dx, Py_ssize_t n) noexcept nogil
+        void (*tanh_backward)(const float *dy, const float *y,
+                              float *dx, Py_ssize_t n) noexcept nogil
+    ctypedef struct fc_act_table_f64:
+        int lanes
+        void (*exp_nonpos)(const double *x, double *y, Py_ssize_t n) noexcept nogil
+        void (*sigmoid)(const double *x, double *y, Py_ssize_t n) noexcept nogil
+        void (*tanh)(const double *x, double *y, Py_ssize_t n) noexcept nogil
+        void (*relu)(const double *x, double *y, Py_ssize_t n) noexcept nogil
+        void (*relu_backward)(const double *dy, const double *y,
+                              double *dx, Py_ssize_t n) noexcept nogil
+        void (*sigmoid_backward)(const double *dy, const double *y,
+                                 double *dx, Py_ssize_t n) noexcept nogil
+        void (*tanh_backward)(const double *dy, const double *y,
+                              double *dx, Py_ssize_t n) noexcept nogil
+    const fc_act_table_f32 *fc_act_table_f32_for(int isa)
+    const fc_act_table_f64 *fc_act_table_f64_for(int isa)
 
-    /* mask ? a : b, mask lanes all ones or all zeros */
-    static inline fc_f32x4 fc_select_f32x4(fc_i32x4 mask, fc_f32x4 a, fc_f32x4 b) {
-        return (fc_f32x4) (((fc_i32x4) a & mask) | ((fc_i32x4) b & ~mask));
-    }
-    static inline fc_f64x2 fc_select_f64x2(fc_i64x2 mask, fc_f64x2 a, fc_f64x2 b) {
-        return (fc_f64x2) (((fc_i64x2) a & mask) | ((fc_i64x2) b & ~mask));
-    }
+ctypedef void (*_map_f32)(const float *, float *, Py_ssize_t) noexcept nogil
+ctypedef void (*_map_f64)(const double *, double *, Py_ssize_t) noexcept nogil
+ctypedef void (*_grad_f32)(const float *, const float *, float *, Py_ssize_t) noexcept nogil
+ctypedef void (*_grad_f64)(const double *, const double *, double *,
+                           Py_ssize_t) noexcept nogil
 
-    /* 2**n for integral n in [-126, 127] / [-1022, 1023]: n + bias lands in the low mantissa
-       bits of 2**23 + n + bias (2**52 + ...), and a shift moves it into the exponent field. */
-    static inline fc_f32x4 fc_pow2_f32x4(fc_f32x4 n) {
-        return (fc_f32x4) ((fc_i32x4) (n + (127.0f + 8388608.0f)) << 23);
-    }
-    static inline fc_f64x2 fc_pow2_f64x2(fc_f64x2 n) {
-        return (fc_f64x2) ((fc_i64x2) (n + (1023.0 + 4503599627370496.0)) << 52);
-    }
+# The CPU's instruction set, detected once at import; a driver's isa=-1 means this one.
+cdef int _DETECTED_ISA = fc_cpu_isa()
 
-    /* exp(t) for t <= 0 and NaN. Cephes expf: t = n ln2 + r with |r| <= ln2/2, a degree-7
-       polynomial in r; within 1 ulp, subnormal results included (2**n applied as two factors,
-       so one rounding). Rounding to an integer adds and subtracts 1.5 * 2**23. */
-    static inline fc_f32x4 fc_exp_nonpos_f32x4(fc_f32x4 t) {
-        const fc_f32x4 lowest = {-104.0f, -104.0f, -104.0f, -104.0f}; /* exp rounds to 0 below */
-        t = fc_select_f32x4(t < lowest, lowest, t);
-        fc_f32x4 n = (t * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-        fc_f32x4 r = t - n * 0.693359375f;
-        r = r + n * 2.12194440e-4f;
-        fc_f32x4 p = r * 1.9875691500e-4f + 1.3981999507e-3f;
-        p = p * r + 8.3334519073e-3f;
-        p = p * r + 4.1665795894e-2f;
-        p = p * r + 1.6666665459e-1f;
-        p = p * r + 5.0000001201e-1f;
-        p = p * (r * r) + r + 1.0f;
-        fc_f32x4 n1 = (n * 0.5f + 12582912.0f) - 12582912.0f;
-        return p * fc_pow2_f32x4(n1) * fc_pow2_f32x4(n - n1);
-    }
-    /* Cephes exp: rational approximation in r; within 2 ulp. */
-    static inline fc_f64x2 fc_exp_nonpos_f64x2(fc_f64x2 t) {
-        const fc_f64x2 lowest = {-746.0, -746.0};
-        t = fc_select_f64x2(t < lowest, lowest, t);
-        fc_f64x2 n = (t * 1.4426950408889634074 + 6755399441055744.0) - 6755399441055744.0;
-        fc_f64x2 r = t - n * 6.93145751953125e-1;
-        r = r - n * 1.42860682030941723212e-6;
-        fc_f64x2 rr = r * r;
-        fc_f64x2 px = ((rr * 1.26177193074810590878e-4 + 3.02994407707441961300e-2) * rr
-                       + 9.99999999999999999910e-1) * r;
-        fc_f64x2 q = ((rr * 3.00198505138664455042e-6 + 2.52448340349684104192e-3) * rr
-                      + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0;
-        fc_f64x2 p = 1.0 + 2.0 * (px / (q - px));
-        fc_f64x2 n1 = (n * 0.5 + 6755399441055744.0) - 6755399441055744.0;
-        return p * fc_pow2_f64x2(n1) * fc_pow2_f64x2(n - n1);
-    }
 
-    /* sigmoid from e = exp(-|x|) only: 1 / (1 + e) for x >= 0, e / (1 + e) below. */
-    static inline fc_f32x4 fc_sigmoid_f32x4(fc_f32x4 x) {
-        const fc_f32x4 zero = {0}, one = {1.0f, 1.0f, 1.0f, 1.0f};
-        fc_f32x4 a = (fc_f32x4) ((fc_i32x4) x & 0x7fffffff);
-        fc_f32x4 e = fc_exp_nonpos_f32x4(-a);
-        return fc_select_f32x4(x >= zero, one, e) / (1.0f + e);
-    }
-    static inline fc_f64x2 fc_sigmoid_f64x2(fc_f64x2 x) {
-        const fc_f64x2 zero = {0}, one = {1.0, 1.0};
-        fc_f64x2 a = (fc_f64x2) ((fc_i64x2) x & 0x7fffffffffffffffLL);
-        fc_f64x2 e = fc_exp_nonpos_f64x2(-a);
-        return fc_select_f64x2(x >= zero, one, e) / (1.0 + e);
-    }
+def cpu_isa():
+    """The best SIMD level of this CPU: 0 baseline, 1 AVX2+FMA, 2 AVX-512."""
+    return _DETECTED_ISA
 
-    /* tanh: Cephes' odd approximation below |x| = 0.625, else (1 - e) / (1 + e) with
-       e = exp(-2|x|) <= 0.29 (no cancellation, no overflow); the sign put back on bits. */
-    static inline fc_f32x4 fc_tanh_f32x4(fc_f32x4 x) {
-        const fc_f32x4 split = {0.625f, 0.625f, 0.625f, 0.625f};
-        fc_i32x4 sign = (fc_i32x4) x & (int32_t) 0x80000000u;
-        fc_f32x4 a = (fc_f32x4) ((fc_i32x4) x & 0x7fffffff);
-        fc_f32x4 z = a * a;
-        fc_f32x4 small = ((((z * -5.70498872745e-3f + 2.06390887954e-2f) * z - 5.37397155531e-2f)
-                           * z + 1.33314422036e-1f) * z - 3.33332819422e-1f) * z * a + a;
-        fc_f32x4 e = fc_exp_nonpos_f32x4(-2.0f * a);
-        fc_f32x4 large = (1.0f - e) / (1.0f + e);
-        return (fc_f32x4) ((fc_i32x4) fc_select_f32x4(a < split, small, large) | sign);
-    }
-    static inline fc_f64x2 fc_tanh_f64x2(fc_f64x2 x) {
-        const fc_f64x2 split = {0.625, 0.625};
-        fc_i64x2 sign = (fc_i64x2) x & (int64_t) 0x8000000000000000ull;
-        fc_f64x2 a = (fc_f64x2) ((fc_i64x2) x & 0x7fffffffffffffffLL);
-        fc_f64x2 z = a * a;
-        fc_f64x2 p = (z * -9.64399179425052238628e-1 - 9.92877231001918586564e1) * z
-                     - 1.61468768441708447952e3;
-        fc_f64x2 q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z
-                     + 4.84406305325125486048e3;
-        fc_f64x2 small = a + a * z * (p / q);
-        fc_f64x2 e = fc_exp_nonpos_f64x2(-2.0 * a);
-        fc_f64x2 large = (1.0 - e) / (1.0 + e);
-        return (fc_f64x2) ((fc_i64x2) fc_select_f64x2(a < split, small, large) | sign);
-    }
 
-    /* y[i] = f(x[i]) over n elements; x and y may be the same array. */
-    #define FC_MAP(name, T, V, W, f)                                        \
-        static void name(const T *x, T *y, Py_ssize_t n) {                 \
-            Py_ssize_t i = 0;                                               \
-            V v;                                                            \
-            for (; i + W <= n; i += W) {                                    \
-                memcpy(&v, x + i, sizeof v);                                \
-                v = f(v);                                                   \
-                memcpy(y + i, &v, sizeof v);                                \
-            }                                                               \
-            if (i < n) {                                                    \
-                memset(&v, 0, sizeof v);                                    \
-                memcpy(&v, x + i, (n - i) * sizeof(T));                     \
-                v = f(v);                                                   \
-                memcpy(y + i, &v, (n - i) * sizeof(T));                     \
-            }                                                               \
-        }
-    FC_MAP(fc_exp_nonpos_f32, float, fc_f32x4, 4, fc_exp_nonpos_f32x4)
-    FC_MAP(fc_exp_nonpos_f64, double, fc_f64x2, 2, fc_exp_nonpos_f64x2)
-    FC_MAP(fc_sigmoid_f32, float, fc_f32x4, 4, fc_sigmoid_f32x4)
-    FC_MAP(fc_sigmoid_f64, double, fc_f64x2, 2, fc_sigmoid_f64x2)
-    FC_MAP(fc_tanh_f32, float, fc_f32x4, 4, fc_tanh_f32x4)
-    FC_MAP(fc_tanh_f64, double, fc_f64x2, 2, fc_tanh_f64x2)
-    """
-    void fc_exp_nonpos_f32(const float *x, float *y, Py_ssize_t n) noexcept nogil
-    void fc_exp_nonpos_f64(const double *x, double *y, Py_ssize_t n) noexcept nogil
-    void fc_sigmoid_f32(const float *x, float *y, Py_ssize_t n) noexcept nogil
-    void fc_sigmoid_f64(const double *x, double *y, Py_ssize_t n) noexcept nogil
-    void fc_tanh_f32(const float *x, float *y, Py_ssize_t n) noexcept nogil
-    void fc_tanh_f64(const double *x, double *y, Py_ssize_t n) noexcept nogil
+def vector_length(int isa, int itemsize):
+    """Elements per SIMD vector of the activation kernels at ``isa`` (``itemsize`` 4 or
+    8)."""
+    isa = resolve_isa(isa, _DETECTED_ISA)
+    if itemsize == 4:
+        return fc_act_table_f32_for(isa).lanes
+    return fc_act_table_f64_for(isa).lanes
+
 
 # Elements per parallel task of the elementwise kernels: big enough that a task is worth
 # a thread, small enough that mid-sized arrays still use several.
@@ -165,124 +79,123 @@ cdef enum:
     BLOCK = 16384
 
 
-cdef inline void _exp_nonpositive(const floating *x, floating *y,
-                                  Py_ssize_t n) noexcept nogil:
-    # y = exp(x) for x <= 0 (or NaN); y may be x
-    if floating is float:
-        fc_exp_nonpos_f32(x, y, n)
-    else:
-        fc_exp_nonpos_f64(x, y, n)
+cdef inline const void *_table(int isa, Py_ssize_t itemsize) except NULL:
+    """The kernel table of ``isa`` (-1: the detected one) for the element size."""
+    isa = resolve_isa(isa, _DETECTED_ISA)
+    if itemsize == 4:
+        return fc_act_table_f32_for(isa)
+    return fc_act_table_f64_for(isa)
 
 
-cdef inline void _relu_block(const floating *x, floating *y, Py_ssize_t n) noexcept nogil:
-    # A plain pointer loop gcc vectorises (memoryview indexing in the loop kept it scalar).
-    cdef Py_ssize_t i
-    for i in range(n):
-        y[i] = 0 if x[i] < 0 else x[i]
+# The two block drivers take a kernel from a table as an untyped pointer, cast back to its
+# type in a branch fused-type specialisation removes: one driver serves every kernel of
+# each shape instead of one prange loop per function and type.
 
-
-cdef inline void _relu_backward_block(const floating *dy, const floating *y, floating *dx,
-                                      Py_ssize_t n) noexcept nogil:
-    # Both loads unconditional, so the choice compiles to a vector select, not a branch
-    # that half of the elements mispredict.
-    cdef Py_ssize_t i
-    cdef floating d
-    for i in range(n):
-        d = dy[i]
-        dx[i] = d if y[i] > 0 else 0
-
-
-def relu_forward(const floating[::1] x, floating[::1] y, int n_threads):
-    """y = max(x, 0); NaN stays NaN. y may be x."""
-    cdef:
-        Py_ssize_t size = x.shape[0], n_blocks = (size + BLOCK - 1) // BLOCK
-        Py_ssize_t block
-    if size == 0:
-        return
-    cdef const floating *px = &x[0]
-    cdef floating *py = &y[0]
-    for block in prange(n_blocks, schedule="static", nogil=True,
+cdef void _map_blocks(const void *kernel, const floating *x, floating *y, Py_ssize_t size,
+                      int n_threads) noexcept nogil:
+    cdef Py_ssize_t block, n_blocks = (size + BLOCK - 1) // BLOCK
+    for block in prange(n_blocks, schedule="static",
                         num_threads=threads_for(n_blocks, n_threads)):
-        _relu_block(px + block * BLOCK, py + block * BLOCK,
-                    min(size - block * BLOCK, BLOCK))
+        if floating is float:
+            (<_map_f32> kernel)(x + block * BLOCK, y + block * BLOCK,
+                                min(size - block * BLOCK, BLOCK))
+        else:
+            (<_map_f64> kernel)(x + block * BLOCK, y + block * BLOCK,
+                                min(size - block * BLOCK, BLOCK))
+
+
+cdef void _grad_blocks(const void *kernel, const floating *dy, const floating *y,
+                       floating *dx, Py_ssize_t size, int n_threads) noexcept nogil:
+    cdef Py_ssize_t block, n_blocks = (size + BLOCK - 1) // BLOCK
+    for block in prange(n_blocks, schedule="static",
+                        num_threads=threads_for(n_blocks, n_threads)):
+        if floating is float:
+            (<_grad_f32> kernel)(dy + block * BLOCK, y + block * BLOCK, dx + block * BLOCK,
+                                 min(size - block * BLOCK, BLOCK))
+        else:
+            (<_grad_f64> kernel)(dy + block * BLOCK, y + block * BLOCK, dx + block * BLOCK,
+                                 min(size - block * BLOCK, BLOCK))
+
+
+def relu_forward(const floating[::1] x, floating[::1] y, int n_threads, int isa=-1):
+    """y = max(x, 0); NaN stays NaN. y may be x. ``isa``: the SIMD level (-1: the best)."""
+    cdef const void *table = _table(isa, sizeof(floating))
+    if x.shape[0] == 0:
+        return
+    if floating is float:
+        _map_blocks(<const void *> (<const fc_act_table_f32 *> table).relu, &x[0], &y[0],
+                    x.shape[0], n_threads)
+    else:
+        _map_blocks(<const void *> (<const fc_act_table_f64 *> table).relu, &x[0], &y[0],
+                    x.shape[0], n_threads)
 
 
 def relu_backward(const floating[::1] dy, const floating[::1] y, floating[::1] dx,
-                  int n_threads):
+                  int n_threads, int isa=-1):
     """dx = dy where the forward output y > 0, else 0. dx may be dy."""
-    cdef:
-        Py_ssize_t size = dy.shape[0], n_blocks = (size + BLOCK - 1) // BLOCK
-        Py_ssize_t block
-    if size == 0:
+    cdef const void *table = _table(isa, sizeof(floating))
+    if dy.shape[0] == 0:
         return
-    cdef const floating *pdy = &dy[0]
-    cdef const floating *py = &y[0]
-    cdef floating *pdx = &dx[0]
-    for block in prange(n_blocks, schedule="static", nogil=True,
-                        num_threads=threads_for(n_blocks, n_threads)):
-        _relu_backward_block(pdy + block * BLOCK, py + block * BLOCK, pdx + block * BLOCK,
-                             min(size - block * BLOCK, BLOCK))
+    if floating is float:
+        _grad_blocks(<const void *> (<const fc_act_table_f32 *> table).relu_backward,
+                     &dy[0], &y[0], &dx[0], dy.shape[0], n_threads)
+    else:
+        _grad_blocks(<const void *> (<const fc_act_table_f64 *> table).relu_backward,
+                     &dy[0], &y[0], &dx[0], dy.shape[0], n_threads)
 
 
-def sigmoid_forward(const floating[::1] x, floating[::1] y, int n_threads):
+def sigmoid_forward(const floating[::1] x, floating[::1] y, int n_threads, int isa=-1):
     """y = 1 / (1 + exp(-x)), from exp(-|x|): no overflow for large |x|."""
-    cdef:
-        Py_ssize_t size = x.shape[0], n_blocks = (size + BLOCK - 1) // BLOCK
-        Py_ssize_t block
-    if size == 0:
+    cdef const void *table = _table(isa, sizeof(floating))
+    if x.shape[0] == 0:
         return
-    for block in prange(n_blocks, schedule="static", nogil=True,
-                        num_threads=threads_for(n_blocks, n_threads)):
-        if floating is float:
-            fc_sigmoid_f32(&x[block * BLOCK], &y[block * BLOCK],
-                           min(size - block * BLOCK, BLOCK))
-        else:
-            fc_sigmoid_f64(&x[block * BLOCK], &y[block * BLOCK],
-                           min(size - block * BLOCK, BLOCK))
+    if floating is float:
+        _map_blocks(<const void *> (<const fc_act_table_f32 *> table).sigmoid, &x[0], &y[0],
+                    x.shape[0], n_threads)
+    else:
+        _map_blocks(<const void *> (<const fc_act_table_f64 *> table).sigmoid, &x[0], &y[0],
+                    x.shape[0], n_threads)
 
 
 def sigmoid_backward(const floating[::1] dy, const floating[::1] y, floating[::1] dx,
-                     int n_threads):
+                     int n_threads, int isa=-1):
     """dx = dy * y * (1 - y), y the forward output."""
-    cdef:
-        Py_ssize_t size = dy.shape[0], n_blocks = (size + BLOCK - 1) // BLOCK
-        Py_ssize_t block, i
-    if size == 0:
+    cdef const void *table = _table(isa, sizeof(floating))
+    if dy.shape[0] == 0:
         return
-    for block in prange(n_blocks, schedule="static", nogil=True,
-                        num_threads=threads_for(n_blocks, n_threads)):
-        for i in range(block * BLOCK, min(size, (block + 1) * BLOCK)):
-            dx[i] = dy[i] * y[i] * (1 - y[i])
+    if floating is float:
+        _grad_blocks(<const void *> (<const fc_act_table_f32 *> table).sigmoid_backward,
+                     &dy[0], &y[0], &dx[0], dy.shape[0], n_threads)
+    else:
+        _grad_blocks(<const void *> (<const fc_act_table_f64 *> table).sigmoid_backward,
+                     &dy[0], &y[0], &dx[0], dy.shape[0], n_threads)
 
 
-def tanh_forward(const floating[::1] x, floating[::1] y, int n_threads):
+def tanh_forward(const floating[::1] x, floating[::1] y, int n_threads, int isa=-1):
     """y = tanh(x)."""
-    cdef:
-        Py_ssize_t size = x.shape[0], n_blocks = (size + BLOCK - 1) // BLOCK
-        Py_ssize_t block
-    if size == 0:
+    cdef const void *table = _table(isa, sizeof(floating))
+    if x.shape[0] == 0:
         return
-    for block in prange(n_blocks, schedule="static", nogil=True,
-                        num_threads=threads_for(n_blocks, n_threads)):
-        if floating is float:
-            fc_tanh_f32(&x[block * BLOCK], &y[block * BLOCK], min(size - block * BLOCK, BLOCK))
-        else:
-            fc_tanh_f64(&x[block * BLOCK], &y[block * BLOCK], min(size - block * BLOCK, BLOCK))
+    if floating is float:
+        _map_blocks(<const void *> (<const fc_act_table_f32 *> table).tanh, &x[0], &y[0],
+                    x.shape[0], n_threads)
+    else:
+        _map_blocks(<const void *> (<const fc_act_table_f64 *> table).tanh, &x[0], &y[0],
+                    x.shape[0], n_threads)
 
 
 def tanh_backward(const floating[::1] dy, const floating[::1] y, floating[::1] dx,
-                  int n_threads):
-    """dx = dy * (1 - y * y), y the forward output."""
-    cdef:
-        Py_ssize_t size = dy.shape[0], n_blocks = (size + BLOCK - 1) // BLOCK
-        Py_ssize_t block, i
-    if size == 0:
+                  int n_threads, int isa=-1):
+    """dx = dy * (1 - y)(1 + y), y the forward output, in double."""
+    cdef const void *table = _table(isa, sizeof(floating))
+    if dy.shape[0] == 0:
         return
-    for block in prange(n_blocks, schedule="static", nogil=True,
-                        num_threads=threads_for(n_blocks, n_threads)):
-        for i in range(block * BLOCK, min(size, (block + 1) * BLOCK)):
-            # (1 - y)(1 + y) rather than 1 - y*y: no cancellation when |y| is near 1.
-            dx[i] = dy[i] * ((1 - y[i]) * (1 + y[i]))
+    if floating is float:
+        _grad_blocks(<const void *> (<const fc_act_table_f32 *> table).tanh_backward,
+                     &dy[0], &y[0], &dx[0], dy.shape[0], n_threads)
+    else:
+        _grad_blocks(<const void *> (<const fc_act_table_f64 *> table).tanh_backward,
+                     &dy[0], &y[0], &dx[0], dy.shape[0], n_threads)
 
 
 cdef inline floating _row_max(const floating *row, Py_ssize_t k) noexcept nogil:
@@ -295,7 +208,8 @@ cdef inline floating _row_max(const floating *row, Py_ssize_t k) noexcept nogil:
     return m
 
 
-def softmax_forward(const floating[:, ::1] logits, floating[:, ::1] out, int n_threads):
+def softmax_forward(const floating[:, ::1] logits, floating[:, ::1] out, int n_threads,
+                    int isa=-1):
     """out[i] = exp(logits[i] - max) / sum(exp(logits[i] - max)), the sum in double."""
     cdef:
         Py_ssize_t n_rows = logits.shape[0], k = logits.shape[1]
@@ -304,6 +218,7 @@ def softmax_forward(const floating[:, ::1] logits, floating[:, ::1] out, int n_t
         floating *orow
         floating m
         double total
+        const void *table = _table(isa, sizeof(floating))
     if n_rows == 0 or k == 0:
         return
     for i in prange(n_rows, schedule="static", nogil=True,
@@ -313,7 +228,10 @@ def softmax_forward(const floating[:, ::1] logits, floating[:, ::1] out, int n_t
         m = _row_max(row, k)
         for j in range(k):
             orow[j] = row[j] - m
-        _exp_nonpositive(orow, orow, k)
+        if floating is float:
+            (<const fc_act_table_f32 *> table).exp_nonpos(orow, orow, k)
+        else:
+            (<const fc_act_table_f64 *> table).exp_nonpos(orow, orow, k)
         total = 0
         for j in range(k):
             total = total + orow[j]
@@ -328,6 +246,7 @@ def softmax_cross_entropy_forward_backward(
     double[::1] row_loss,                 # SCRATCH (n,)
     const double[::1] row_weight,         # IN (n,) or None: each row's share, summing to 1
     int n_threads,
+    int isa=-1,
 ):
     """Weighted mean cross-entropy of softmax(logits) against labels, and its gradient.
 
@@ -348,6 +267,8 @@ def softmax_cross_entropy_forward_backward(
         double m, total, p, scale
         double uniform = 1.0 / n_rows if n_rows else 0.0
         double loss = 0
+        # the rows are exponentiated in double whatever the logits' type
+        const fc_act_table_f64 *table = <const fc_act_table_f64 *> _table(isa, 8)
     if n_rows == 0:
         return 0.0
     if row_weight is not None:
@@ -365,7 +286,7 @@ def softmax_cross_entropy_forward_backward(
             m = _row_max(row, k)
             for j in range(k):
                 shifted[j] = row[j] - m
-            fc_exp_nonpos_f64(shifted, shifted, k)
+            table.exp_nonpos(shifted, shifted, k)
             total = 0
             for j in range(k):
                 total = total + shifted[j]

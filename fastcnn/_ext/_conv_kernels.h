@@ -7,7 +7,7 @@
 #define FC_TILE_PIXELS_MAX 16
 #define FC_TILE_CHANNELS 8
 
-enum { FC_ISA_BASELINE = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2 };
+#include "_dispatch.h" /* FC_ISA_*, FC_X86, fc_cpu_isa() */
 
 /* The taps of a forward tile. A tile pixel's receptive field starts at an element offset
  * into the input and at a position (row, col) of a grid of rows x cols positions. Tap t
@@ -21,12 +21,6 @@ typedef struct {
     int *ids;
     int rows, cols;
 } fc_taps;
-
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define FC_X86 1
-#else
-#define FC_X86 0
-#endif
 
 /* baseline: 16-byte vectors (SSE2 on x86-64, NEON elsewhere, scalar code otherwise) */
 #define FC_T float
@@ -81,19 +75,6 @@ typedef struct {
 #undef FC_NAME
 #pragma GCC pop_options
 #endif
-
-/* The best instruction set this CPU supports. */
-static int fc_cpu_isa(void)
-{
-#if FC_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f"))
-        return FC_ISA_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return FC_ISA_AVX2;
-#endif
-    return FC_ISA_BASELINE;
-}
 
 /* Elements per vector of the given instruction set and element size. */
 static int fc_vector_length(int isa, int itemsize)

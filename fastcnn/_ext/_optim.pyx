@@ -3,7 +3,7 @@
 """Optimiser steps on flat parameter arrays: one pass over each array, in parallel.
 
 The arithmetic is elementwise and done in the arrays' own precision, in the same order as
-the NumPy expressions in ``fastcnn.optimizers`` describe, so any thread count gives the
+the NumPy expressions in ``fastcnn.nn.optimizers`` describe, so any thread count gives the
 same result. Blocks of BLOCK elements are the parallel tasks.
 """
 from cython cimport floating

@@ -1,0 +1,208 @@
+/* Pooling micro-kernels on NHWC rows, written once and instantiated by _pool_kernels.h for
+ * each (element type, instruction set) through _dispatch_instances.h.
+ *
+ * A forward kernel makes one output row; channels go in vectors of the instruction set's
+ * width, then (for C below one such vector) in 16-byte vectors, then one at a time. The
+ * order of the arithmetic on each channel is the same at every width, so every instance
+ * gives the same bits.
+ */
+#if FC_DOUBLE
+#define FC_POOL_REL int64_t
+#define FC_POOL_REL_OF(w) ((w)->rel)
+#else
+#define FC_POOL_REL int32_t
+#define FC_POOL_REL_OF(w) ((w)->rel32)
+#endif
+#define FC_L ((Py_ssize_t)(FC_VBYTES / sizeof(FC_T)))
+#define FC_H ((Py_ssize_t)(16 / sizeof(FC_T)))
+
+#define FC_WBYTES FC_VBYTES
+#define FC_WNAME(x) FC_NAME(x##_wide)
+#include "_pool_window.h"
+#undef FC_WBYTES
+#undef FC_WNAME
+#if FC_VBYTES > 16
+#define FC_WBYTES 16
+#define FC_WNAME(x) FC_NAME(x##_16)
+#include "_pool_window.h"
+#undef FC_WBYTES
+#undef FC_WNAME
+#endif
+
+/* One channel, int64 positions: below 16 bytes of channels, and for float windows whose
+ * flat offsets overflow int32. */
+static inline void FC_NAME(fc_pool_max_scalar)(const FC_T *x, const fc_pool_window *w,
+                                               FC_T *y, int64_t *argmax, int64_t base)
+{
+    FC_T best = x[0];
+    int64_t pos = 0;
+    for (Py_ssize_t k = 1; k < w->n; k++) {
+        FC_T v = x[w->offset[k]];
+        if (!(v <= best) && best == best) {
+            best = v;
+            pos = w->rel[k];
+        }
+    }
+    *y = best;
+    *argmax = base + pos;
+}
+
+static inline void FC_NAME(fc_pool_max_pixel)(const FC_T *x, Py_ssize_t C,
+                                              const fc_pool_window *w, FC_T *y,
+                                              int64_t *argmax, int64_t base)
+{
+#if !FC_DOUBLE
+    if (!w->rel32_fits)
+        goto scalar;
+#endif
+    if (C >= FC_L) {
+        FC_NAME(fc_pool_max_channels_wide)(x, C, w, y, argmax, base);
+        return;
+    }
+#if FC_VBYTES > 16
+    if (C >= FC_H) {
+        FC_NAME(fc_pool_max_channels_16)(x, C, w, y, argmax, base);
+        return;
+    }
+#endif
+#if !FC_DOUBLE
+scalar:
+#endif
+    for (Py_ssize_t c = 0; c < C; c++)
+        FC_NAME(fc_pool_max_scalar)(x + c, w, y + c, argmax + c, base);
+}
+
+/* Row kernel for few channels: one window element against the running maximum of a whole
+ * stretch of a row. pos is as wide as the value (int32 for float; double, exact to 2**53,
+ * for double) so that the compare-and-select vectorises even with plain SSE2. */
+#if FC_DOUBLE
+typedef double FC_NAME(fc_pool_rowpos);
+#else
+typedef int32_t FC_NAME(fc_pool_rowpos);
+#endif
+static inline void FC_NAME(fc_pool_max_update)(const FC_T *restrict x, FC_T *restrict best,
+                                               FC_NAME(fc_pool_rowpos) *restrict pos,
+                                               FC_NAME(fc_pool_rowpos) k, Py_ssize_t n)
+{
+    for (Py_ssize_t t = 0; t < n; t++) {
+        FC_T b = best[t], v = x[t];
+        int take = (b == b) & ((v > b) | (v != v));
+        best[t] = take ? v : b;
+        pos[t] = take ? k : pos[t];
+    }
+}
+
+/* Max and argmax of one output row. x is the first element of the row's windows, base
+ * the flat in-image offset of the first window. scratch (NULL: work pixel by pixel) holds
+ * 2 * ((Wo - 1) * stride_w + 1) * C elements: with it, the windows at every column
+ * (stride 1) are reduced over contiguous memory, then every stride_w-th is kept. */
+static void FC_NAME(fc_pool_max_row)(const FC_T *x, Py_ssize_t C, Py_ssize_t Wo,
+                                     Py_ssize_t stride_w, const fc_pool_window *w,
+                                     FC_T *scratch, FC_T *y, int64_t *argmax, int64_t base)
+{
+    if (scratch == NULL) {
+        for (Py_ssize_t ow = 0; ow < Wo; ow++)
+            FC_NAME(fc_pool_max_pixel)(x + ow * stride_w * C, C, w, y + ow * C,
+                                       argmax + ow * C, base + ow * stride_w);
+        return;
+    }
+    Py_ssize_t span = ((Wo - 1) * stride_w + 1) * C;
+    FC_T *best = scratch;
+    FC_NAME(fc_pool_rowpos) *pos = (FC_NAME(fc_pool_rowpos) *)(scratch + span);
+    __builtin_memcpy(best, x, span * sizeof(FC_T));
+    __builtin_memset(pos, 0, span * sizeof(FC_T)); /* int32 0 / double 0.0 */
+    for (Py_ssize_t k = 1; k < w->n; k++)
+        FC_NAME(fc_pool_max_update)(x + w->offset[k], best, pos,
+                                    (FC_NAME(fc_pool_rowpos))w->rel[k], span);
+    for (Py_ssize_t ow = 0; ow < Wo; ow++)
+        for (Py_ssize_t c = 0; c < C; c++) {
+            Py_ssize_t t = ow * stride_w * C + c;
+            y[ow * C + c] = best[t];
+            argmax[ow * C + c] = base + ow * stride_w + (int64_t)pos[t];
+        }
+}
+
+/* Mean of one output row. */
+static void FC_NAME(fc_pool_avg_row)(const FC_T *x, Py_ssize_t C, Py_ssize_t Wo,
+                                     Py_ssize_t stride_w, const fc_pool_window *w,
+                                     FC_T count, FC_T *y)
+{
+    for (Py_ssize_t ow = 0; ow < Wo; ow++, x += stride_w * C, y += C) {
+        if (C >= FC_L) {
+            FC_NAME(fc_pool_avg_channels_wide)(x, C, w, count, y);
+            continue;
+        }
+#if FC_VBYTES > 16
+        if (C >= FC_H) {
+            FC_NAME(fc_pool_avg_channels_16)(x, C, w, count, y);
+            continue;
+        }
+#endif
+        for (Py_ssize_t c = 0; c < C; c++) {
+            FC_T total = 0;
+            for (Py_ssize_t k = 0; k < w->n; k++)
+                total = total + x[w->offset[k] + c];
+            y[c] = total / count;
+        }
+    }
+}
+
+/* Adds dy / count to every element of each window of one output row; dx is the first
+ * element of the row's first window. Output pixels go in order, so where windows overlap
+ * the shares add up in a fixed order. */
+static void FC_NAME(fc_pool_avg_backward_row)(FC_T *dx, Py_ssize_t C, Py_ssize_t Wo,
+                                              Py_ssize_t stride_w, const fc_pool_window *w,
+                                              FC_T count, const FC_T *dy)
+{
+    for (Py_ssize_t ow = 0; ow < Wo; ow++, dx += stride_w * C, dy += C) {
+        Py_ssize_t c = FC_NAME(fc_pool_avg_scatter_channels_wide)(dx, 0, C, w, count, dy);
+#if FC_VBYTES > 16
+        c = FC_NAME(fc_pool_avg_scatter_channels_16)(dx, c, C, w, count, dy);
+#endif
+        for (; c < C; c++) {
+            FC_T share = dy[c] / count;
+            for (Py_ssize_t k = 0; k < w->n; k++)
+                dx[w->offset[k] + c] += share;
+        }
+    }
+}
+
+/* y[c] = mean over the image's n_pixels pixels of channel c, summed in double pixel by
+ * pixel into acc (C elements of scratch). */
+static void FC_NAME(fc_pool_global_avg)(const FC_T *restrict x, Py_ssize_t n_pixels,
+                                        Py_ssize_t C, double *restrict acc, FC_T *restrict y)
+{
+    for (Py_ssize_t c = 0; c < C; c++)
+        acc[c] = 0;
+    for (Py_ssize_t p = 0; p < n_pixels; p++, x += C)
+        for (Py_ssize_t c = 0; c < C; c++)
+            acc[c] += x[c];
+    for (Py_ssize_t c = 0; c < C; c++)
+        y[c] = (FC_T)(acc[c] / n_pixels);
+}
+
+/* dx[w, c] = dy[c] / count for the W pixels of one row: one pixel divided, then copied. */
+static void FC_NAME(fc_pool_global_avg_backward_row)(const FC_T *restrict dy, Py_ssize_t W,
+                                                     Py_ssize_t C, FC_T count,
+                                                     FC_T *restrict dx)
+{
+    for (Py_ssize_t c = 0; c < C; c++)
+        dx[c] = dy[c] / count;
+    for (Py_ssize_t w = 1; w < W; w++)
+        __builtin_memcpy(dx + w * C, dx, C * sizeof(FC_T));
+}
+
+static const FC_TNAME(fc_pool_table) FC_NAME(fc_pool_table) = {
+    (int)FC_L,
+    (int)FC_H,
+    FC_NAME(fc_pool_max_row),
+    FC_NAME(fc_pool_avg_row),
+    FC_NAME(fc_pool_avg_backward_row),
+    FC_NAME(fc_pool_global_avg),
+    FC_NAME(fc_pool_global_avg_backward_row),
+};
+
+#undef FC_POOL_REL
+#undef FC_POOL_REL_OF
+#undef FC_L
+#undef FC_H
