@@ -17,14 +17,16 @@ from cython.parallel cimport prange, threadid
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memset
 
+from ._dispatch cimport fc_cpu_isa
 from ._openmp cimport per_thread
 
+# The convolution's micro-kernel tables (_conv_kernels.h), one per (family, type,
+# instruction set). Cython has no type that follows `floating`, so each table is declared
+# for float and for double; the drivers fetch the one of their dtype once per call,
+# outside their loops.
 cdef extern from "_conv_kernels.h" nogil:
     int FC_TILE_PIXELS_MAX
     int FC_TILE_CHANNELS
-    int fc_cpu_isa()
-    int fc_tile_pixels(int isa, int itemsize, int nv)
-    int fc_vector_length(int isa, int itemsize)
     ctypedef struct fc_taps:
         int ntaps
         long *off
@@ -32,43 +34,69 @@ cdef extern from "_conv_kernels.h" nogil:
         int *col
         int *ids
         int rows, cols
-    void fc_forward_tile_f32(int isa, int nv, int tp, const float *x, const long *pix_off,
-                             const int *pix_pos, const fc_taps *taps, int cin,
-                             const float *zeros, const float *w, long ldw, const float *bias,
-                             int accumulate, int relu, float *const *out, int kcount)
-    void fc_forward_tile_f64(int isa, int nv, int tp, const double *x, const long *pix_off,
-                             const int *pix_pos, const fc_taps *taps, int cin,
-                             const double *zeros, const double *w, long ldw,
-                             const double *bias, int accumulate, int relu, double *const *out,
-                             int kcount)
-    void fc_weight_grad_tile_f32(int isa, int nv, int tc, const float *const *xrows,
-                                 const float *const *dyrows, const int *rowlen, int nrows,
-                                 long xstride, long dystride, float *tile, long ldt)
-    void fc_weight_grad_tile_f64(int isa, int nv, int tc, const double *const *xrows,
-                                 const double *const *dyrows, const int *rowlen, int nrows,
-                                 long xstride, long dystride, double *tile, long ldt)
-    void fc_masked_sum_f32(int isa, float *d, const float *y, double *acc, long n)
-    void fc_masked_sum_f64(int isa, double *d, const double *y, double *acc, long n)
-    void fc_add_run_f32(int isa, float *dst, const float *src, long n)
-    void fc_add_run_f64(int isa, double *dst, const double *src, long n)
-    void fc_forward_c1_f32(int isa, int nr, const float *const *rows, int R, int S,
-                           long tap_step, const float *wrows, long ldw, const float *bias,
-                           int relu, long L, float *out, long ldo)
-    void fc_forward_c1_f64(int isa, int nr, const double *const *rows, int R, int S,
-                           long tap_step, const double *wrows, long ldw, const double *bias,
-                           int relu, long L, double *out, long ldo)
-    void fc_weight_grad_c1_f32(int isa, int nt, const float *const *xrows,
-                               const float *const *dyrows, int nrows, long tap_step, long L,
-                               float *sums, long lds)
-    void fc_weight_grad_c1_f64(int isa, int nt, const double *const *xrows,
-                               const double *const *dyrows, int nrows, long tap_step, long L,
-                               double *sums, long lds)
-    void fc_expand_rows_f32(int isa, const float *src, long ld_src, long W, int K,
-                            float *dst, long ld_dst, long n, long readable)
-    void fc_expand_rows_f64(int isa, const double *src, long ld_src, long W, int K,
-                            double *dst, long ld_dst, long n, long readable)
-    int fc_c1_rows(int isa)
-    int fc_c1_taps(int isa)
+
+    ctypedef struct fc_conv_forward_table_f32:
+        int lanes
+        int tile_pixels[2]
+        void (*tile)(int nv, int tp, const float *x, const long *pix_off, const int *pix_pos,
+                     const fc_taps *taps, int cin, const float *zeros, const float *w,
+                     long ldw, const float *bias, int accumulate, int relu,
+                     float *const *out, int kcount) noexcept nogil
+    ctypedef struct fc_conv_forward_table_f64:
+        int lanes
+        int tile_pixels[2]
+        void (*tile)(int nv, int tp, const double *x, const long *pix_off, const int *pix_pos,
+                     const fc_taps *taps, int cin, const double *zeros, const double *w,
+                     long ldw, const double *bias, int accumulate, int relu,
+                     double *const *out, int kcount) noexcept nogil
+
+    ctypedef struct fc_conv_wgrad_table_f32:
+        void (*tile)(int nv, int tc, const float *const *xrows, const float *const *dyrows,
+                     const int *rowlen, int nrows, long xstride, long dystride, float *tile,
+                     long ldt) noexcept nogil
+    ctypedef struct fc_conv_wgrad_table_f64:
+        void (*tile)(int nv, int tc, const double *const *xrows, const double *const *dyrows,
+                     const int *rowlen, int nrows, long xstride, long dystride, double *tile,
+                     long ldt) noexcept nogil
+
+    ctypedef struct fc_conv_c1_table_f32:
+        int rows
+        int taps
+        void (*forward)(int nr, const float *const *rows, int R, int S, long tap_step,
+                        const float *wrows, long ldw, const float *bias, int relu, long L,
+                        float *out, long ldo) noexcept nogil
+        void (*weight_grad)(int nt, const float *const *xrows, const float *const *dyrows,
+                            int nrows, long tap_step, long L, float *sums,
+                            long lds) noexcept nogil
+    ctypedef struct fc_conv_c1_table_f64:
+        int rows
+        int taps
+        void (*forward)(int nr, const double *const *rows, int R, int S, long tap_step,
+                        const double *wrows, long ldw, const double *bias, int relu, long L,
+                        double *out, long ldo) noexcept nogil
+        void (*weight_grad)(int nt, const double *const *xrows, const double *const *dyrows,
+                            int nrows, long tap_step, long L, double *sums,
+                            long lds) noexcept nogil
+
+    ctypedef struct fc_conv_runs_table_f32:
+        void (*add_run)(float *dst, const float *src, long n) noexcept nogil
+        void (*masked_sum)(float *d, const float *y, double *acc, long n) noexcept nogil
+        void (*expand_rows)(const float *src, long ld_src, long W, int K, float *dst,
+                            long ld_dst, long n, long readable) noexcept nogil
+    ctypedef struct fc_conv_runs_table_f64:
+        void (*add_run)(double *dst, const double *src, long n) noexcept nogil
+        void (*masked_sum)(double *d, const double *y, double *acc, long n) noexcept nogil
+        void (*expand_rows)(const double *src, long ld_src, long W, int K, double *dst,
+                            long ld_dst, long n, long readable) noexcept nogil
+
+    const fc_conv_forward_table_f32 *fc_conv_forward_table_f32_for(int isa)
+    const fc_conv_forward_table_f64 *fc_conv_forward_table_f64_for(int isa)
+    const fc_conv_wgrad_table_f32 *fc_conv_wgrad_table_f32_for(int isa)
+    const fc_conv_wgrad_table_f64 *fc_conv_wgrad_table_f64_for(int isa)
+    const fc_conv_c1_table_f32 *fc_conv_c1_table_f32_for(int isa)
+    const fc_conv_c1_table_f64 *fc_conv_c1_table_f64_for(int isa)
+    const fc_conv_runs_table_f32 *fc_conv_runs_table_f32_for(int isa)
+    const fc_conv_runs_table_f64 *fc_conv_runs_table_f64_for(int isa)
 
 TILE_CHANNELS = FC_TILE_CHANNELS
 ISA_NAMES = {0: "baseline (16-byte vectors)", 1: "AVX2+FMA", 2: "AVX-512"}
@@ -81,27 +109,29 @@ def cpu_isa():
 
 def vector_length(int isa, int itemsize):
     """Elements per SIMD vector at ``isa`` for elements of ``itemsize`` bytes."""
-    return fc_vector_length(isa, itemsize)
+    return fc_conv_forward_table_f32_for(isa).lanes * <int> sizeof(float) // itemsize
 
 
-cdef inline void _forward_tile(int isa, int nv, int tp, const floating *x, const long *pix_off,
+cdef inline int _tile_pixels(int isa, int nv) noexcept nogil:
+    """Pixels per forward tile at ``isa`` with nv vectors of channels: the same for both
+    types, since the register budget counts vector registers only."""
+    return fc_conv_forward_table_f32_for(isa).tile_pixels[0 if nv == 1 else 1]
+
+
+cdef inline void _forward_tile(const fc_conv_forward_table_f32 *k32,
+                               const fc_conv_forward_table_f64 *k64, int nv, int tp,
+                               const floating *x, const long *pix_off,
                                const int *pix_pos, const fc_taps *taps, int cin,
                                const floating *zeros, const floating *w, long ldw,
                                const floating *bias, bint accumulate, bint relu,
                                floating *const *out, int kcount) noexcept nogil:
+    # one call site per driver for both types: the table of the other type is NULL
     if floating is float:
-        fc_forward_tile_f32(isa, nv, tp, x, pix_off, pix_pos, taps, cin, zeros, w, ldw, bias,
-                            accumulate, relu, out, kcount)
+        k32.tile(nv, tp, x, pix_off, pix_pos, taps, cin, zeros, w, ldw, bias, accumulate,
+                 relu, out, kcount)
     else:
-        fc_forward_tile_f64(isa, nv, tp, x, pix_off, pix_pos, taps, cin, zeros, w, ldw, bias,
-                            accumulate, relu, out, kcount)
-
-
-cdef inline void _add_run(int isa, floating *dst, const floating *src, long n) noexcept nogil:
-    if floating is float:
-        fc_add_run_f32(isa, dst, src, n)
-    else:
-        fc_add_run_f64(isa, dst, src, n)
+        k64.tile(nv, tp, x, pix_off, pix_pos, taps, cin, zeros, w, ldw, bias, accumulate,
+                 relu, out, kcount)
 
 
 cdef int _tap_table(fc_taps *taps, int ntaps, int rows, int cols) noexcept nogil:
@@ -252,18 +282,6 @@ cdef _Tile *_tile_table(Py_ssize_t height, Py_ssize_t width, Py_ssize_t left,
     return tiles
 
 
-cdef inline void _weight_grad_tile(int isa, int nv, int tc, const floating *const *xrows,
-                                   const floating *const *dyrows, const int *rowlen,
-                                   int nrows, long xstride, long dystride,
-                                   floating *tile, long ldt) noexcept nogil:
-    if floating is float:
-        fc_weight_grad_tile_f32(isa, nv, tc, xrows, dyrows, rowlen, nrows, xstride,
-                                dystride, tile, ldt)
-    else:
-        fc_weight_grad_tile_f64(isa, nv, tc, xrows, dyrows, rowlen, nrows, xstride,
-                                dystride, tile, ldt)
-
-
 def pack_weights(
     const floating[:, :, ::1] w,          # IN (T, A, B)
     const int[::1] taps,                  # IN which of the T taps to pack, in order
@@ -345,7 +363,7 @@ def conv2d_forward(
         Py_ssize_t xs2 = x.strides[2] // sizeof(floating)
         Py_ssize_t Ho = out.shape[1], Wo = out.shape[2], K = out.shape[3]
         Py_ssize_t n_pixels = Ho * Wo
-        int tp_max = fc_tile_pixels(isa, sizeof(floating), nv)
+        int tp_max = _tile_pixels(isa, nv)
         int tp
         bint packed = wpack.shape[3] == block
         Py_ssize_t n_kblocks = wpack.shape[0] if packed else wpack.shape[3] // block
@@ -376,9 +394,15 @@ def conv2d_forward(
         # the first and last output columns whose whole kernel row is inside the image
         Py_ssize_t ow_lo = (pad_left + stride_w - 1) // stride_w
         Py_ssize_t ow_hi = (W - 1 - (kernel_w - 1) * dilation_w + pad_left) // stride_w
+        const fc_conv_forward_table_f32 *k32 = NULL
+        const fc_conv_forward_table_f64 *k64 = NULL
 
     if n_images * n_pixels * n_kblocks == 0:
         return
+    if floating is float:
+        k32 = fc_conv_forward_table_f32_for(isa)
+    else:
+        k64 = fc_conv_forward_table_f64_for(isa)
     if x.strides[3] != sizeof(floating):
         raise ValueError("conv2d_forward needs x's channels contiguous")
     if W - 1 - (kernel_w - 1) * dilation_w + pad_left < 0:
@@ -444,7 +468,7 @@ def conv2d_forward(
                 k0 = kblock * block
                 for i in range(tp):
                     outs[i] = obase + pix_dest[i] + k0 if pix_dest[i] >= 0 else NULL
-                _forward_tile(isa, nv, tp, xbase, pix_off, pix_pos, taps,
+                _forward_tile(k32, k64, nv, tp, xbase, pix_off, pix_pos, taps,
                               kernel_w * C if inside else C, zeros,
                               wbase + kblock * block_stride, ldw, bbase + k0, accumulate,
                               relu, outs, min(block, K - k0))
@@ -454,6 +478,14 @@ def conv2d_forward(
         free(tiles)
         _free_tap_table(&all_taps)
         _free_tap_table(&row_taps)
+
+
+cdef inline void _add_run(const fc_conv_runs_table_f32 *r32, const fc_conv_runs_table_f64 *r64,
+                          floating *dst, const floating *src, long n) noexcept nogil:
+    if floating is float:
+        r32.add_run(dst, src, n)
+    else:
+        r64.add_run(dst, src, n)
 
 
 def conv2d_backward_data_phase(
@@ -482,7 +514,7 @@ def conv2d_backward_data_phase(
         Py_ssize_t Wj = (W - col0 + stride_w - 1) // stride_w
         Py_ssize_t n_pixels = Hj * Wj
         int block = wpack.shape[3]
-        int tp_max = fc_tile_pixels(isa, sizeof(floating), nv)
+        int tp_max = _tile_pixels(isa, nv)
         int tp
         Py_ssize_t n_cblocks = wpack.shape[0]
         int ntaps = tap_row.shape[0]
@@ -502,9 +534,15 @@ def conv2d_backward_data_phase(
         long *pix_off
         int *pix_pos
         floating **outs
+        const fc_conv_forward_table_f32 *k32 = NULL
+        const fc_conv_forward_table_f64 *k64 = NULL
 
     if n_images * n_pixels * n_cblocks == 0 or ntaps == 0:
         return
+    if floating is float:
+        k32 = fc_conv_forward_table_f32_for(isa)
+    else:
+        k64 = fc_conv_forward_table_f64_for(isa)
     zeros = <floating *> calloc(K, sizeof(floating))
     scratch.memory = NULL
     taps.off = NULL
@@ -555,7 +593,7 @@ def conv2d_backward_data_phase(
                 else:
                     outs[i] = NULL
                 px = _next_pixel(px, tile.step, Wj)
-            _forward_tile(isa, nv, tp, dybase, pix_off, pix_pos, &taps, K, zeros,
+            _forward_tile(k32, k64, nv, tp, dybase, pix_off, pix_pos, &taps, K, zeros,
                           wbase + cblock * ntaps * K * block, block, NULL, False, False, outs,
                           min(block, C - c0))
     finally:
@@ -591,9 +629,15 @@ def col2im_add(
         floating *dximg
         const floating *src
         const floating *colbase
+        const fc_conv_runs_table_f32 *r32 = NULL
+        const fc_conv_runs_table_f64 *r64 = NULL
 
     if n_images == 0 or image_size == 0:
         return
+    if floating is float:
+        r32 = fc_conv_runs_table_f32_for(isa)
+    else:
+        r64 = fc_conv_runs_table_f64_for(isa)
     colbase = &cols[0, 0, 0, 0]
     for n in prange(n_images, schedule="static", nogil=True, num_threads=n_threads):
         dximg = &dx[n, 0, 0, 0]
@@ -612,13 +656,13 @@ def col2im_add(
                         s_end = <int> min(kernel_w, W - iw0)
                         if s_end <= s_first:
                             continue
-                        _add_run(isa, dximg + (ih * W + iw0 + s_first) * C, src + s_first * C,
+                        _add_run(r32, r64, dximg + (ih * W + iw0 + s_first) * C, src + s_first * C,
                                  (s_end - s_first) * C)
                     else:
                         for s in range(kernel_w):
                             iw = iw0 + s * dilation_w
                             if 0 <= iw < W:
-                                _add_run(isa, dximg + (ih * W + iw) * C, src + s * C, C)
+                                _add_run(r32, r64, dximg + (ih * W + iw) * C, src + s * C, C)
 
 
 def conv2d_backward_data_rows(
@@ -646,7 +690,7 @@ def conv2d_backward_data_rows(
         Py_ssize_t row_terms = kernel_w * C
         Py_ssize_t parts = wpack.shape[0]
         Py_ssize_t kernel_h = wpack.shape[1]
-        int tp_max = fc_tile_pixels(isa, sizeof(floating), nv)
+        int tp_max = _tile_pixels(isa, nv)
         Py_ssize_t n_groups = (n_images + tp_max - 1) // tp_max
         Py_ssize_t group = (n_images + n_groups - 1) // n_groups if n_groups else 0
         Py_ssize_t g, n0, oh, ow, ih, r, part, i
@@ -659,9 +703,15 @@ def conv2d_backward_data_rows(
         long *pix_off
         int *pix_pos
         floating **outs
+        const fc_conv_forward_table_f32 *k32 = NULL
+        const fc_conv_forward_table_f64 *k64 = NULL
 
     if n_images == 0 or Hp * Wp * C == 0:
         return
+    if floating is float:
+        k32 = fc_conv_forward_table_f32_for(isa)
+    else:
+        k64 = fc_conv_forward_table_f64_for(isa)
     dxbase = &dxp[0, 0, 0, 0]
     if Ho * Wo * K == 0:
         memset(dxbase, 0, n_images * Hp * Wp * C * sizeof(floating))
@@ -699,7 +749,7 @@ def conv2d_backward_data_rows(
                             for i in range(tp):
                                 outs[i] = dxbase + ((((n0 + i) * Hp + ih) * Wp + ow * stride_w)
                                                     * C + part * block)
-                            _forward_tile(isa, nv, tp, dybase, pix_off, pix_pos, &taps, K,
+                            _forward_tile(k32, k64, nv, tp, dybase, pix_off, pix_pos, &taps, K,
                                           dybase, wbase + (part * kernel_h + r) * K * block,
                                           block, NULL, True, False, outs,
                                           min(block, row_terms - part * block))
@@ -750,9 +800,15 @@ def conv2d_backward_weights(
         const floating **all_xrows
         const floating **all_dyrows
         int *all_rowlen
+        const fc_conv_wgrad_table_f32 *w32 = NULL
+        const fc_conv_wgrad_table_f64 *w64 = NULL
 
     if n_tasks == 0:
         return
+    if floating is float:
+        w32 = fc_conv_wgrad_table_f32_for(isa)
+    else:
+        w64 = fc_conv_wgrad_table_f64_for(isa)
     images_per_step = max(1, min(images_per_step, chunk_len))
     n_steps = (chunk_len + images_per_step - 1) // images_per_step
     all_xrows = <const floating **> malloc(
@@ -805,8 +861,12 @@ def conv2d_backward_weights(
                             rowlen[nrows] = ow_hi - ow_lo + 1
                             nrows = nrows + 1
                 if nrows > 0:
-                    _weight_grad_tile(isa, nv, tc, xrows, dyrows, rowlen, nrows,
-                                      stride_w * C, Kp, tile, Kp)
+                    if floating is float:
+                        w32.tile(nv, tc, xrows, dyrows, rowlen, nrows, stride_w * C, Kp, tile,
+                                 Kp)
+                    else:
+                        w64.tile(nv, tc, xrows, dyrows, rowlen, nrows, stride_w * C, Kp, tile,
+                                 Kp)
     finally:
         free(all_xrows)
         free(all_dyrows)
@@ -837,7 +897,13 @@ cdef int _bias_grad(floating *dy, const floating *relu_y, Py_ssize_t n_rows, Py_
         double *sums
         double *acc
         double total
+        const fc_conv_runs_table_f32 *r32 = NULL
+        const fc_conv_runs_table_f64 *r64 = NULL
 
+    if floating is float:
+        r32 = fc_conv_runs_table_f32_for(isa)
+    else:
+        r64 = fc_conv_runs_table_f64_for(isa)
     n_chunks = <int> max(1, min(n_chunks, n_runs))
     chunk_len = max(1, (n_runs + n_chunks - 1) // n_chunks)
     n_chunks = <int> ((n_runs + chunk_len - 1) // chunk_len)
@@ -850,9 +916,9 @@ cdef int _bias_grad(floating *dy, const floating *relu_y, Py_ssize_t n_rows, Py_
         for run in range(chunk * chunk_len, min((chunk + 1) * chunk_len, n_runs)):
             ysrc = relu_y + run * width if relu_y != NULL else NULL
             if floating is float:
-                fc_masked_sum_f32(isa, dy + run * width, ysrc, acc, width)
+                r32.masked_sum(dy + run * width, ysrc, acc, width)
             else:
-                fc_masked_sum_f64(isa, dy + run * width, ysrc, acc, width)
+                r64.masked_sum(dy + run * width, ysrc, acc, width)
     # the rows past the last whole run, then the fold of each run position onto its channel
     for row in range(n_runs * group, n_rows):
         if relu_y != NULL:
@@ -928,7 +994,13 @@ def expand_channels(
         floating *ximg
         const floating *src
         floating value
+        const fc_conv_runs_table_f32 *r32 = NULL
+        const fc_conv_runs_table_f64 *r64 = NULL
 
+    if floating is float:
+        r32 = fc_conv_runs_table_f32_for(isa)
+    else:
+        r64 = fc_conv_runs_table_f64_for(isa)
     for n in prange(n_images, schedule="static", nogil=True, num_threads=n_threads):
         ximg = &xe[0, 0, 0] + n * Hp * row_len
         # padding rows, then each image row's left padding and tail
@@ -943,11 +1015,11 @@ def expand_channels(
         src = &x[n, 0, 0]
         if K <= 16:   # x is readable to the end of the last image
             if floating is float:
-                fc_expand_rows_f32(isa, src, W, W, K, ximg + pad_top * row_len + first, row_len,
-                                   H, (n_images - n) * H * W)
+                r32.expand_rows(src, W, W, K, ximg + pad_top * row_len + first, row_len, H,
+                                (n_images - n) * H * W)
             else:
-                fc_expand_rows_f64(isa, src, W, W, K, ximg + pad_top * row_len + first, row_len,
-                                   H, (n_images - n) * H * W)
+                r64.expand_rows(src, W, W, K, ximg + pad_top * row_len + first, row_len, H,
+                                (n_images - n) * H * W)
             continue
         for i in range(H):
             xrow = ximg + (pad_top + i) * row_len + first
@@ -975,7 +1047,8 @@ def conv2d_forward_c1(
         Py_ssize_t Hp = xe.shape[1], row_len = xe.shape[2]
         Py_ssize_t Ho = out.shape[1], K = out.shape[3]
         Py_ssize_t L = out.shape[2] * K, ldw = wrows.shape[1]
-        int rows_per_task = fc_c1_rows(isa)
+        # the same for both types (a register budget)
+        int rows_per_task = fc_conv_c1_table_f32_for(isa).rows
         Py_ssize_t blocks = (Ho + rows_per_task - 1) // rows_per_task
         Py_ssize_t n_tasks = out.shape[0] * blocks
         Py_ssize_t task, n, oh, oh0
@@ -984,9 +1057,15 @@ def conv2d_forward_c1(
         floating *orow
         const floating **rows
         const floating **all_rows
+        const fc_conv_c1_table_f32 *c32 = NULL
+        const fc_conv_c1_table_f64 *c64 = NULL
 
     if n_tasks == 0 or L == 0:
         return
+    if floating is float:
+        c32 = fc_conv_c1_table_f32_for(isa)
+    else:
+        c64 = fc_conv_c1_table_f64_for(isa)
     all_rows = <const floating **> malloc(
         n_threads * per_thread(rows_per_task * kernel_h, sizeof(floating *)) * sizeof(floating *))
     try:
@@ -1006,11 +1085,11 @@ def conv2d_forward_c1(
                                                           + r * dilation_h) * row_len
                 orow = &out[0, 0, 0, 0] + (n * Ho + oh) * L
                 if floating is float:
-                    fc_forward_c1_f32(isa, nr, rows, kernel_h, kernel_w, dilation_w * K,
-                                      &wrows[0, 0], ldw, &bias_row[0], relu, L, orow, L)
+                    c32.forward(nr, rows, kernel_h, kernel_w, dilation_w * K, &wrows[0, 0], ldw,
+                                &bias_row[0], relu, L, orow, L)
                 else:
-                    fc_forward_c1_f64(isa, nr, rows, kernel_h, kernel_w, dilation_w * K,
-                                      &wrows[0, 0], ldw, &bias_row[0], relu, L, orow, L)
+                    c64.forward(nr, rows, kernel_h, kernel_w, dilation_w * K, &wrows[0, 0], ldw,
+                                &bias_row[0], relu, L, orow, L)
                 oh = oh + nr
     finally:
         free(all_rows)
@@ -1031,7 +1110,7 @@ def conv2d_backward_weights_c1(
         Py_ssize_t Ho = dy.shape[1], K = dy.shape[3], L = dy.shape[2] * dy.shape[3]
         Py_ssize_t n_chunks = sums.shape[0], Lv = sums.shape[3]
         int kernel_h = sums.shape[1], kernel_w = sums.shape[2]
-        int taps_per_task = fc_c1_taps(isa)
+        int taps_per_task = fc_conv_c1_table_f32_for(isa).taps
         int groups = (kernel_w + taps_per_task - 1) // taps_per_task
         Py_ssize_t chunk_len = (n_images + n_chunks - 1) // n_chunks
         Py_ssize_t n_tasks = n_chunks * kernel_h * groups
@@ -1043,9 +1122,15 @@ def conv2d_backward_weights_c1(
         const floating **xrows
         const floating **dyrows
         const floating **all_rows
+        const fc_conv_c1_table_f32 *c32 = NULL
+        const fc_conv_c1_table_f64 *c64 = NULL
 
     if n_tasks == 0:
         return
+    if floating is float:
+        c32 = fc_conv_c1_table_f32_for(isa)
+    else:
+        c64 = fc_conv_c1_table_f64_for(isa)
     all_rows = <const floating **> malloc(
         n_threads * per_thread(2 * scratch, sizeof(floating *)) * sizeof(floating *))
     try:
@@ -1066,10 +1151,10 @@ def conv2d_backward_weights_c1(
                     dyrows[nrows] = dybase + (n * Ho + oh) * L
                     nrows = nrows + 1
             if floating is float:
-                fc_weight_grad_c1_f32(isa, nt, xrows, dyrows, nrows, dilation_w * K, L,
-                                      &sums[chunk, r, s0, 0], Lv)
+                c32.weight_grad(nt, xrows, dyrows, nrows, dilation_w * K, L,
+                                &sums[chunk, r, s0, 0], Lv)
             else:
-                fc_weight_grad_c1_f64(isa, nt, xrows, dyrows, nrows, dilation_w * K, L,
-                                      &sums[chunk, r, s0, 0], Lv)
+                c64.weight_grad(nt, xrows, dyrows, nrows, dilation_w * K, L,
+                                &sums[chunk, r, s0, 0], Lv)
     finally:
         free(all_rows)
