@@ -16,6 +16,9 @@
  *                            #include "_dispatch_instances.h"
  *                            FC_TABLE_LOOKUP(fc_NAME_table)
  *                        which defines fc_NAME_table_f32_for(isa) and fc_NAME_table_f64_for(isa).
+ * Families whose templates share helpers (the convolution's, see _conv_kernels.h) go
+ * through one FC_MICROKERNEL that includes them all, since an instance may define the
+ * helpers only once, and then one FC_TABLE_LOOKUP per family.
  * A driver takes the table of the detected (or requested) instruction set once per call,
  * outside its loops, and calls through it.
  */

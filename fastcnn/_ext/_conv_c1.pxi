@@ -1,0 +1,183 @@
+# Included by _conv.pyx: single-input-channel layers (a network's first layer on grayscale
+# images) on channel-expanded rows, forward and weight gradient.
+
+
+def expand_channels(
+    const floating[:, :, ::1] x,          # IN (N, H, W) single-channel images
+    floating[:, :, ::1] xe,               # OUT (N, H + pad_top + pad_bottom, row length)
+    int pad_top, int pad_left, int K, int isa, int n_threads,
+):
+    """Zero-padded, channel-expanded rows: xe[n, pad_top + i, (pad_left + j) * K + k] =
+    x[n, i, j] for every k < K, zero everywhere else (padding and the row's tail)."""
+    cdef:
+        Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2]
+        Py_ssize_t Hp = xe.shape[1], row_len = xe.shape[2]
+        Py_ssize_t n, i, j, k, first = pad_left * K, end = (pad_left + W) * K
+        floating *xrow
+        floating *ximg
+        const floating *src
+        floating value
+        const fc_conv_runs_table_f32 *r32 = NULL
+        const fc_conv_runs_table_f64 *r64 = NULL
+
+    if floating is float:
+        r32 = fc_conv_runs_table_f32_for(isa)
+    else:
+        r64 = fc_conv_runs_table_f64_for(isa)
+    for n in prange(n_images, schedule="static", nogil=True, num_threads=n_threads):
+        ximg = &xe[0, 0, 0] + n * Hp * row_len
+        # padding rows, then each image row's left padding and tail
+        memset(ximg, 0, pad_top * row_len * sizeof(floating))
+        memset(ximg + (pad_top + H) * row_len, 0, (Hp - pad_top - H) * row_len * sizeof(floating))
+        for i in range(H):
+            xrow = ximg + (pad_top + i) * row_len
+            memset(xrow, 0, first * sizeof(floating))
+            memset(xrow + end, 0, (row_len - end) * sizeof(floating))
+        if H == 0 or W == 0:
+            continue
+        src = &x[n, 0, 0]
+        if K <= 16:   # x is readable to the end of the last image
+            if floating is float:
+                r32.expand_rows(src, W, W, K, ximg + pad_top * row_len + first, row_len, H,
+                                (n_images - n) * H * W)
+            else:
+                r64.expand_rows(src, W, W, K, ximg + pad_top * row_len + first, row_len, H,
+                                (n_images - n) * H * W)
+            continue
+        for i in range(H):
+            xrow = ximg + (pad_top + i) * row_len + first
+            for j in range(W):
+                value = src[i * W + j]
+                for k in range(K):
+                    xrow[j * K + k] = value
+
+
+def conv2d_forward_c1(
+    const floating[:, :, ::1] xe,         # IN (N, Hp, row length) from expand_channels
+    const floating[:, ::1] wrows,         # IN (R*S, Lv): element ow*K + k = w[r, s, k]
+    const floating[::1] bias_row,         # IN (Lv,): element ow*K + k = bias[k]
+    floating[:, :, :, ::1] out,           # OUT (N, Ho, Wo, K)
+    int kernel_h, int kernel_w, int stride_h, int dilation_h, int dilation_w,
+    bint relu, int isa, int n_threads,
+):
+    """Single-input-channel convolution with stride 1 along the width; a few output rows
+    of one image per task (they share every weight vector loaded).
+
+    Lv is Wo*K rounded up to whole vectors; every row of ``xe`` must be readable up to
+    ``(kernel_w - 1) * dilation_w * K + Lv``.
+    """
+    cdef:
+        Py_ssize_t Hp = xe.shape[1], row_len = xe.shape[2]
+        Py_ssize_t Ho = out.shape[1], K = out.shape[3]
+        Py_ssize_t L = out.shape[2] * K, ldw = wrows.shape[1]
+        # the same for both types (a register budget)
+        int rows_per_task = fc_conv_c1_table_f32_for(isa).rows
+        Py_ssize_t blocks = (Ho + rows_per_task - 1) // rows_per_task
+        Py_ssize_t n_tasks = out.shape[0] * blocks
+        Py_ssize_t task, n, oh, oh0
+        int r, j, nr
+        const floating *xbase = &xe[0, 0, 0]
+        floating *orow
+        const floating **rows
+        const floating **all_rows
+        const fc_conv_c1_table_f32 *c32 = NULL
+        const fc_conv_c1_table_f64 *c64 = NULL
+
+    if n_tasks == 0 or L == 0:
+        return
+    if floating is float:
+        c32 = fc_conv_c1_table_f32_for(isa)
+    else:
+        c64 = fc_conv_c1_table_f64_for(isa)
+    all_rows = <const floating **> malloc(
+        n_threads * per_thread(rows_per_task * kernel_h, sizeof(floating *)) * sizeof(floating *))
+    try:
+        if all_rows == NULL:
+            raise MemoryError()
+        for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
+            rows = all_rows + threadid() * per_thread(rows_per_task * kernel_h, sizeof(floating *))
+            n = task // blocks
+            oh0 = (task % blocks) * rows_per_task
+            # whole blocks of rows, then the last rows one at a time
+            oh = oh0
+            while oh < min(oh0 + rows_per_task, Ho):
+                nr = rows_per_task if oh + rows_per_task <= Ho else 1
+                for j in range(nr):
+                    for r in range(kernel_h):
+                        rows[j * kernel_h + r] = xbase + (n * Hp + (oh + j) * stride_h
+                                                          + r * dilation_h) * row_len
+                orow = &out[0, 0, 0, 0] + (n * Ho + oh) * L
+                if floating is float:
+                    c32.forward(nr, rows, kernel_h, kernel_w, dilation_w * K, &wrows[0, 0], ldw,
+                                &bias_row[0], relu, L, orow, L)
+                else:
+                    c64.forward(nr, rows, kernel_h, kernel_w, dilation_w * K, &wrows[0, 0], ldw,
+                                &bias_row[0], relu, L, orow, L)
+                oh = oh + nr
+    finally:
+        free(all_rows)
+
+
+def conv2d_backward_weights_c1(
+    const floating[:, :, ::1] xe,         # IN (N, Hp, row length) from expand_channels
+    const floating[:, :, :, ::1] dy,      # IN (N, Ho, Wo, K)
+    floating[:, :, :, ::1] sums,          # OUT (n_chunks, R, S, Lv)
+    int stride_h, int dilation_h, int dilation_w, int isa, int n_threads,
+):
+    """Weight gradient of conv2d_forward_c1 before the sum over output columns:
+    sums[chunk, r, s, ow*K + k] = sum over the chunk's images and output rows of
+    x[.., ow + s*dilation_w] * dy[.., ow, k] (zero past Wo*K). One (chunk, filter row,
+    group of taps) per task; the group shares every delta vector loaded."""
+    cdef:
+        Py_ssize_t n_images = xe.shape[0], Hp = xe.shape[1], row_len = xe.shape[2]
+        Py_ssize_t Ho = dy.shape[1], K = dy.shape[3], L = dy.shape[2] * dy.shape[3]
+        Py_ssize_t n_chunks = sums.shape[0], Lv = sums.shape[3]
+        int kernel_h = sums.shape[1], kernel_w = sums.shape[2]
+        int taps_per_task = fc_conv_c1_table_f32_for(isa).taps
+        int groups = (kernel_w + taps_per_task - 1) // taps_per_task
+        Py_ssize_t chunk_len = (n_images + n_chunks - 1) // n_chunks
+        Py_ssize_t n_tasks = n_chunks * kernel_h * groups
+        Py_ssize_t scratch = chunk_len * Ho
+        Py_ssize_t task, chunk, n, oh
+        int r, s0, nt, nrows
+        const floating *xbase = &xe[0, 0, 0]
+        const floating *dybase = &dy[0, 0, 0, 0]
+        const floating **xrows
+        const floating **dyrows
+        const floating **all_rows
+        const fc_conv_c1_table_f32 *c32 = NULL
+        const fc_conv_c1_table_f64 *c64 = NULL
+
+    if n_tasks == 0:
+        return
+    if floating is float:
+        c32 = fc_conv_c1_table_f32_for(isa)
+    else:
+        c64 = fc_conv_c1_table_f64_for(isa)
+    all_rows = <const floating **> malloc(
+        n_threads * per_thread(2 * scratch, sizeof(floating *)) * sizeof(floating *))
+    try:
+        if all_rows == NULL:
+            raise MemoryError()
+        for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
+            xrows = all_rows + threadid() * per_thread(2 * scratch, sizeof(floating *))
+            dyrows = xrows + scratch
+            s0 = (task % groups) * taps_per_task
+            nt = min(taps_per_task, kernel_w - s0)
+            r = (task // groups) % kernel_h
+            chunk = task // (groups * kernel_h)
+            nrows = 0
+            for n in range(chunk * chunk_len, min((chunk + 1) * chunk_len, n_images)):
+                for oh in range(Ho):
+                    xrows[nrows] = xbase + ((n * Hp + oh * stride_h + r * dilation_h) * row_len
+                                            + s0 * dilation_w * K)
+                    dyrows[nrows] = dybase + (n * Ho + oh) * L
+                    nrows = nrows + 1
+            if floating is float:
+                c32.weight_grad(nt, xrows, dyrows, nrows, dilation_w * K, L,
+                                &sums[chunk, r, s0, 0], Lv)
+            else:
+                c64.weight_grad(nt, xrows, dyrows, nrows, dilation_w * K, L,
+                                &sums[chunk, r, s0, 0], Lv)
+    finally:
+        free(all_rows)

@@ -1,0 +1,158 @@
+# Included by _conv.pyx: the forward pass.
+
+
+def conv2d_forward(
+    const floating[:, :, :, :] x,         # IN (N, H, W, C), channels contiguous
+    const floating[:, :, :, ::1] wpack,   # IN (K blocks, R*S, C, block) or (1, R*S, C, K)
+    const floating[::1] bias,             # IN (K blocks * block width,), zero-padded
+    floating[:, :, :, ::1] out,           # IN/OUT (N, Ho, Wo, K)
+    int kernel_h, int kernel_w,
+    int stride_h, int stride_w,
+    int pad_top, int pad_left,
+    int dilation_h, int dilation_w,
+    bint relu, int isa, int nv, int block, bint weights_outer, bint accumulate,
+    int n_threads,
+):
+    """out = conv(x, w) + bias (then max(., 0) when ``relu``), one pixel tile per task.
+
+    With ``accumulate``, out = conv(x, w) + out instead (bias not read; then the relu):
+    a convolution over many input channels can run in slices of them.
+
+    ``wpack`` holds the weights in blocks of ``block`` output channels, each block's rows
+    contiguous; or, when K is a multiple of the block, it may be the (R, S, C, K) weights
+    themselves (shape (1, R*S, C, K)), each block then read at a row stride of K.
+
+    Each task runs its tile against every output-channel block, or, with
+    ``weights_outer`` (weights too big to stay in cache, few pixels: a dense layer), a
+    task is one (block, tile) pair and each thread's tasks go through one block at a time.
+
+    Where output rows split into whole tiles, a tile is a strip of one output row;
+    otherwise tiles run over the flattened image. The kernel gets each pixel's origin and
+    a table of taps: every (r, s), or, for a tile whose receptive fields lie inside the
+    image horizontally (no horizontal dilation, pixels contiguous), every kernel row as one
+    tap of S*C contiguous values.
+    """
+    cdef:
+        Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2]
+        int C = x.shape[3]
+        # x's strides in elements: image, row, pixel
+        Py_ssize_t xs0 = x.strides[0] // sizeof(floating)
+        Py_ssize_t xs1 = x.strides[1] // sizeof(floating)
+        Py_ssize_t xs2 = x.strides[2] // sizeof(floating)
+        Py_ssize_t Ho = out.shape[1], Wo = out.shape[2], K = out.shape[3]
+        Py_ssize_t n_pixels = Ho * Wo
+        int tp_max = _tile_pixels(isa, nv)
+        int tp
+        bint packed = wpack.shape[3] == block
+        Py_ssize_t n_kblocks = wpack.shape[0] if packed else wpack.shape[3] // block
+        int ntaps = kernel_h * kernel_w
+        int patch_len = ntaps * C
+        # a weight row's stride, and the distance from one block to the next
+        long ldw = block if packed else wpack.shape[3]
+        long block_stride = patch_len * block if packed else block
+        Py_ssize_t n_ptiles, n_tasks
+        Py_ssize_t task, n, ptile, kblock, kblock_first, kblock_end
+        Py_ssize_t k0, oh, ow
+        _Tile *tiles = NULL
+        _Tile tile
+        int i, r, s, row0, col0
+        bint inside
+        const floating *xbase = &x[0, 0, 0, 0]
+        const floating *wbase = &wpack[0, 0, 0, 0]
+        const floating *bbase = &bias[0]
+        floating *obase = &out[0, 0, 0, 0]
+        floating *zeros
+        fc_taps all_taps, row_taps
+        const fc_taps *taps
+        _TileScratch scratch
+        long *pix_off
+        int *pix_pos
+        floating **outs
+        long *pix_dest
+        # the first and last output columns whose whole kernel row is inside the image
+        Py_ssize_t ow_lo = (pad_left + stride_w - 1) // stride_w
+        Py_ssize_t ow_hi = (W - 1 - (kernel_w - 1) * dilation_w + pad_left) // stride_w
+        const fc_conv_forward_table_f32 *k32 = NULL
+        const fc_conv_forward_table_f64 *k64 = NULL
+
+    if n_images * n_pixels * n_kblocks == 0:
+        return
+    if floating is float:
+        k32 = fc_conv_forward_table_f32_for(isa)
+    else:
+        k64 = fc_conv_forward_table_f64_for(isa)
+    if x.strides[3] != sizeof(floating):
+        raise ValueError("conv2d_forward needs x's channels contiguous")
+    if W - 1 - (kernel_w - 1) * dilation_w + pad_left < 0:
+        ow_hi = -1
+    ow_lo = min(ow_lo, Wo)
+    ow_hi = max(ow_hi, ow_lo - 1)
+    zeros = <floating *> calloc(kernel_w * C, sizeof(floating))
+    scratch.memory = NULL
+    all_taps.off = row_taps.off = NULL
+    all_taps.row = row_taps.row = NULL
+    try:
+        # columns ow < ow_lo and ow > ow_hi have kernel rows reaching off the image
+        tiles = _tile_table(Ho, Wo, ow_lo, Wo - 1 - ow_hi, tp_max, &n_ptiles)
+        if (zeros == NULL or _scratch_init(&scratch, n_threads, tp_max)
+                or tiles == NULL
+                or _tap_table(&all_taps, ntaps, H, W) or _tap_table(&row_taps, kernel_h, H, W)):
+            raise MemoryError()
+        n_tasks = n_images * n_ptiles * (n_kblocks if weights_outer else 1)
+        for r in range(kernel_h):
+            for s in range(kernel_w):
+                i = r * kernel_w + s
+                all_taps.off[i] = r * dilation_h * xs1 + s * dilation_w * xs2
+                all_taps.row[i] = r * dilation_h
+                all_taps.col[i] = s * dilation_w
+                all_taps.ids[i] = i
+            # a kernel row of S*C contiguous values (whole-row tiles only)
+            row_taps.off[r] = r * dilation_h * xs1
+            row_taps.row[r] = r * dilation_h
+            row_taps.col[r] = 0
+            row_taps.ids[r] = r
+        for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
+            pix_off = _scratch_offs(&scratch, threadid())
+            pix_pos = _scratch_pos(&scratch, threadid())
+            outs = <floating **> _scratch_outs(&scratch, threadid())
+            pix_dest = _scratch_dest(&scratch, threadid())
+            ptile = task % n_ptiles
+            n = (task // n_ptiles) % n_images
+            if weights_outer:
+                kblock_first = task // (n_ptiles * n_images)
+                kblock_end = kblock_first + 1
+            else:
+                kblock_first = 0
+                kblock_end = n_kblocks
+            tile = tiles[ptile]
+            tp = <int> tile.count
+            px.row = tile.start // Wo
+            px.col = tile.start % Wo
+            inside = dilation_w == 1 and xs2 == C
+            for i in range(tp):
+                row0 = px.row * stride_h - pad_top
+                col0 = px.col * stride_w - pad_left
+                pix_pos[i] = row0
+                pix_pos[tp + i] = col0
+                pix_off[i] = n * xs0 + row0 * xs1 + col0 * xs2
+                # pixels a shifted tile recomputes from the one before are not stored
+                pix_dest[i] = ((n * n_pixels + px.row * Wo + px.col) * K if i >= tile.skip
+                               else -1)
+                if px.col < ow_lo or px.col > ow_hi:
+                    inside = False
+                px = _next_pixel(px, tile.step, Wo)
+            taps = &row_taps if inside else &all_taps
+            for kblock in range(kblock_first, kblock_end):
+                k0 = kblock * block
+                for i in range(tp):
+                    outs[i] = obase + pix_dest[i] + k0 if pix_dest[i] >= 0 else NULL
+                _forward_tile(k32, k64, nv, tp, xbase, pix_off, pix_pos, taps,
+                              kernel_w * C if inside else C, zeros,
+                              wbase + kblock * block_stride, ldw, bbase + k0, accumulate,
+                              relu, outs, min(block, K - k0))
+    finally:
+        free(zeros)
+        free(scratch.memory)
+        free(tiles)
+        _free_tap_table(&all_taps)
+        _free_tap_table(&row_taps)

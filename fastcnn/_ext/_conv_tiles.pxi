@@ -1,0 +1,214 @@
+# Included by _conv.pyx: what the forward pass and the data gradient share to describe
+# work to the forward tile kernel (tap tables, per-thread pixel scratch, the tiling of an
+# output grid), and the packing of weights into output-channel blocks.
+
+
+cdef inline int _tile_pixels(int isa, int nv) noexcept nogil:
+    """Pixels per forward tile at ``isa`` with nv vectors of channels: the same for both
+    types, since the register budget counts vector registers only."""
+    return fc_conv_forward_table_f32_for(isa).tile_pixels[0 if nv == 1 else 1]
+
+
+cdef inline void _forward_tile(const fc_conv_forward_table_f32 *k32,
+                               const fc_conv_forward_table_f64 *k64, int nv, int tp,
+                               const floating *x, const long *pix_off,
+                               const int *pix_pos, const fc_taps *taps, int cin,
+                               const floating *zeros, const floating *w, long ldw,
+                               const floating *bias, bint accumulate, bint relu,
+                               floating *const *out, int kcount) noexcept nogil:
+    # one call site per driver for both types: the table of the other type is NULL
+    if floating is float:
+        k32.tile(nv, tp, x, pix_off, pix_pos, taps, cin, zeros, w, ldw, bias, accumulate,
+                 relu, out, kcount)
+    else:
+        k64.tile(nv, tp, x, pix_off, pix_pos, taps, cin, zeros, w, ldw, bias, accumulate,
+                 relu, out, kcount)
+
+
+cdef int _tap_table(fc_taps *taps, int ntaps, int rows, int cols) noexcept nogil:
+    """Allocate ``taps``' arrays for ntaps taps on a rows x cols grid; -1 if out of memory."""
+    taps.ntaps = ntaps
+    taps.rows = rows
+    taps.cols = cols
+    taps.off = <long *> malloc(max(ntaps, 1) * sizeof(long))
+    taps.row = <int *> malloc(max(ntaps, 1) * 3 * sizeof(int))
+    taps.col = taps.row + ntaps if taps.row != NULL else NULL
+    taps.ids = taps.row + 2 * ntaps if taps.row != NULL else NULL
+    return -1 if taps.off == NULL or taps.row == NULL else 0
+
+
+cdef void _free_tap_table(fc_taps *taps) noexcept nogil:
+    free(<void *> taps.off)
+    free(<void *> taps.row)
+
+
+cdef struct _TileScratch:
+    # each thread's tile description: pixel origins (tp_max longs), positions (2 * tp_max
+    # ints), output pointers (tp_max) and output offsets (tp_max longs), one block of
+    # whole cache lines per thread
+    char *memory
+    Py_ssize_t block
+    int tp_max
+
+
+cdef int _scratch_init(_TileScratch *s, int n_threads, int tp_max) noexcept nogil:
+    """Allocate ``s`` for n_threads threads; -1 if out of memory."""
+    s.tp_max = tp_max
+    s.block = per_thread(tp_max * (2 * sizeof(long) + 2 * sizeof(int) + sizeof(void *)), 1)
+    s.memory = <char *> calloc(n_threads, s.block)
+    return -1 if s.memory == NULL else 0
+
+
+cdef inline long *_scratch_offs(_TileScratch *s, int thread) noexcept nogil:
+    return <long *> (s.memory + thread * s.block)
+
+
+cdef inline int *_scratch_pos(_TileScratch *s, int thread) noexcept nogil:
+    return <int *> (s.memory + thread * s.block + s.tp_max * sizeof(long))
+
+
+cdef inline void **_scratch_outs(_TileScratch *s, int thread) noexcept nogil:
+    return <void **> (s.memory + thread * s.block
+                      + s.tp_max * (sizeof(long) + 2 * sizeof(int)))
+
+
+cdef inline long *_scratch_dest(_TileScratch *s, int thread) noexcept nogil:
+    return <long *> (s.memory + thread * s.block
+                     + s.tp_max * (sizeof(long) + 2 * sizeof(int) + sizeof(void *)))
+
+
+cdef inline Py_ssize_t _row_strips(Py_ssize_t width, int tp_max) noexcept nogil:
+    """Tiles per output row: the fewest strips of at most tp_max pixels, or 0 where they
+    would be narrower than half a tile (then tiles run over the flattened image)."""
+    cdef Py_ssize_t n
+    if width == 0:
+        return 0
+    n = (width + tp_max - 1) // tp_max
+    return n if width // n * 2 >= tp_max else 0
+
+
+cdef struct _Tile:
+    Py_ssize_t start   # the first pixel the tile computes
+    Py_ssize_t step    # from one of its pixels to the next: 1, or a row (a column tile)
+    Py_ssize_t count   # its pixels
+    Py_ssize_t skip    # its first pixels recomputed from the tile before, not stored
+
+
+cdef struct _Pixel:
+    Py_ssize_t row
+    Py_ssize_t col
+
+
+cdef inline _Pixel _next_pixel(_Pixel px, Py_ssize_t step, Py_ssize_t width) noexcept nogil:
+    """The tile's pixel after ``px``: along the row (on into the next one), or, for a
+    column tile (``step`` a whole row), down the column."""
+    if step == 1:
+        px.col += 1
+        if px.col == width:
+            px.col = 0
+            px.row += 1
+    else:
+        px.row += 1
+    return px
+
+
+cdef _Tile *_tile_table(Py_ssize_t height, Py_ssize_t width, Py_ssize_t left,
+                        Py_ssize_t right, int tp_max, Py_ssize_t *n_tiles) noexcept nogil:
+    """The tiles of a height x width grid of pixels (malloc'd; NULL if out of memory).
+
+    Where ``left`` and ``right`` columns have taps falling off the image, those columns
+    go into tiles of their own, down the column, so that every tap that falls off does
+    so for a whole tile and is skipped, and the columns between split into row strips
+    whose kernel rows lie inside the image. Otherwise rows split into nearly equal strips
+    of at most tp_max pixels, or, for rows narrower than half a tile, tiles run over the
+    flattened grid (the last one shifted back to stay full).
+    """
+    cdef Py_ssize_t inner = width - left - right, n_inner = 0, n_down = 0, n_strips, n
+    cdef Py_ssize_t i, j, row, col, pixels = height * width
+    cdef _Tile *tiles
+    if inner > 0 and left + right > 0:
+        n_inner = _row_strips(inner, tp_max)
+        n_down = _row_strips(height, tp_max)
+    if n_inner and n_down:
+        n = height * n_inner + (left + right) * n_down
+    else:
+        n_strips = _row_strips(width, tp_max)
+        n = height * n_strips if n_strips else (pixels + tp_max - 1) // tp_max
+    n_tiles[0] = n
+    tiles = <_Tile *> malloc(max(n, 1) * sizeof(_Tile))
+    if tiles == NULL:
+        return NULL
+    i = 0
+    if n_inner and n_down:
+        for row in range(height):
+            for j in range(n_inner):
+                tiles[i].start = row * width + left + j * inner // n_inner
+                tiles[i].count = (j + 1) * inner // n_inner - j * inner // n_inner
+                tiles[i].step = 1
+                tiles[i].skip = 0
+                i = i + 1
+        for col in range(width):
+            if left <= col < width - right:
+                continue
+            for j in range(n_down):
+                tiles[i].start = j * height // n_down * width + col
+                tiles[i].count = (j + 1) * height // n_down - j * height // n_down
+                tiles[i].step = width
+                tiles[i].skip = 0
+                i = i + 1
+    elif n_strips:
+        for row in range(height):
+            for j in range(n_strips):
+                tiles[i].start = row * width + j * width // n_strips
+                tiles[i].count = (j + 1) * width // n_strips - j * width // n_strips
+                tiles[i].step = 1
+                tiles[i].skip = 0
+                i = i + 1
+    else:
+        for i in range(n):
+            tiles[i].start = max(0, min(i * tp_max, pixels - tp_max))
+            tiles[i].count = min(tp_max, pixels)
+            tiles[i].step = 1
+            tiles[i].skip = i * tp_max - tiles[i].start
+    return tiles
+
+
+def pack_weights(
+    const floating[:, :, ::1] w,          # IN (T, A, B)
+    const int[::1] taps,                  # IN which of the T taps to pack, in order
+    floating[:, :, :, ::1] packed,        # OUT (blocks, len(taps), rows, block)
+    bint transpose, int n_threads,
+):
+    """Weights in output-channel blocks, zero-padded past the last channel.
+
+    transpose=False: packed[b, i, a, j] = w[taps[i], a, b * block + j] (forward: A
+    inputs, B outputs); transpose=True: packed[b, i, a2, j] = w[taps[i], b * block + j, a2]
+    (data gradient: A are the outputs, B the inputs).
+    """
+    cdef:
+        Py_ssize_t n_taps = taps.shape[0], A = w.shape[1], B = w.shape[2]
+        Py_ssize_t n_blocks = packed.shape[0], rows = packed.shape[2], block = packed.shape[3]
+        Py_ssize_t outputs = A if transpose else B
+        Py_ssize_t task, b, t, a, j, first, width
+        const floating *src
+        floating *dst
+
+    for task in prange(n_blocks * n_taps, schedule="static", nogil=True, num_threads=n_threads):
+        b = task // n_taps
+        t = task % n_taps
+        first = b * block
+        width = min(block, outputs - first)
+        dst = &packed[b, t, 0, 0]
+        if width < block:
+            memset(dst, 0, rows * block * sizeof(floating))
+        if transpose:
+            # output channel first + j is input row first + j of w: read rows, write columns
+            for j in range(width):
+                src = &w[taps[t], first + j, 0]
+                for a in range(B):
+                    dst[a * block + j] = src[a]
+        else:
+            for a in range(A):
+                src = &w[taps[t], a, first]
+                for j in range(width):
+                    dst[a * block + j] = src[j]
