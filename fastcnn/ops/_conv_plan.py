@@ -126,7 +126,7 @@ class ConvPlan:
         # A single input channel with stride 1 along the width runs the row-vectorised
         # kernels; everything else the register-tiled ones.
         self.single_channel = self.c == 1 and stride[1] == 1
-        # Their rows are expanded K-fold (see _conv_microkernel.h): an output row is Wo*K
+        # Their rows are expanded K-fold (see _conv_c1_microkernel.h): an output row is Wo*K
         # values, computed in whole vectors of Lv, and every expanded row must be readable
         # from each tap's offset to the end of that last vector.
         self.isa = isa
