@@ -272,11 +272,9 @@ def global_avg_pool2d(x, n_threads=None):
     n, h, w, c = x.shape
     if h < 1 or w < 1:
         raise ValueError(f"x must have at least one pixel per image, got shape {x.shape}")
-    n_threads = resolve_threads(n_threads, x.size)
-    y = np.empty((n, c), dtype=x.dtype)
-    if y.size:
-        _pool.global_avg_pool2d_forward(x, y, n_threads)
-    return y
+    if n * c == 0:
+        return np.empty((n, c), dtype=x.dtype)
+    return global_avg_pool_into(x, n_threads)
 
 
 def global_avg_pool2d_backward(dy, x_shape, n_threads=None):
@@ -307,11 +305,9 @@ def global_avg_pool2d_backward(dy, x_shape, n_threads=None):
         raise ValueError(
             f"dy must have shape (N, C) = {(n, c)} for x_shape {tuple(x_shape)}, got {dy.shape}"
         )
-    n_threads = resolve_threads(n_threads, n * h * w * c)
-    dx = np.empty((n, h, w, c), dtype=dy.dtype)
-    if dx.size:
-        _pool.global_avg_pool2d_backward(dy, dx, n_threads)
-    return dx
+    if n * h * w * c == 0:
+        return np.empty((n, h, w, c), dtype=dy.dtype)
+    return global_avg_pool_backward_into(dy, (n, h, w, c), n_threads)
 
 
 class PoolPlan:
