@@ -59,7 +59,7 @@ class Conv2D(Spec):
 
 @register(Conv2D)
 class Conv2DLayer(Layer):
-    _cache_names = ("_x", "_y")
+    _cache_names = ("_x", "_y", "_expanded")
 
     def __init__(self, spec, input_shape, dtype, need_dx, numbering):
         super().__init__(spec, input_shape, dtype, need_dx, numbering)
@@ -86,7 +86,7 @@ class Conv2DLayer(Layer):
                               self.padding, self.dilation, self.dtype)
         self.weight = self._add_param(np.zeros((kh, kw, c, spec.filters), self.dtype), True)
         self.bias = self._add_param(np.zeros(spec.filters, self.dtype), False)
-        self._x = self._y = None
+        self._x = self._y = self._expanded = None
 
     def init_params(self, rng):
         kh, kw, c, k = self.weight.shape
@@ -100,12 +100,14 @@ class Conv2DLayer(Layer):
 
     def forward(self, x, run, ws=None):
         x = np.ascontiguousarray(x, dtype=self.dtype)
+        # a single-channel plan's expanded rows, made once for both passes
+        expanded = self._plan.expand(x, run.n_threads, ws) if run.training else None
         y = self._plan.forward(x, self.weight, self.bias, self.activation == "relu",
-                               run.n_threads, ws)
+                               run.n_threads, ws, expanded=expanded)
         if self.activation in ("sigmoid", "tanh"):
             y = activate_inplace(y, self.activation, run.n_threads)
         if run.training:
-            self._x, self._y = x, y
+            self._x, self._y, self._expanded = x, y, expanded
         return y
 
     def backward(self, dy, run, ws=None):
@@ -116,6 +118,6 @@ class Conv2DLayer(Layer):
             dz = activation_backward_inplace(dz, self._y, self.activation, run.n_threads)
         dx, _, db = self._plan.backward(self._x, self.weight, dz, self.need_dx, run.n_threads,
                                         ws, relu_y=self._y if relu else None,
-                                        dw_out=self.grads[0])
+                                        dw_out=self.grads[0], expanded=self._expanded)
         self.grads[1][...] = db
         return dx

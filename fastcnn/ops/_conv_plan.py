@@ -188,21 +188,20 @@ class ConvPlan:
         """``n_threads`` (None: all usable cores) capped for small batches."""
         return resolve_threads(n_threads, n_images * self.vector_work)
 
-    def _expanded_rows(self, x, ws, n_threads, reuse=False):
-        """Zero-padded, K-fold expanded rows of single-channel images (N, Hp, row length).
+    def expand(self, x, n_threads, ws=None):
+        """The zero-padded, K-fold expanded rows (N, Hp, row length) that the single-channel
+        kernels read, for a single-channel plan (None for any other).
 
-        ``reuse=True`` (the backward pass) takes the rows the forward pass left in ``ws``
-        when they were made from this same array x.
+        A caller running forward and backward on the same x (a layer in training) makes them
+        once and passes them to both as ``expanded``.
         """
+        if not self.single_channel:
+            return None
         top, bottom, left, _ = self.pads
         xe = empty(ws, "expanded", (x.shape[0], self.h + top + bottom, self.expanded_row_len),
                    self.dtype)
-        if reuse and ws is not None and ws.sources.get("expanded") is x:
-            return xe
         _conv.expand_channels(x.reshape(x.shape[:3]), xe, top, left, self.k, self.isa,
-                              n_threads)
-        if ws is not None:
-            ws.sources["expanded"] = x
+                              self.threads(n_threads, x.shape[0]))
         return xe
 
     def _row_pattern(self, values):
@@ -218,12 +217,14 @@ class ConvPlan:
         bias[self.k:] = 0
         return bias
 
-    def forward(self, x, w, b, relu, n_threads, ws=None, out=None, packed=None):
+    def forward(self, x, w, b, relu, n_threads, ws=None, out=None, packed=None,
+                expanded=None):
         """conv(x, w) + b (then relu), as (N, Ho, Wo, K). ``b`` may be None.
 
         ``ws`` is a :class:`~fastcnn.ops.workspace.Workspace` to take arrays from (None: fresh
         ones); ``out``, if given, receives the result; ``packed``, if given, is w already
-        packed in output-channel blocks (then w is not read).
+        packed in output-channel blocks (then w is not read); ``expanded``, if given, is
+        :meth:`expand` of this x.
         """
         n = x.shape[0]
         if out is None:
@@ -238,7 +239,9 @@ class ConvPlan:
                 and not self.single_channel):
             return self._forward_in_slices(x, w, b, relu, n_threads, ws, out)
         if self.single_channel and packed is None:
-            _conv.conv2d_forward_c1(self._expanded_rows(x, ws, n_threads),
+            if expanded is None:
+                expanded = self.expand(x, n_threads, ws)
+            _conv.conv2d_forward_c1(expanded,
                                     self._row_pattern(w.reshape(kh * kw, k)),
                                     self._row_pattern(self._bias(b, ws)[:k]), out, kh, kw,
                                     sh, dh, dw, relu, self.isa, n_threads)
@@ -286,13 +289,15 @@ class ConvPlan:
                                  self.fwd_block, True, j > 0, n_threads)
         return out
 
-    def backward(self, x, w, dy, need_dx, n_threads, ws=None, relu_y=None, dw_out=None):
+    def backward(self, x, w, dy, need_dx, n_threads, ws=None, relu_y=None, dw_out=None,
+                 expanded=None):
         """(dx or None, dw, db) for the forward input x and the output gradient dy.
 
         With ``relu_y`` (the output of a fused relu) dy is the gradient of the relu's output
         and becomes, in place, that of its input. dw goes into ``dw_out`` when given (a
         C-contiguous (R, S, C, K) array: a layer's gradient, written without a copy). dx
-        and dw may be arrays of ``ws`` (db is always fresh).
+        and dw may be arrays of ``ws`` (db is always fresh). ``expanded``, if given, is
+        :meth:`expand` of x (that the forward pass used).
         """
         n = x.shape[0]
         n_threads = self.threads(n_threads, n)
@@ -305,7 +310,9 @@ class ConvPlan:
         if n == 0:
             dw = np.zeros((self.kh, self.kw, self.c, self.k), dtype=self.dtype)
         elif self.single_channel:
-            dw = self._single_channel_weight_grad(x, dy, n_threads, ws)
+            if expanded is None:
+                expanded = self.expand(x, n_threads, ws)
+            dw = self._single_channel_weight_grad(expanded, dy, n_threads, ws)
         else:
             dw = self._weight_grad(x, dy, n_threads, ws, dw_out)
         if dw_out is not None and dw is not dw_out:
@@ -405,14 +412,13 @@ class ConvPlan:
             return partial[0]
         return np.sum(partial, axis=0, out=dw_out)
 
-    def _single_channel_weight_grad(self, x, dy, n_threads, ws):
+    def _single_channel_weight_grad(self, expanded, dy, n_threads, ws):
         """dw of a single-channel, width-stride-1 convolution, vectorised along rows."""
-        n = x.shape[0]
+        n = expanded.shape[0]
         n_chunks = max(1, min(n, -(-_MIN_WEIGHT_GRAD_TASKS // (self.kh * self.kw))))
         sums = empty(ws, "partial", (n_chunks, self.kh, self.kw, self.row_vector_values),
                      self.dtype)
-        _conv.conv2d_backward_weights_c1(self._expanded_rows(x, ws, n_threads, reuse=True),
-                                         dy, sums,
+        _conv.conv2d_backward_weights_c1(expanded, dy, sums,
                                          self.stride[0], self.dilation[0], self.dilation[1],
                                          self.isa, n_threads)
         # chunks in order, then the output columns of each channel

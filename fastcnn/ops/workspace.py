@@ -21,9 +21,6 @@ class Workspace:
 
     def __init__(self):
         self._arrays = {}
-        # name -> the input an array was last computed from, for callers that can reuse
-        # a derived array (the forward pass's) when the same input comes back
-        self.sources = {}
 
     def empty(self, name, shape, dtype):
         """An array of ``shape`` and ``dtype`` with whatever the last user left in it."""
