@@ -7,9 +7,9 @@ every parameter of every layer is checked.
 import numpy as np
 import pytest
 
+from fastcnn.layers import AvgPool2D, Conv2D, Dense, Dropout, GlobalAvgPool2D, MaxPool2D
 from fastcnn.nn.dense import DenseLayer
 from fastcnn.nn.layer import Run
-from fastcnn.layers import AvgPool2D, Conv2D, Dense, Dropout, GlobalAvgPool2D, MaxPool2D
 from fastcnn.nn.losses import softmax_cross_entropy, squared_error
 from fastcnn.nn.network import Network
 

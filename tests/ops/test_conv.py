@@ -1,12 +1,12 @@
 """conv2d and conv2d_backward against naive NumPy references, on every SIMD path."""
 import numpy as np
 import pytest
+from fastcnn._ext._openmp import openmp_enabled
 
 from fastcnn import functional as F
-from fastcnn.ops.geometry import int_pair, padding_amounts
-from fastcnn.ops.conv import ConvPlan
 from fastcnn._ext import _conv
-from fastcnn._ext._openmp import openmp_enabled
+from fastcnn.ops.conv import ConvPlan
+from fastcnn.ops.geometry import int_pair, padding_amounts
 
 ISAS = list(range(_conv.cpu_isa() + 1))
 TOLERANCE = {np.float32: dict(rtol=2e-4, atol=2e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}

@@ -6,9 +6,9 @@ import threading
 import numpy as np
 import pytest
 
-from fastcnn.ops.workspace import Workspace
 from fastcnn.layers import AvgPool2D, Conv2D, Dense, GlobalAvgPool2D, MaxPool2D
 from fastcnn.nn.network import Network
+from fastcnn.ops.workspace import Workspace
 
 LAYERS = [
     Conv2D(6, 5, padding="same"),          # single channel: expanded rows
