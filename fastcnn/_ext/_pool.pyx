@@ -42,7 +42,7 @@ cdef extern from "_pool_kernels.h" nogil:
         void (*avg_backward_row)(float *dx, Py_ssize_t C, Py_ssize_t Wo, Py_ssize_t stride_w,
                                  const fc_pool_window *w, float count,
                                  const float *dy) noexcept nogil
-        void (*global_avg)(const float *x, Py_ssize_t n_pixels, Py_ssize_t C, double *acc,
+        void (*global_avg)(const float *x, Py_ssize_t n_pixels, Py_ssize_t C,
                            float *y) noexcept nogil
         void (*global_avg_backward_row)(const float *dy, Py_ssize_t W, Py_ssize_t C,
                                         float count, float *dx) noexcept nogil
@@ -57,7 +57,7 @@ cdef extern from "_pool_kernels.h" nogil:
         void (*avg_backward_row)(double *dx, Py_ssize_t C, Py_ssize_t Wo, Py_ssize_t stride_w,
                                  const fc_pool_window *w, double count,
                                  const double *dy) noexcept nogil
-        void (*global_avg)(const double *x, Py_ssize_t n_pixels, Py_ssize_t C, double *acc,
+        void (*global_avg)(const double *x, Py_ssize_t n_pixels, Py_ssize_t C,
                            double *y) noexcept nogil
         void (*global_avg_backward_row)(const double *dy, Py_ssize_t W, Py_ssize_t C,
                                         double count, double *dx) noexcept nogil
@@ -325,8 +325,6 @@ def global_avg_pool2d_forward(
         Py_ssize_t n
         const floating *xbase = NULL
         floating *ybase
-        double *acc
-        double *all_acc
         const fc_pool_table_f32 *k32 = NULL
         const fc_pool_table_f64 *k64 = NULL
 
@@ -340,18 +338,11 @@ def global_avg_pool2d_forward(
     if n_pixels > 0:
         xbase = &x[0, 0, 0, 0]
     ybase = &y[0, 0]
-    all_acc = <double *> malloc(n_threads * per_thread(C, sizeof(double)) * sizeof(double))
-    try:
-        if all_acc == NULL:
-            raise MemoryError()
-        for n in prange(n_images, schedule="static", nogil=True, num_threads=n_threads):
-            acc = all_acc + threadid() * per_thread(C, sizeof(double))
-            if floating is float:
-                k32.global_avg(xbase + n * n_pixels * C, n_pixels, C, acc, ybase + n * C)
-            else:
-                k64.global_avg(xbase + n * n_pixels * C, n_pixels, C, acc, ybase + n * C)
-    finally:
-        free(all_acc)
+    for n in prange(n_images, schedule="static", nogil=True, num_threads=n_threads):
+        if floating is float:
+            k32.global_avg(xbase + n * n_pixels * C, n_pixels, C, ybase + n * C)
+        else:
+            k64.global_avg(xbase + n * n_pixels * C, n_pixels, C, ybase + n * C)
 
 
 def global_avg_pool2d_backward(

@@ -28,8 +28,7 @@ typedef struct {
                         const fc_pool_window *w, T count, T *y);                         \
         void (*avg_backward_row)(T *dx, Py_ssize_t C, Py_ssize_t Wo, Py_ssize_t stride_w, \
                                  const fc_pool_window *w, T count, const T *dy);         \
-        void (*global_avg)(const T *x, Py_ssize_t n_pixels, Py_ssize_t C, double *acc,   \
-                           T *y);                                                        \
+        void (*global_avg)(const T *x, Py_ssize_t n_pixels, Py_ssize_t C, T *y);         \
         void (*global_avg_backward_row)(const T *dy, Py_ssize_t W, Py_ssize_t C, T count, \
                                         T *dx);                                          \
     } fc_pool_table_##S;
