@@ -26,8 +26,9 @@ from .nn import (
     Dropout,
     GlobalAvgPool2D,
     MaxPool2D,
+    Residual,
     layer_spec_problem,
 )
 
 __all__ = ["AvgPool2D", "Conv2D", "Dense", "Dropout", "GlobalAvgPool2D", "MaxPool2D",
-           "layer_spec_problem"]
+           "Residual", "layer_spec_problem"]

@@ -255,7 +255,7 @@ def plot_feature_maps(estimator, image, layer=0, ax=None, cmap="viridis"):
         )
     batch, _ = model._validate_input(image.reshape(1, n_values), reset=False,
                                      dtype=network.dtype)
-    maps = network.forward(batch, training=False, n_threads=1, n_layers=index + 1)[0]
+    maps = network.output_of(network.layers[index], batch, n_threads=1)[0]
     maps = np.asarray(maps, dtype=np.float64).transpose(2, 0, 1)  # (K, Ho, Wo)
     ax = _axes(ax)
     shown = _show_grid(ax, _tile(maps), cmap, vmin=maps.min(), vmax=maps.max())

@@ -147,3 +147,25 @@ def test_missing_matplotlib_is_a_clear_import_error(clf, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ImportError, match=r'pip install "fastcnn\[plot\]"'):
         plot_learning_curve(clf)
+
+
+def test_convolutions_inside_residual_blocks_are_reached(digits):
+    from fastcnn import functional as F
+    from fastcnn.layers import Residual
+
+    X, y = digits
+    model = CNNClassifier([Conv2D(3, 3, padding="same"),
+                           Residual([Conv2D(3, 3, padding="same"), Conv2D(3, 3, padding="same")]),
+                           Dense(8)], image_shape=(8, 8), max_iter=2, random_state=0).fit(X, y)
+    stem, inner = model.network_.layers[0], model.network_.layers[1]
+    ax = plot_feature_maps(model, X[5], layer=1)
+    grid = np.asarray(ax.images[0].get_array())
+    x = X[5].reshape(1, 8, 8, 1)
+    h = F.relu(F.conv2d(x, stem.weight, stem.bias, padding="same"))
+    maps = F.relu(F.conv2d(h, inner.weight, inner.bias, padding="same"))[0]
+    assert_allclose(grid[:8, :8], maps[:, :, 0], rtol=1e-5, atol=1e-6)
+    assert "Conv2D #2" in ax.get_title()
+    ax = plot_filters(model, layer=2)
+    assert "Conv2D #3" in ax.get_title()
+    with pytest.raises(ValueError, match="has 3 Conv2D layer"):
+        plot_filters(model, layer=3)

@@ -344,6 +344,41 @@ class _BaseCNN(BaseEstimator):
         """
         return self._network_output(X, features=True)
 
+    def get_weights(self):
+        """The fitted network's arrays, as a list of numpy arrays in network order.
+
+        Per layer, its parameters then its buffers: Conv2D W (R, S, C/groups, K) and b
+        (K,); DepthwiseConv2D W (R, S, C, M) and b (C*M,); Dense W (n_in, n_out), with n_in
+        in the NHWC order an image is flattened in, and b (n_out,); BatchNorm gamma, beta,
+        running_mean, running_var. A block's layers come in order, then its projection
+        shortcut; the output layer is last. The arrays are copies.
+
+        Returns
+        -------
+        weights : list of ndarray
+        """
+        check_is_fitted(self, "network_")
+        return self.network_.get_weights()
+
+    def set_weights(self, weights):
+        """Replace the fitted network's arrays with ``weights`` (as :meth:`get_weights`
+        returns them).
+
+        The count, each array's shape and that every value is a finite real number are
+        checked before anything changes; values are cast to the network's dtype.
+
+        Parameters
+        ----------
+        weights : list of array-like
+
+        Returns
+        -------
+        self : object
+        """
+        check_is_fitted(self, "network_")
+        self.network_.set_weights(weights)
+        return self
+
     def summary(self):
         """A table of the fitted network: layers, output shapes, parameters and FLOPs.
 

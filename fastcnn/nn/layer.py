@@ -37,17 +37,19 @@ def activation_problem(activation):
 
 
 class Run:
-    """One pass through a network: mode, threads, the generator for random layers, and
-    the layers' workspaces for this thread and mode ({layer: Workspace}; None: fresh
-    arrays everywhere)."""
+    """One pass through a network: mode, threads, the generator for random layers, the
+    layers' workspaces for this thread and mode ({layer: Workspace}; None: fresh arrays
+    everywhere), and the layers whose outputs to keep a copy of ({layer: output}, filled
+    by the blocks as the pass goes; None: none)."""
 
-    __slots__ = ("training", "n_threads", "rng", "spaces")
+    __slots__ = ("training", "n_threads", "rng", "spaces", "taps")
 
-    def __init__(self, training, n_threads, rng, spaces=None):
+    def __init__(self, training, n_threads, rng, spaces=None, taps=None):
         self.training = training
         self.n_threads = n_threads
         self.rng = rng
         self.spaces = spaces
+        self.taps = taps
 
     def workspace(self, layer):
         """The workspace ``layer`` keeps its arrays in during this pass."""
@@ -57,6 +59,13 @@ class Run:
         if ws is None:
             ws = self.spaces[layer] = Workspace()
         return ws
+
+    def forward(self, layer, x):
+        """``layer``'s output for x in this pass (how blocks run their children)."""
+        y = layer.forward(x, self, self.workspace(layer))
+        if self.taps is not None and layer in self.taps:
+            self.taps[layer] = y.copy()
+        return y
 
 
 def shape_str(shape):
@@ -121,6 +130,9 @@ class Layer:
 
     # Arrays kept from the last training forward pass; dropped when pickling.
     _cache_names = ()
+    # What the layer does inside its block, when its spec alone does not say (a summary
+    # shows it): e.g. "shortcut" for a residual block's projection.
+    role = None
 
     def __init__(self, spec, input_shape, dtype, need_dx, numbering):
         self.spec = spec
@@ -138,6 +150,10 @@ class Layer:
     @property
     def name(self):
         return f"{type(self.spec).__name__} #{self.index}"
+
+    def describe(self):
+        """The layer's line in a summary table: its spec, as the user wrote it."""
+        return repr(self.spec) if self.role is None else f"{self.role}: {self.spec!r}"
 
     def _add_param(self, value, decay):
         self.params.append(value)

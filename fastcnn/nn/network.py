@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 # the layer families register their runtime layers with the spec registry
-from . import conv, dense, dropout, pool  # noqa: F401
+from . import conv, dense, dropout, pool, residual  # noqa: F401
 from ._spec import layer_spec_problem
 from .layer import Run, Workspaces
 from .sequential import Sequential
@@ -109,6 +109,42 @@ class Network:
         for a, saved in zip(arrays, state):
             a[...] = saved
 
+    def get_weights(self):
+        """Copies of every layer's parameters then buffers, layer by layer in network order.
+
+        Conv2D: W (R, S, C/groups, K), b (K,); Dense: W (n_in, n_out), b (n_out,); a
+        block's layers in order, then its projection shortcut.
+        """
+        return [a.copy() for layer in self.layers for a in layer.params + layer.buffers]
+
+    def set_weights(self, weights):
+        """Overwrite what :meth:`get_weights` returns, after checking every array.
+
+        Nothing changes unless the count and every array's shape are right and every value
+        is a finite real number; arrays are cast to the network's dtype.
+        """
+        slots = [(layer, j, a) for layer in self.layers
+                 for j, a in enumerate(layer.params + layer.buffers)]
+        if not isinstance(weights, (list, tuple)):
+            raise TypeError(f"weights must be a list of arrays (as get_weights() returns), "
+                            f"got {type(weights).__name__}")
+        if len(weights) != len(slots):
+            raise ValueError(f"weights has {len(weights)} arrays but the network has "
+                             f"{len(slots)} (see get_weights() for the order)")
+        values = []
+        for i, (value, (layer, j, target)) in enumerate(zip(weights, slots), start=1):
+            where = f"array #{i} (array {j + 1} of {layer.name})"
+            value = np.asarray(value)
+            if value.dtype.kind not in "fiu":
+                raise TypeError(f"{where} must hold real numbers, got dtype {value.dtype}")
+            if value.shape != target.shape:
+                raise ValueError(f"{where} has shape {value.shape}, expected {target.shape}")
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"{where} holds NaN or infinite values")
+            values.append(value)
+        for value, (_, _, target) in zip(values, slots):
+            target[...] = value
+
     def forward(self, x, training=False, n_threads=None, n_layers=None):
         """The output of the first ``n_layers`` top-level layers (all by default) for x.
 
@@ -124,6 +160,13 @@ class Network:
         Runs after ``forward(..., training=True)`` on the same batch.
         """
         self.root.backward(dout, Run(True, n_threads, self.rng, self._workspaces.get(True)))
+
+    def output_of(self, layer, x, n_threads=None):
+        """The output of ``layer`` (one of :attr:`layers`) for x, at prediction."""
+        taps = {layer: None}
+        run = Run(False, n_threads, self.rng, self._workspaces.get(False), taps)
+        self.root.forward(x, run, None)
+        return taps[layer]
 
     def features(self, x, n_threads=None):
         """The input of the last layer, flattened to (n_samples, n_features)."""
@@ -177,12 +220,26 @@ class Network:
             See :meth:`summary_rows` for what the FLOPs count.
         """
         rows = [("", "Input", _shape_str(self.input_shape), "", "")]
-        for i, row in enumerate(self.summary_rows(), start=1):
-            layer = repr(row["spec"])
-            if output_layer and i == len(self.layers):
-                layer += "  (output)"
-            rows.append((str(i), layer, _shape_str(row["output_shape"]),
-                         f"{row['n_params']:,}", f"{row['flops']:,}"))
+        last = self.layers[-1]
+
+        def add(layer, indent):
+            if layer.children:
+                text = layer.describe()
+                if text is not None:        # a sequential block has no row of its own
+                    rows.append(("", " " * indent + text,
+                                 _shape_str(layer.output_shape),
+                                 f"{sum(p.size for child in layer.walk() for p in child.params):,}",
+                                 f"{layer.flops():,}"))
+                for child in layer.children:
+                    add(child, indent if text is None else indent + 2)
+                return
+            text = " " * indent + layer.describe()
+            if output_layer and layer is last:
+                text += "  (output)"
+            rows.append((str(layer.index), text, _shape_str(layer.output_shape),
+                         f"{sum(p.size for p in layer.params):,}", f"{layer.flops():,}"))
+
+        add(self.root, 0)
         header = ("#", "Layer", "Output shape", "Parameters", "FLOPs/image")
         widths = [max(len(r[j]) for r in rows + [header]) for j in range(len(header))]
         align = ("<", "<", "<", ">", ">")

@@ -25,6 +25,9 @@ class Sequential(Layer):
     def name(self):
         return "Sequential"
 
+    def describe(self):
+        return None
+
     def flops(self):
         return sum(child.flops() for child in self.children)
 
@@ -34,10 +37,15 @@ class Sequential(Layer):
         ``ws=None`` asks for a fresh output array: the last child then gets no workspace.
         """
         children = self.children if n_children is None else self.children[:n_children]
-        for i, child in enumerate(children):
-            last = i + 1 == len(children)
-            x = child.forward(x, run, None if last and ws is None else run.workspace(child))
-        return x
+        for child in children[:-1]:
+            x = run.forward(child, x)
+        last = children[-1]
+        if ws is None:
+            y = last.forward(x, run, None)
+            if run.taps is not None and last in run.taps:
+                run.taps[last] = y.copy()
+            return y
+        return run.forward(last, x)
 
     def backward(self, dy, run, ws=None):
         for child in reversed(self.children):
