@@ -12,7 +12,15 @@ from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
 from .network import Network
-from .pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
+from .pool import (
+    AvgPool2D,
+    GlobalAvgPool2D,
+    GlobalMaxPool2D,
+    L2Pool2D,
+    MaxPool2D,
+    SpatialPyramidPool2D,
+)
 
 __all__ = ["AvgPool2D", "Conv2D", "Dense", "Dropout", "GlobalAvgPool2D", "MaxPool2D",
+           "GlobalMaxPool2D", "L2Pool2D", "SpatialPyramidPool2D",
            "Network", "Spec", "layer_spec_problem", "spec_types"]
