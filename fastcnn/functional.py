@@ -28,14 +28,18 @@ from .ops.activation import (
     tanh_backward,
 )
 from .ops.conv import conv2d, conv2d_backward
+from .ops.l2_pool import l2_pool2d, l2_pool2d_backward
 from .ops.pool import (
     avg_pool2d,
     avg_pool2d_backward,
     global_avg_pool2d,
     global_avg_pool2d_backward,
+    global_max_pool2d,
+    global_max_pool2d_backward,
     max_pool2d,
     max_pool2d_backward,
 )
+from .ops.pyramid import spatial_pyramid_pool, spatial_pyramid_pool_backward
 
 __all__ = [
     "conv2d",
@@ -46,6 +50,12 @@ __all__ = [
     "avg_pool2d_backward",
     "global_avg_pool2d",
     "global_avg_pool2d_backward",
+    "global_max_pool2d",
+    "global_max_pool2d_backward",
+    "l2_pool2d",
+    "l2_pool2d_backward",
+    "spatial_pyramid_pool",
+    "spatial_pyramid_pool_backward",
     "relu",
     "relu_backward",
     "sigmoid",

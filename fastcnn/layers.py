@@ -25,10 +25,24 @@ from .nn import (
     Dense,
     Dropout,
     GlobalAvgPool2D,
+    GlobalMaxPool2D,
+    L2Pool2D,
     MaxPool2D,
     Residual,
+    SpatialPyramidPool2D,
     layer_spec_problem,
 )
 
-__all__ = ["AvgPool2D", "Conv2D", "Dense", "Dropout", "GlobalAvgPool2D", "MaxPool2D",
-           "Residual", "layer_spec_problem"]
+__all__ = [
+    "AvgPool2D",
+    "Conv2D",
+    "Dense",
+    "Dropout",
+    "GlobalAvgPool2D",
+    "GlobalMaxPool2D",
+    "L2Pool2D",
+    "MaxPool2D",
+    "Residual",
+    "SpatialPyramidPool2D",
+    "layer_spec_problem",
+]

@@ -1,6 +1,7 @@
 # Compiler directives (boundscheck, wraparound, cdivision, ...) come from setup.py so that
 # FASTCNN_DEBUG=1 can turn the checks back on.
-"""Max, average and global average pooling on NHWC arrays: forward and backward.
+"""Max, average, global average, L2 and spatial pyramid pooling on NHWC arrays: forward
+and backward (L2 in _pool_l2.pxi, the pyramid in _pool_pyramid.pxi).
 
 Windows have no padding and the output size is floored. Forward passes split the work
 by output rows; each output element is computed by exactly one task. Backward passes
@@ -12,8 +13,8 @@ The arithmetic is in the micro-kernels of ``_pool_microkernel.h``, one instance 
 instruction set), reached through the table of the instruction set detected at import or
 asked for with ``isa``.
 
-The arrays arrive validated by ``fastcnn.ops.pool`` (shapes, sizes, argmax range);
-nothing here checks them again.
+The arrays arrive validated by ``fastcnn.ops.pool``, ``.l2_pool`` and ``.pyramid``
+(shapes, sizes, argmax range, bins); nothing here checks them again.
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
@@ -46,6 +47,11 @@ cdef extern from "_pool_kernels.h" nogil:
                            float *y) noexcept nogil
         void (*global_avg_backward_row)(const float *dy, Py_ssize_t W, Py_ssize_t C,
                                         float count, float *dx) noexcept nogil
+        void (*l2_row)(const float *x, Py_ssize_t C, Py_ssize_t Wo, Py_ssize_t stride_w,
+                       const fc_pool_window *w, float *y) noexcept nogil
+        void (*l2_backward_row)(float *dx, const float *x, Py_ssize_t C, Py_ssize_t Wo,
+                                Py_ssize_t stride_w, const fc_pool_window *w, const float *y,
+                                const float *dy) noexcept nogil
     ctypedef struct fc_pool_table_f64:
         int lanes
         int narrow_below
@@ -61,6 +67,11 @@ cdef extern from "_pool_kernels.h" nogil:
                            double *y) noexcept nogil
         void (*global_avg_backward_row)(const double *dy, Py_ssize_t W, Py_ssize_t C,
                                         double count, double *dx) noexcept nogil
+        void (*l2_row)(const double *x, Py_ssize_t C, Py_ssize_t Wo, Py_ssize_t stride_w,
+                       const fc_pool_window *w, double *y) noexcept nogil
+        void (*l2_backward_row)(double *dx, const double *x, Py_ssize_t C, Py_ssize_t Wo,
+                                Py_ssize_t stride_w, const fc_pool_window *w, const double *y,
+                                const double *dy) noexcept nogil
     const fc_pool_table_f32 *fc_pool_table_f32_for(int isa)
     const fc_pool_table_f64 *fc_pool_table_f64_for(int isa)
 
@@ -377,3 +388,7 @@ def global_avg_pool2d_backward(
         else:
             k64.global_avg_backward_row(dybase + (row // H) * C, W, C, count,
                                         dxbase + row * W * C)
+
+
+include "_pool_l2.pxi"
+include "_pool_pyramid.pxi"

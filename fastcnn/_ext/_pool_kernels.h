@@ -31,6 +31,11 @@ typedef struct {
         void (*global_avg)(const T *x, Py_ssize_t n_pixels, Py_ssize_t C, T *y);         \
         void (*global_avg_backward_row)(const T *dy, Py_ssize_t W, Py_ssize_t C, T count, \
                                         T *dx);                                          \
+        void (*l2_row)(const T *x, Py_ssize_t C, Py_ssize_t Wo, Py_ssize_t stride_w,     \
+                       const fc_pool_window *w, T *y);                                   \
+        void (*l2_backward_row)(T *dx, const T *x, Py_ssize_t C, Py_ssize_t Wo,          \
+                                Py_ssize_t stride_w, const fc_pool_window *w, const T *y, \
+                                const T *dy);                                            \
     } fc_pool_table_##S;
 FC_POOL_TABLE_TYPE(f32, float)
 FC_POOL_TABLE_TYPE(f64, double)

@@ -4,7 +4,9 @@
  * A forward kernel makes one output row; channels go in vectors of the instruction set's
  * width, then (for C below one such vector) in 16-byte vectors, then one at a time. The
  * order of the arithmetic on each channel is the same at every width, so every instance
- * gives the same bits.
+ * gives the same bits; L2 pooling's squares and gradient products are the exception, fused
+ * into their additions by the instances with FMA (within an instance, still the same bits
+ * at every width).
  */
 #if FC_DOUBLE
 #define FC_POOL_REL int64_t
@@ -12,6 +14,11 @@
 #else
 #define FC_POOL_REL int32_t
 #define FC_POOL_REL_OF(w) ((w)->rel32)
+#endif
+#if FC_DOUBLE
+#define FC_POOL_SQRT __builtin_sqrt
+#else
+#define FC_POOL_SQRT __builtin_sqrtf
 #endif
 #define FC_L ((Py_ssize_t)(FC_VBYTES / sizeof(FC_T)))
 #define FC_H ((Py_ssize_t)(16 / sizeof(FC_T)))
@@ -167,6 +174,55 @@ static void FC_NAME(fc_pool_avg_backward_row)(FC_T *dx, Py_ssize_t C, Py_ssize_t
     }
 }
 
+/* sqrt of the sum of squares over each window of one output row. */
+static void FC_NAME(fc_pool_l2_row)(const FC_T *x, Py_ssize_t C, Py_ssize_t Wo,
+                                    Py_ssize_t stride_w, const fc_pool_window *w, FC_T *y)
+{
+    for (Py_ssize_t ow = 0; ow < Wo; ow++, x += stride_w * C, y += C) {
+        if (C >= FC_L) {
+            FC_NAME(fc_pool_l2_channels_wide)(x, C, w, y);
+            continue;
+        }
+#if FC_VBYTES > 16
+        if (C >= FC_H) {
+            FC_NAME(fc_pool_l2_channels_16)(x, C, w, y);
+            continue;
+        }
+#endif
+        for (Py_ssize_t c = 0; c < C; c++) {
+            FC_T total = 0;
+            for (Py_ssize_t k = 0; k < w->n; k++) {
+                FC_T v = x[w->offset[k] + c];
+                total = total + v * v;
+            }
+            y[c] = FC_POOL_SQRT(total);
+        }
+    }
+}
+
+/* Adds (dy / y) * x to every element of each window of one output row (nothing where
+ * y == 0); dx and x are the first element of the row's first window in the gradient and
+ * the forward input, y and dy the row's outputs and their gradients. Output pixels go in
+ * order, so where windows overlap the terms add up in a fixed order. */
+static void FC_NAME(fc_pool_l2_backward_row)(FC_T *dx, const FC_T *x, Py_ssize_t C,
+                                             Py_ssize_t Wo, Py_ssize_t stride_w,
+                                             const fc_pool_window *w, const FC_T *y,
+                                             const FC_T *dy)
+{
+    for (Py_ssize_t ow = 0; ow < Wo; ow++, dx += stride_w * C, x += stride_w * C, y += C,
+                                          dy += C) {
+        Py_ssize_t c = FC_NAME(fc_pool_l2_scatter_channels_wide)(dx, x, 0, C, w, y, dy);
+#if FC_VBYTES > 16
+        c = FC_NAME(fc_pool_l2_scatter_channels_16)(dx, x, c, C, w, y, dy);
+#endif
+        for (; c < C; c++) {
+            FC_T ratio = y[c] == 0 ? 0 : dy[c] / y[c];
+            for (Py_ssize_t k = 0; k < w->n; k++)
+                dx[w->offset[k] + c] += ratio * x[w->offset[k] + c];
+        }
+    }
+}
+
 /* y[c] = mean over the image's n_pixels pixels of channel c, summed in double pixel by
  * pixel. Channels go in vectors of doubles (up to eight at once, held in registers over the
  * pixel loop), the rest one at a time; every channel sums in the same order at every
@@ -238,9 +294,12 @@ static const FC_TNAME(fc_pool_table) FC_NAME(fc_pool_table) = {
     FC_NAME(fc_pool_avg_backward_row),
     FC_NAME(fc_pool_global_avg),
     FC_NAME(fc_pool_global_avg_backward_row),
+    FC_NAME(fc_pool_l2_row),
+    FC_NAME(fc_pool_l2_backward_row),
 };
 
 #undef FC_POOL_REL
+#undef FC_POOL_SQRT
 #undef FC_POOL_REL_OF
 #undef FC_L
 #undef FC_H

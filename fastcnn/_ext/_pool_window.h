@@ -105,6 +105,55 @@ FC_ALWAYS_INLINE void FC_WNAME(fc_pool_avg_scatter)(int nv, FC_T *restrict dx,
     }
 }
 
+/* sqrt(sum over the window of x^2), the squares added in row-major order from 0. Instances
+ * with FMA fuse each square into its addition (the C code has no fma call), at every width
+ * alike. sqrt is taken lane by lane (vector types have no sqrt). */
+FC_ALWAYS_INLINE void FC_WNAME(fc_pool_l2_window)(int nv, const FC_T *restrict x,
+        Py_ssize_t second, const Py_ssize_t *restrict offset, Py_ssize_t n_window,
+        FC_T *restrict y)
+{
+    FC_WVEC sum[2] = {{0}, {0}};
+    for (Py_ssize_t k = 0; k < n_window; k++)
+        for (int v = 0; v < nv; v++) {
+            FC_WVEC val = FC_WNAME(fc_pool_load)(x + offset[k] + v * second);
+            sum[v] += val * val;
+        }
+    for (int v = 0; v < nv; v++) {
+        /* an aligned copy: gcc then makes the lane loop one vector sqrt */
+        FC_T lanes[FC_WL] __attribute__((aligned(FC_WBYTES)));
+        __builtin_memcpy(lanes, &sum[v], sizeof lanes);
+        for (int l = 0; l < (int)FC_WL; l++)
+            lanes[l] = FC_POOL_SQRT(lanes[l]);
+        __builtin_memcpy(&sum[v], lanes, sizeof lanes);
+        FC_WNAME(fc_pool_store)(y + v * second, sum[v]);
+    }
+}
+
+/* dx[offset[k] + c] += (dy[c] / y[c]) * x[offset[k] + c] over the window, the ratio 0
+ * where y is 0 (the window is all zeros, and 0 / 0 would make NaN). As in the mean's
+ * scatter, both vectors are loaded before either is stored, so the channels of an
+ * overlapping pair are added once. */
+FC_ALWAYS_INLINE void FC_WNAME(fc_pool_l2_scatter)(int nv, FC_T *restrict dx,
+        const FC_T *restrict x, Py_ssize_t second, const Py_ssize_t *restrict offset,
+        Py_ssize_t n_window, const FC_T *restrict y, const FC_T *restrict dy)
+{
+    FC_WVEC ratio[2], d[2];
+    for (int v = 0; v < nv; v++) {
+        FC_WVEC yv = FC_WNAME(fc_pool_load)(y + v * second);
+        FC_WVEC q = FC_WNAME(fc_pool_load)(dy + v * second) / yv;
+        ratio[v] = (FC_WVEC)(~(FC_WBITS)(yv == 0) & (FC_WBITS)q);
+    }
+    for (Py_ssize_t k = 0; k < n_window; k++) {
+        FC_T *p = dx + offset[k];
+        const FC_T *xp = x + offset[k];
+        for (int v = 0; v < nv; v++)
+            d[v] = FC_WNAME(fc_pool_load)(p + v * second)
+                   + ratio[v] * FC_WNAME(fc_pool_load)(xp + v * second);
+        for (int v = 0; v < nv; v++)
+            FC_WNAME(fc_pool_store)(p + v * second, d[v]);
+    }
+}
+
 /* The C >= L channels of one pixel for forward kernels, whose outputs are pure functions
  * of x: pairs of vectors, the last pair moved back to end at C (overlapping the one
  * before; the overlap only computes the same outputs twice), C < 2L as one pair whose
@@ -129,6 +178,8 @@ FC_ALWAYS_INLINE void FC_WNAME(fc_pool_avg_scatter)(int nv, FC_T *restrict dx,
                                  y + (c), argmax + (c), base)
 #define FC_WAVG_AT(nv, c, second)                                                        \
     FC_WNAME(fc_pool_avg_window)(nv, x + (c), second, w->offset, w->n, count, y + (c))
+#define FC_WL2_AT(nv, c, second)                                                         \
+    FC_WNAME(fc_pool_l2_window)(nv, x + (c), second, w->offset, w->n, y + (c))
 
 /* max / mean of the C >= L channels of the window whose first element is x[0] */
 FC_ALWAYS_INLINE void FC_WNAME(fc_pool_max_channels)(const FC_T *x, Py_ssize_t C,
@@ -141,6 +192,12 @@ FC_ALWAYS_INLINE void FC_WNAME(fc_pool_avg_channels)(const FC_T *x, Py_ssize_t C
         const fc_pool_window *w, FC_T count, FC_T *y)
 {
     FC_WFORWARD_CHANNELS(C, FC_WAVG_AT);
+}
+
+FC_ALWAYS_INLINE void FC_WNAME(fc_pool_l2_channels)(const FC_T *x, Py_ssize_t C,
+        const fc_pool_window *w, FC_T *y)
+{
+    FC_WFORWARD_CHANNELS(C, FC_WL2_AT);
 }
 
 /* Adds the shares of channels [c, C) at this width and returns where it stopped. Calls
@@ -162,7 +219,25 @@ FC_ALWAYS_INLINE Py_ssize_t FC_WNAME(fc_pool_avg_scatter_channels)(FC_T *dx, Py_
     return c;
 }
 
+/* The L2 gradient of channels [c, C) at this width, split as the mean's scatter is. */
+FC_ALWAYS_INLINE Py_ssize_t FC_WNAME(fc_pool_l2_scatter_channels)(FC_T *dx, const FC_T *x,
+        Py_ssize_t c, Py_ssize_t C, const fc_pool_window *w, const FC_T *y, const FC_T *dy)
+{
+    for (; C - c >= 2 * FC_WL; c += 2 * FC_WL)
+        FC_WNAME(fc_pool_l2_scatter)(2, dx + c, x + c, FC_WL, w->offset, w->n, y + c, dy + c);
+    if (C - c == FC_WL) {
+        FC_WNAME(fc_pool_l2_scatter)(1, dx + c, x + c, 0, w->offset, w->n, y + c, dy + c);
+        c = C;
+    } else if (C - c > FC_WL) {
+        FC_WNAME(fc_pool_l2_scatter)(2, dx + c, x + c, C - c - FC_WL, w->offset, w->n, y + c,
+                                     dy + c);
+        c = C;
+    }
+    return c;
+}
+
 #undef FC_WFORWARD_CHANNELS
+#undef FC_WL2_AT
 #undef FC_WMAX_AT
 #undef FC_WAVG_AT
 #undef FC_ALWAYS_INLINE

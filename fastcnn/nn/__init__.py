@@ -1,9 +1,8 @@
 """The network: layer specs, runtime layers, blocks, optimisers and losses.
 
 One module per layer family (:mod:`.conv`, :mod:`.pool`, :mod:`.dense`, :mod:`.dropout`,
-:mod:`.residual`),
-each holding its spec, its runtime layer (registered for the spec), the layer's
-initialisation and FLOPs. :mod:`._spec` is the spec protocol and the registry,
+:mod:`.residual`), each holding its spec, its runtime layer (registered for the spec), the
+layer's initialisation and FLOPs. :mod:`._spec` is the spec protocol and the registry,
 :mod:`.layer` what runtime layers share, :mod:`.sequential` the block that runs layers in
 order, :mod:`.network` the whole network. All arithmetic goes through
 :mod:`fastcnn.ops`.
@@ -13,8 +12,29 @@ from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
 from .network import Network
-from .pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
+from .pool import (
+    AvgPool2D,
+    GlobalAvgPool2D,
+    GlobalMaxPool2D,
+    L2Pool2D,
+    MaxPool2D,
+    SpatialPyramidPool2D,
+)
 from .residual import Residual
 
-__all__ = ["AvgPool2D", "Conv2D", "Dense", "Dropout", "GlobalAvgPool2D", "MaxPool2D",
-           "Network", "Residual", "Spec", "layer_spec_problem", "spec_types"]
+__all__ = [
+    "AvgPool2D",
+    "Conv2D",
+    "Dense",
+    "Dropout",
+    "GlobalAvgPool2D",
+    "GlobalMaxPool2D",
+    "L2Pool2D",
+    "MaxPool2D",
+    "Network",
+    "Residual",
+    "Spec",
+    "SpatialPyramidPool2D",
+    "layer_spec_problem",
+    "spec_types",
+]

@@ -194,6 +194,7 @@ class Layer:
         if len(self.input_shape) != 3:
             raise ValueError(
                 f"{self.name} needs an image input (height x width x channels) but gets "
-                f"{self.input_shape[0]} flat features from an earlier Dense or "
-                "GlobalAvgPool2D layer: put Conv2D and pooling layers before them"
+                f"{self.input_shape[0]} flat features from an earlier Dense, global "
+                "pooling or SpatialPyramidPool2D layer: put Conv2D and pooling layers "
+                "before them"
             )

@@ -1,11 +1,20 @@
-"""Pooling layers: ``MaxPool2D``, ``AvgPool2D``, ``GlobalAvgPool2D`` specs and runtime layers."""
+"""Pooling layers: ``MaxPool2D``, ``AvgPool2D``, ``L2Pool2D``, ``GlobalAvgPool2D``,
+``GlobalMaxPool2D`` and ``SpatialPyramidPool2D`` specs and runtime layers."""
 import math
 
 import numpy as np
 
 from ..ops.geometry import pair
-from ..ops.pool import PoolPlan, global_avg_pool_backward_into, global_avg_pool_into
-from ._spec import Spec, int_pair_problem, register
+from ..ops.l2_pool import L2PoolPlan
+from ..ops.pool import (
+    PoolPlan,
+    global_avg_pool_backward_into,
+    global_avg_pool_into,
+    global_max_pool_backward_into,
+    global_max_pool_into,
+)
+from ..ops.pyramid import MODES, PyramidPlan
+from ._spec import Spec, int_pair_problem, is_int, register
 from .layer import Layer, shape_str
 
 
@@ -41,6 +50,17 @@ class AvgPool2D(_PoolSpec):
     """
 
 
+class L2Pool2D(_PoolSpec):
+    """L2 pooling layer spec: the Euclidean norm ``sqrt(sum x**2)`` of each window, as
+    PyTorch's ``LPPool2d(2, ...)``; ``stride=None`` means ``stride = pool_size``.
+
+    Examples
+    --------
+    >>> L2Pool2D(3, stride=1)
+    L2Pool2D(pool_size=3, stride=1)
+    """
+
+
 class GlobalAvgPool2D(Spec):
     """Averages each channel over the whole image: (N, H, W, C) -> (N, C).
 
@@ -52,6 +72,52 @@ class GlobalAvgPool2D(Spec):
 
     def __init__(self):
         pass
+
+
+class GlobalMaxPool2D(Spec):
+    """Takes each channel's maximum over the whole image: (N, H, W, C) -> (N, C).
+
+    Examples
+    --------
+    >>> GlobalMaxPool2D()
+    GlobalMaxPool2D()
+    """
+
+    def __init__(self):
+        pass
+
+
+class SpatialPyramidPool2D(Spec):
+    """Spatial pyramid pooling: for each level ``l``, the image pooled into ``l x l`` bins
+    (PyTorch's adaptive pooling bins), all levels concatenated into one vector of
+    ``C * sum(l * l)`` features, whatever the image size.
+
+    Parameters
+    ----------
+    levels : sequence of int, default=(1, 2, 4)
+        Bins per side of each level.
+    mode : {"max", "avg"}, default="max"
+        The maximum or the mean of each bin.
+
+    Examples
+    --------
+    >>> SpatialPyramidPool2D((1, 2), mode="avg")
+    SpatialPyramidPool2D(levels=(1, 2), mode='avg')
+    """
+
+    def __init__(self, levels=(1, 2, 4), mode="max"):
+        self.levels = levels
+        self.mode = mode
+
+    def _problem(self):
+        levels = self.levels
+        if (not isinstance(levels, (tuple, list)) or len(levels) == 0
+                or not all(is_int(level) and level >= 1 for level in levels)):
+            return ("levels must be a non-empty sequence of ints >= 1 (bins per side), such "
+                    f"as (1, 2, 4), got {levels!r}")
+        if not isinstance(self.mode, str) or self.mode not in MODES:
+            return f"mode must be 'max' or 'avg', got {self.mode!r}"
+        return None
 
 
 @register(MaxPool2D)
@@ -71,10 +137,13 @@ class MaxPool2DLayer(Layer):
                 "layer, or use padding='same' in the layers before it"
             )
         stride = pool if spec.stride is None else pair(spec.stride)
-        self._plan = PoolPlan(self.input_shape, pool, stride, self._mode, self.dtype)
+        self._plan = self._make_plan(pool, stride)
         self.pool_size, self.stride = self._plan.pool, self._plan.stride
         self.output_shape = self._plan.output_shape
         self._argmax = self._x_shape = None
+
+    def _make_plan(self, pool, stride):
+        return PoolPlan(self.input_shape, pool, stride, self._mode, self.dtype)
 
     def flops(self):
         return math.prod(self.output_shape) * self.pool_size[0] * self.pool_size[1]
@@ -123,3 +192,84 @@ class GlobalAvgPool2DLayer(Layer):
             return None
         dy = np.ascontiguousarray(dy, dtype=self.dtype)
         return global_avg_pool_backward_into(dy, self._x_shape, run.n_threads, ws)
+
+
+@register(L2Pool2D)
+class L2Pool2DLayer(MaxPool2DLayer):
+    _cache_names = ("_x", "_y")
+
+    def __init__(self, spec, input_shape, dtype, need_dx, numbering):
+        super().__init__(spec, input_shape, dtype, need_dx, numbering)
+        self._x = self._y = None
+
+    def _make_plan(self, pool, stride):
+        return L2PoolPlan(self.input_shape, pool, stride, self.dtype)
+
+    def flops(self):
+        # a multiply and an add per window element
+        return 2 * super().flops()
+
+    def forward(self, x, run, ws=None):
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        y = self._plan.forward(x, run.n_threads, ws)
+        if run.training:
+            self._x, self._y = x, y
+        return y
+
+    def backward(self, dy, run, ws=None):
+        if not self.need_dx:
+            return None
+        dy = np.ascontiguousarray(dy, dtype=self.dtype)
+        return self._plan.backward(self._x, self._y, dy, run.n_threads, ws)
+
+
+@register(GlobalMaxPool2D)
+class GlobalMaxPool2DLayer(GlobalAvgPool2DLayer):
+    _cache_names = ("_argmax", "_x_shape")
+
+    def __init__(self, spec, input_shape, dtype, need_dx, numbering):
+        super().__init__(spec, input_shape, dtype, need_dx, numbering)
+        self._argmax = None
+
+    def forward(self, x, run, ws=None):
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        y, argmax = global_max_pool_into(x, run.n_threads, ws)
+        if run.training:
+            self._argmax, self._x_shape = argmax, x.shape
+        return y
+
+    def backward(self, dy, run, ws=None):
+        if not self.need_dx:
+            return None
+        dy = np.ascontiguousarray(dy, dtype=self.dtype)
+        return global_max_pool_backward_into(dy, self._argmax, self._x_shape, run.n_threads,
+                                             ws)
+
+
+@register(SpatialPyramidPool2D)
+class SpatialPyramidPool2DLayer(Layer):
+    _cache_names = ("_argmax", "_x_shape")
+
+    def __init__(self, spec, input_shape, dtype, need_dx, numbering):
+        super().__init__(spec, input_shape, dtype, need_dx, numbering)
+        self._needs_image()
+        self._plan = PyramidPlan(self.input_shape, spec.levels, spec.mode, self.dtype)
+        self.output_shape = self._plan.output_shape
+        self._argmax = self._x_shape = None
+
+    def flops(self):
+        # one per element of every bin: bins overlap, so more than the image's size
+        return self._plan.work
+
+    def forward(self, x, run, ws=None):
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        y, argmax = self._plan.forward(x, run.n_threads, ws)
+        if run.training:
+            self._argmax, self._x_shape = argmax, x.shape
+        return y
+
+    def backward(self, dy, run, ws=None):
+        if not self.need_dx:
+            return None
+        dy = np.ascontiguousarray(dy, dtype=self.dtype)
+        return self._plan.backward(dy, self._x_shape, self._argmax, run.n_threads, ws)

@@ -91,3 +91,25 @@ def conv_output_hw(in_hw, kernel_hw, stride, pads, dilation):
 def pool_output_hw(in_hw, pool_hw, stride):
     """(Ho, Wo) of an unpadded pooling window, floor mode."""
     return conv_output_hw(in_hw, pool_hw, stride, (0, 0, 0, 0), (1, 1))
+
+
+def adaptive_bins(size, n_bins):
+    """[start, end) of each of ``n_bins`` adaptive pooling bins along an axis of ``size``.
+
+    PyTorch's rule: bin i covers ``floor(i * size / n_bins)`` to ``ceil((i + 1) * size /
+    n_bins) - 1``. Neighbouring bins overlap where ``size`` is not a multiple of
+    ``n_bins``, and repeat elements where ``size < n_bins``.
+    """
+    return [(i * size // n_bins, -(-(i + 1) * size // n_bins)) for i in range(n_bins)]
+
+
+def pyramid_bins(in_hw, levels):
+    """The bins of a spatial pyramid, in output order, as an int64 array of rows
+    (top, bottom, left, right), ends exclusive: level by level, each level's l x l bins
+    row by row."""
+    rows = []
+    for level in levels:
+        cols = adaptive_bins(in_hw[1], level)
+        for top, bottom in adaptive_bins(in_hw[0], level):
+            rows.extend((top, bottom, left, right) for left, right in cols)
+    return np.array(rows, dtype=np.int64).reshape(-1, 4)

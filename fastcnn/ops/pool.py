@@ -21,6 +21,8 @@ __all__ = [
     "avg_pool2d_backward",
     "global_avg_pool2d",
     "global_avg_pool2d_backward",
+    "global_max_pool2d",
+    "global_max_pool2d_backward",
 ]
 
 
@@ -52,6 +54,28 @@ def _check_x_shape(x_shape):
             f"got {x_shape!r}"
         )
     return n, h, w, c
+
+
+def _checked_argmax(argmax, dy_shape, in_hw, forward):
+    """``argmax`` as a C-contiguous int64 array of ``dy_shape``, each a flat index into an
+    image of ``in_hw``, as the function named ``forward`` returns them."""
+    argmax = np.asarray(argmax)
+    if argmax.dtype.kind not in "iu":
+        raise TypeError(
+            f"argmax must be an integer array (the one {forward} returns), got dtype "
+            f"{argmax.dtype}"
+        )
+    if argmax.shape != dy_shape:
+        raise ValueError(f"argmax must have dy's shape {dy_shape}, got {argmax.shape}")
+    h, w = in_hw
+    if argmax.size:
+        lo, hi = argmax.min(), argmax.max()
+        if lo < 0 or hi >= h * w:
+            raise ValueError(
+                f"argmax values must be in [0, {h * w}) (flat indices into a {h}x{w} image), "
+                f"got values in [{lo}, {hi}]"
+            )
+    return np.ascontiguousarray(argmax, dtype=np.int64)
 
 
 def max_pool2d(x, pool_size, stride=None, n_threads=None):
@@ -146,22 +170,7 @@ def max_pool2d_backward(dy, argmax, x_shape, n_threads=None):
             f"dy of shape {dy.shape} has more output rows/columns than x_shape "
             f"{tuple(x_shape)} has input ones; pass the forward input's shape"
         )
-    argmax_arr = np.asarray(argmax)
-    if argmax_arr.dtype.kind not in "iu":
-        raise TypeError(
-            f"argmax must be an integer array (the one max_pool2d returns), got dtype "
-            f"{argmax_arr.dtype}"
-        )
-    if argmax_arr.shape != dy.shape:
-        raise ValueError(f"argmax must have dy's shape {dy.shape}, got {argmax_arr.shape}")
-    if argmax_arr.size:
-        lo, hi = argmax_arr.min(), argmax_arr.max()
-        if lo < 0 or hi >= h * w:
-            raise ValueError(
-                f"argmax values must be in [0, {h * w}) (flat indices into a {h}x{w} image), "
-                f"got values in [{lo}, {hi}]"
-            )
-    argmax_arr = np.ascontiguousarray(argmax_arr, dtype=np.int64)
+    argmax_arr = _checked_argmax(argmax, dy.shape, (h, w), "max_pool2d")
     n_threads = resolve_threads(n_threads, 2 * argmax_arr.size)
     dx = np.empty((n, h, w, c), dtype=dy.dtype)
     if dx.size:
@@ -310,6 +319,79 @@ def global_avg_pool2d_backward(dy, x_shape, n_threads=None):
     return global_avg_pool_backward_into(dy, (n, h, w, c), n_threads)
 
 
+def global_max_pool2d(x, n_threads=None):
+    """Maximum of each channel over the whole image, (N, H, W, C) -> (N, C), with its
+    position.
+
+    Parameters
+    ----------
+    x : array-like of shape (N, H, W, C)
+        Integer input is cast to float32; float64 stays float64.
+    n_threads : int or None
+        None uses all usable cores; the result does not depend on it.
+
+    Returns
+    -------
+    y : ndarray of shape (N, C), dtype of x
+    argmax : ndarray of shape (N, C), int64
+        Flat index ``ih * W + iw`` of each maximum in its image. Ties go to the first
+        maximum in row-major order; a channel holding NaN gives NaN and the index of its
+        first NaN (as :func:`max_pool2d`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastcnn.functional import global_max_pool2d
+    >>> y, argmax = global_max_pool2d(np.array([[[[1.0, 5.0], [4.0, 2.0]]]]))
+    >>> y, argmax
+    (array([[4., 5.]]), array([[1, 0]]))
+    """
+    x = as_float_array(x, "x", 4)
+    n, h, w, c = x.shape
+    if h < 1 or w < 1:
+        raise ValueError(f"x must have at least one pixel per image, got shape {x.shape}")
+    if n * c == 0:
+        return np.empty((n, c), dtype=x.dtype), np.empty((n, c), dtype=np.int64)
+    return global_max_pool_into(x, n_threads)
+
+
+def global_max_pool2d_backward(dy, argmax, x_shape, n_threads=None):
+    """Gradient of :func:`global_max_pool2d`: each ``dy[n, c]`` goes to the pixel that was
+    the maximum, every other pixel gets 0.
+
+    Parameters
+    ----------
+    dy : array-like of shape (N, C)
+    argmax : array-like of ints, shape (N, C)
+        The ``argmax`` returned by :func:`global_max_pool2d`, each in ``[0, H * W)``.
+    x_shape : tuple (N, H, W, C)
+        Shape of the forward input.
+    n_threads : int or None
+
+    Returns
+    -------
+    dx : ndarray of shape x_shape, dtype of dy
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastcnn.functional import global_max_pool2d_backward
+    >>> global_max_pool2d_backward(np.array([[3.0]]), np.array([[2]]), (1, 2, 2, 1))[0, :, :, 0]
+    array([[0., 0.],
+           [3., 0.]])
+    """
+    dy = as_float_array(dy, "dy", 2)
+    n, h, w, c = _check_x_shape(x_shape)
+    if dy.shape != (n, c):
+        raise ValueError(
+            f"dy must have shape (N, C) = {(n, c)} for x_shape {tuple(x_shape)}, got {dy.shape}"
+        )
+    argmax = _checked_argmax(argmax, dy.shape, (h, w), "global_max_pool2d")
+    if n * h * w * c == 0:
+        return np.zeros((n, h, w, c), dtype=dy.dtype)
+    return global_max_pool_backward_into(dy, argmax, (n, h, w, c), n_threads)
+
+
 class PoolPlan:
     """Max or average pooling of one image shape (H, W, C), decided once.
 
@@ -358,4 +440,25 @@ def global_avg_pool_backward_into(dy, x_shape, n_threads, ws=None):
     """:func:`global_avg_pool2d_backward` of a trusted dy, into a workspace array."""
     dx = empty(ws, "dx", x_shape, dy.dtype)
     _pool.global_avg_pool2d_backward(dy, dx, resolve_threads(n_threads, dx.size))
+    return dx
+
+
+def global_max_pool_into(x, n_threads, ws=None):
+    """:func:`global_max_pool2d` of a trusted C-contiguous x, into workspace arrays: max
+    pooling with the whole image as the one window."""
+    n, h, w, c = x.shape
+    y = empty(ws, "y", (n, c), x.dtype)
+    argmax = empty(ws, "argmax", (n, c), np.int64)
+    _pool.max_pool2d_forward(x, y.reshape(n, 1, 1, c), argmax.reshape(n, 1, 1, c), h, w, 1, 1,
+                             resolve_threads(n_threads, x.size))
+    return y, argmax
+
+
+def global_max_pool_backward_into(dy, argmax, x_shape, n_threads, ws=None):
+    """:func:`global_max_pool2d_backward` of trusted C-contiguous dy and argmax, into a
+    workspace array."""
+    n, _, _, c = x_shape
+    dx = empty(ws, "dx", x_shape, dy.dtype)
+    _pool.max_pool2d_backward(dy.reshape(n, 1, 1, c), argmax.reshape(n, 1, 1, c), dx,
+                              resolve_threads(n_threads, dx.size))
     return dx

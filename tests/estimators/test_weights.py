@@ -4,7 +4,8 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import NotFittedError
 
-from fastcnn import CNNClassifier, CNNRegressor, functional as F
+from fastcnn import CNNClassifier, CNNRegressor
+from fastcnn import functional as F
 from fastcnn.layers import Conv2D, Dense, GlobalAvgPool2D, MaxPool2D, Residual
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

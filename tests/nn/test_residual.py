@@ -8,7 +8,8 @@ from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from fastcnn import CNNClassifier, functional as F
+from fastcnn import CNNClassifier
+from fastcnn import functional as F
 from fastcnn.layers import Conv2D, Dense, GlobalAvgPool2D, MaxPool2D, Residual
 from fastcnn.nn.network import Network
 from tests.nn.test_network_gradients import _loss_and_grad

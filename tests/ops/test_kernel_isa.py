@@ -325,3 +325,113 @@ def test_vector_lengths():
     for isa in ISAS:
         assert _pool.vector_length(isa, 4) == 4 << isa
         assert _activations.vector_length(isa, 8) == 2 << isa
+
+
+def ref_l2_pool(x, ph, pw, sh, sw):
+    win = _windows(x, ph, pw, sh, sw)
+    total = np.zeros(win.shape[:3] + win.shape[4:], x.dtype)
+    for k in range(win.shape[3]):
+        total = total + win[:, :, :, k] * win[:, :, :, k]
+    return np.sqrt(total)
+
+
+def ref_l2_pool_backward(x, y, dy, ph, pw, sh, sw):
+    dx = np.zeros(x.shape, dy.dtype)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(y == 0, dy.dtype.type(0), dy / y)
+    for oh in range(dy.shape[1]):
+        for ow in range(dy.shape[2]):
+            for i in range(ph):
+                for j in range(pw):
+                    ih, iw = oh * sh + i, ow * sw + j
+                    dx[:, ih, iw] += ratio[:, oh, ow] * x[:, ih, iw]
+    return dx
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c", CHANNELS)
+def test_l2_pool(isa, dtype, c):
+    # Instances with FMA fuse the squares and the gradient's products into their sums:
+    # close to the reference, bitwise the same for every thread count.
+    rng = np.random.default_rng(300 + c)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-14)
+    for n, h, w, ph, pw, sh, sw in GEOMETRIES:
+        x = _pool_input(rng, (n, h, w, c), dtype)
+        x[:, :ph, :pw] = 0              # a window of zeros: y == 0, no gradient
+        ho, wo = _out(h, ph, sh), _out(w, pw, sw)
+
+        def forward(t):
+            y = np.empty((n, ho, wo, c), dtype)
+            _pool.l2_pool2d_forward(x, y, ph, pw, sh, sw, t, isa=isa)
+            return (y,)
+
+        (y,) = _same_for_all_threads(forward)
+        np.testing.assert_allclose(y, ref_l2_pool(x, ph, pw, sh, sw), **tol)
+
+        dy = rng.standard_normal((n, ho, wo, c)).astype(dtype)
+
+        def backward(t):
+            dx = np.full(x.shape, np.nan, dtype)
+            _pool.l2_pool2d_backward(x, y, dy, dx, ph, pw, sh, sw, t, isa=isa)
+            return (dx,)
+
+        (dx,) = _same_for_all_threads(backward)
+        np.testing.assert_allclose(dx, ref_l2_pool_backward(x, y, dy, ph, pw, sh, sw), **tol)
+
+
+# (N, H, W, levels): overlapping bins, bins repeating pixels (H or W < level)
+PYRAMIDS = [(2, 6, 6, (1, 2, 4)), (1, 5, 7, (1, 3)), (3, 2, 3, (1, 2, 4)), (1, 9, 4, (2, 5))]
+
+
+def _bins(h, w, levels):
+    def axis(size, level):
+        return [(i * size // level, -(-(i + 1) * size // level)) for i in range(level)]
+    return np.array([(t, b, left, right) for level in levels for t, b in axis(h, level)
+                     for left, right in axis(w, level)], dtype=np.int64)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c", CHANNELS)
+def test_pyramid_pool(isa, dtype, c):
+    rng = np.random.default_rng(400 + c)
+    for n, h, w, levels in PYRAMIDS:
+        bins = _bins(h, w, levels)
+        x = _pool_input(rng, (n, h, w, c), dtype, ties=True)
+        y_shape = (n, len(bins), c)
+
+        def max_forward(t):
+            y = np.empty(y_shape, dtype)
+            argmax = np.empty(y_shape, np.int64)
+            _pool.pyramid_max_forward(x, bins, y, argmax, t, isa=isa)
+            return y, argmax
+
+        def avg_forward(t):
+            y = np.empty(y_shape, dtype)
+            _pool.pyramid_avg_forward(x, bins, y, t, isa=isa)
+            return (y,)
+
+        y_max, argmax = _same_for_all_threads(max_forward)
+        (y_avg,) = _same_for_all_threads(avg_forward)
+        dy = rng.standard_normal(y_shape).astype(dtype)
+
+        def avg_backward(t):
+            dx = np.full(x.shape, np.nan, dtype)
+            _pool.pyramid_avg_backward(dy, bins, dx, t, isa=isa)
+            return (dx,)
+
+        (dx,) = _same_for_all_threads(avg_backward)
+        dx_ref = np.zeros(x.shape, dtype)
+        for b, (top, bottom, left, right) in enumerate(bins):
+            ph, pw = bottom - top, right - left
+            y_ref, a_ref = ref_max_pool(x[:, top:bottom, left:right], ph, pw, 1, 1)
+            assert_bits(y_max[:, b], y_ref[:, 0, 0])
+            # the bin's flat index in the whole image
+            a_ref = (a_ref[:, 0, 0] // pw + top) * w + a_ref[:, 0, 0] % pw + left
+            np.testing.assert_array_equal(argmax[:, b], a_ref)
+            assert_bits(y_avg[:, b], ref_avg_pool(x[:, top:bottom, left:right], ph, pw, 1, 1)
+                        [:, 0, 0])
+            # bins in order, each element of a bin gets dy / count
+            dx_ref[:, top:bottom, left:right] += (dy[:, b] / dtype(ph * pw))[:, None, None]
+        assert_bits(dx, dx_ref)

@@ -7,6 +7,8 @@ from fastcnn.ops.pool import (
     avg_pool2d_backward,
     global_avg_pool2d,
     global_avg_pool2d_backward,
+    global_max_pool2d,
+    global_max_pool2d_backward,
     max_pool2d,
     max_pool2d_backward,
 )
@@ -546,5 +548,111 @@ def _bad_id(entry):
 @pytest.mark.parametrize("func, kwargs, exception, message", BAD_INPUTS,
                          ids=[_bad_id(e) + f"-{i}" for i, e in enumerate(BAD_INPUTS)])
 def test_bad_input_raises(func, kwargs, exception, message):
+    with pytest.raises(exception, match=message):
+        func(**kwargs)
+
+
+# --------------------------------------------------------------------------------------
+# Global max pooling: max pooling with the whole image as the window
+
+
+GLOBAL_SHAPES = [(1, 1, 1, 1), (1, 4, 4, 1), (3, 5, 7, 2), (2, 1, 9, 6), (4, 8, 8, 16),
+                 (2, 33, 31, 3), (1, 3, 2, 17), (2, 6, 5, 33), (5, 2, 2, 4)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", GLOBAL_SHAPES)
+def test_global_max_pool_matches_naive(shape, dtype):
+    rng = np.random.default_rng(shape[3])
+    for ties in (False, True):
+        x = _random(shape, dtype)
+        if ties:
+            x = np.round(x)
+            x[rng.random(shape) < 0.05] = np.nan
+        y_ref, argmax_ref = naive_max_pool(x, shape[1:3], (1, 1))
+        y_ref, argmax_ref = y_ref[:, 0, 0], argmax_ref[:, 0, 0]
+        dy = _random(y_ref.shape, dtype, seed=1)
+        for n_threads in (1, 2, 3):
+            y, argmax = global_max_pool2d(x, n_threads=n_threads)
+            assert y.dtype == dtype and y.shape == (shape[0], shape[3])
+            assert argmax.dtype == np.int64
+            np.testing.assert_array_equal(y, y_ref)
+            np.testing.assert_array_equal(argmax, argmax_ref)
+            dx = global_max_pool2d_backward(dy, argmax, shape, n_threads=n_threads)
+            assert dx.dtype == dtype and dx.shape == shape
+            np.testing.assert_array_equal(
+                dx, naive_max_pool_backward(dy[:, None, None], argmax[:, None, None], shape))
+
+
+def test_global_max_pool_ties_and_nan():
+    x = np.zeros((1, 3, 3, 3))
+    x[0, 1, 2, 0] = x[0, 2, 0, 0] = 4          # channel 0: the first 4, at (1, 2)
+    x[0, 0, 1, 1] = x[0, 2, 2, 1] = np.nan     # channel 1: the first NaN, at (0, 1)
+    x[0, 1, 1, 1] = np.inf
+    x[0, :, :, 2] = -np.inf                    # channel 2: all -inf, the first pixel
+    y, argmax = global_max_pool2d(x)
+    assert y[0, 0] == 4 and np.isnan(y[0, 1]) and y[0, 2] == -np.inf
+    np.testing.assert_array_equal(argmax, [[5, 1, 0]])
+
+
+def test_global_max_pool_gradient():
+    rng = np.random.default_rng(6)
+    shape = (2, 3, 4, 3)
+    x = rng.permutation(np.prod(shape)).reshape(shape) * 0.01 + rng.uniform(0, 1e-3, shape)
+    g = rng.standard_normal((2, 3))
+    _, argmax = global_max_pool2d(x)
+    analytic = global_max_pool2d_backward(g, argmax, x.shape)
+    numeric = numerical_grad(lambda v: np.sum(global_max_pool2d(v, n_threads=1)[0] * g),
+                             x.copy())
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_global_max_pool_input_forms_and_empty():
+    x = _random((2, 6, 7, 3), np.float64)
+    y, argmax = global_max_pool2d(x)
+    for variant in _input_variants(x).values():
+        yv, argmaxv = global_max_pool2d(variant)
+        assert np.array_equal(yv, y) and np.array_equal(argmaxv, argmax)
+    dy = _random((2, 3), np.float64, seed=1)
+    assert np.array_equal(global_max_pool2d_backward(dy.T.copy().T, argmax.astype(np.int32),
+                                                     x.shape),
+                          global_max_pool2d_backward(dy, argmax, x.shape))
+    for shape in [(0, 4, 4, 3), (2, 4, 4, 0)]:
+        y, argmax = global_max_pool2d(np.zeros(shape, dtype=np.float32))
+        assert y.shape == argmax.shape == (shape[0], shape[3]) and y.dtype == np.float32
+        assert global_max_pool2d_backward(y, argmax, shape).shape == shape
+
+
+_GARGMAX = np.zeros((2, 3), dtype=np.int64)
+
+GLOBAL_MAX_BAD_INPUTS = [
+    (global_max_pool2d, dict(x=np.zeros((2, 3))), ValueError, r"x must be 4-D"),
+    (global_max_pool2d, dict(x=np.zeros((2, 4, 0, 1))), ValueError,
+     r"x must have at least one pixel"),
+    (global_max_pool2d, dict(x=np.zeros((2, 4, 4, 1), dtype=complex)), TypeError,
+     r"x must be an array of real numbers"),
+    (global_max_pool2d_backward, dict(dy=np.zeros((2, 3, 1)), argmax=_GARGMAX,
+                                      x_shape=_X.shape), ValueError, r"dy must be 2-D"),
+    (global_max_pool2d_backward, dict(dy=np.zeros((2, 4)), argmax=_GARGMAX, x_shape=_X.shape),
+     ValueError, r"dy must have shape \(N, C\) = \(2, 3\)"),
+    (global_max_pool2d_backward, dict(dy=np.zeros((2, 3)), argmax=_GARGMAX[:1],
+                                      x_shape=_X.shape), ValueError,
+     r"argmax must have dy's shape \(2, 3\), got \(1, 3\)"),
+    (global_max_pool2d_backward, dict(dy=np.zeros((2, 3)), argmax=_GARGMAX * 1.0,
+                                      x_shape=_X.shape), TypeError,
+     r"argmax must be an integer array \(the one global_max_pool2d returns\)"),
+    (global_max_pool2d_backward, dict(dy=np.zeros((2, 3)), argmax=_GARGMAX + 16,
+                                      x_shape=_X.shape), ValueError,
+     r"argmax values must be in \[0, 16\) \(flat indices into a 4x4 image\)"),
+    (global_max_pool2d_backward, dict(dy=np.zeros((2, 3)), argmax=_GARGMAX - 1,
+                                      x_shape=_X.shape), ValueError, r"argmax values must be"),
+    (global_max_pool2d_backward, dict(dy=np.zeros((2, 3)), argmax=_GARGMAX, x_shape=(2, 4, 4)),
+     ValueError, r"x_shape must be"),
+]
+
+
+@pytest.mark.parametrize("func, kwargs, exception, message", GLOBAL_MAX_BAD_INPUTS,
+                         ids=[f"{e[0].__name__}-{i}" for i, e in enumerate(GLOBAL_MAX_BAD_INPUTS)])
+def test_global_max_pool_bad_input_raises(func, kwargs, exception, message):
     with pytest.raises(exception, match=message):
         func(**kwargs)
