@@ -110,6 +110,22 @@ class Conv2DLayer(Layer):
             self._x, self._y, self._expanded = x, y, expanded
         return y
 
+    @property
+    def folds_affine(self):
+        return self.activation == "linear"
+
+    def forward_folded(self, x, run, ws, scale, shift, activation):
+        """Prediction of ``activation(conv(x) * scale + shift)`` (a BatchNorm and an
+        activation after this layer) as one convolution with the map folded into its
+        weights and bias."""
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        weight = self.weight * scale
+        bias = self.bias * scale + shift
+        y = self._plan.forward(x, weight, bias, activation == "relu", run.n_threads, ws)
+        if activation in ("sigmoid", "tanh"):
+            y = activate_inplace(y, activation, run.n_threads)
+        return y
+
     def backward(self, dy, run, ws=None):
         relu = self.activation == "relu"
         dz = own_gradient(dy, self.dtype)

@@ -107,6 +107,25 @@ class DenseLayer(Layer):
             self._x, self._y, self._x_shape = x2, z, x.shape
         return z
 
+    @property
+    def folds_affine(self):
+        return self.activation == "linear"
+
+    def forward_folded(self, x, run, ws, scale, shift, activation):
+        """Prediction of ``activation((x @ W + b) * scale + shift)`` (a BatchNorm and an
+        activation after this layer) with the map folded into W and b."""
+        n = x.shape[0]
+        x2 = np.ascontiguousarray(x.reshape(n, -1), dtype=self.dtype)
+        n_in, n_out = self.weight.shape
+        weight = self.weight * scale
+        bias = self.bias * scale + shift
+        z = self._plan(n).forward(x2.reshape(1, 1, n, n_in), weight.reshape(1, 1, n_in, n_out),
+                                  bias, activation == "relu", run.n_threads, ws)
+        z = z.reshape(n, n_out)
+        if activation in ("sigmoid", "tanh"):
+            z = activate_inplace(z, activation, run.n_threads)
+        return z
+
     def backward(self, dy, run, ws=None):
         if self.activation == "linear":
             dz = np.ascontiguousarray(dy, dtype=self.dtype)

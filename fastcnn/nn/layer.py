@@ -133,6 +133,16 @@ class Layer:
     # What the layer does inside its block, when its spec alone does not say (a summary
     # shows it): e.g. "shortcut" for a residual block's projection.
     role = None
+    # Folding at prediction (see Sequential): a layer that can take a per-channel affine
+    # map of its output into its own weights has ``folds_affine`` true and a
+    # ``forward_folded(x, run, ws, scale, shift, activation)``; a layer that is such a map
+    # at prediction (BatchNorm) returns (scale, shift) from ``prediction_affine()``; an
+    # activation layer names its kind in ``pointwise_activation``.
+    folds_affine = False
+    pointwise_activation = None
+
+    def prediction_affine(self):
+        return None
 
     def __init__(self, spec, input_shape, dtype, need_dx, numbering):
         self.spec = spec

@@ -35,19 +35,42 @@ class Sequential(Layer):
         """The output of the first ``n_children`` children (all by default).
 
         ``ws=None`` asks for a fresh output array: the last child then gets no workspace.
+        At prediction a layer followed by a per-channel affine map (BatchNorm) and, if
+        there is one, an activation layer runs the three as one (:func:`_fold`).
         """
         children = self.children if n_children is None else self.children[:n_children]
-        for child in children[:-1]:
-            x = run.forward(child, x)
-        last = children[-1]
-        if ws is None:
-            y = last.forward(x, run, None)
-            if run.taps is not None and last in run.taps:
-                run.taps[last] = y.copy()
-            return y
-        return run.forward(last, x)
+        i = 0
+        while i < len(children):
+            child = children[i]
+            fold = None if run.training or run.taps is not None else _fold(children, i)
+            step = 1 if fold is None else fold[0]
+            last = i + step == len(children)
+            child_ws = None if last and ws is None else run.workspace(child)
+            if fold is None:
+                x = child.forward(x, run, child_ws)
+                if run.taps is not None and child in run.taps:
+                    run.taps[child] = x.copy()
+            else:
+                x = child.forward_folded(x, run, child_ws, *fold[1:])
+            i += step
+        return x
 
     def backward(self, dy, run, ws=None):
         for child in reversed(self.children):
             dy = child.backward(dy, run, run.workspace(child))
         return dy
+
+
+def _fold(children, i):
+    """(children used, scale, shift, activation) when ``children[i]`` can take the affine
+    map of ``children[i + 1]`` (and the activation of ``children[i + 2]``) into its own
+    weights at prediction, else None."""
+    if not children[i].folds_affine or i + 1 >= len(children):
+        return None
+    affine = children[i + 1].prediction_affine()
+    if affine is None:
+        return None
+    scale, shift = affine
+    if i + 2 < len(children) and children[i + 2].pointwise_activation is not None:
+        return 3, scale, shift, children[i + 2].pointwise_activation
+    return 2, scale, shift, "linear"
