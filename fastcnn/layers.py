@@ -20,7 +20,9 @@ Conv2D(filters=16, kernel_size=3, padding='same')
 True
 """
 from .nn import (
+    Activation,
     AvgPool2D,
+    BatchNorm,
     Conv2D,
     Dense,
     Dropout,
@@ -30,4 +32,5 @@ from .nn import (
 )
 
 __all__ = ["AvgPool2D", "Conv2D", "Dense", "Dropout", "GlobalAvgPool2D", "MaxPool2D",
+           "Activation", "BatchNorm",
            "layer_spec_problem"]

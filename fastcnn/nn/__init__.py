@@ -8,6 +8,8 @@ order, :mod:`.network` the whole network. All arithmetic goes through
 :mod:`fastcnn.ops`.
 """
 from ._spec import Spec, layer_spec_problem, spec_types
+from .activation import Activation
+from .batchnorm import BatchNorm
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
@@ -15,4 +17,5 @@ from .network import Network
 from .pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 
 __all__ = ["AvgPool2D", "Conv2D", "Dense", "Dropout", "GlobalAvgPool2D", "MaxPool2D",
+           "Activation", "BatchNorm",
            "Network", "Spec", "layer_spec_problem", "spec_types"]
