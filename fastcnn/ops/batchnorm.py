@@ -244,7 +244,7 @@ def batch_norm_statistics(x2, n_threads):
     c = x2.shape[1]
     mean = np.empty(c, np.float64)
     var = np.empty(c, np.float64)
-    _batchnorm.batch_norm_statistics(x2, mean, var, resolve_threads(n_threads, 2 * x2.size))
+    _batchnorm.batch_norm_statistics(x2, mean, var, resolve_threads(n_threads, x2.size))
     return mean, var
 
 
@@ -263,7 +263,7 @@ def batch_norm_train_into(x2, gamma, beta, running_mean, running_var, momentum, 
     inv_std = empty(ws, "inv_std", (c,), np.float64)
     _batchnorm.batch_norm_forward_train(x2, gamma, beta, running_mean, running_var,
                                         momentum, epsilon, relu, y, mean, inv_std,
-                                        resolve_threads(n_threads, 3 * x2.size))
+                                        resolve_threads(n_threads, x2.size))
     return y, mean, inv_std
 
 
@@ -284,7 +284,7 @@ def batch_norm_backward_into(x2, dy2, y2, gamma, mean, inv_std, dgamma_out, dbet
     """
     dx = empty(ws, "dx", x2.shape, x2.dtype) if need_dx else None
     _batchnorm.batch_norm_backward(x2, dy2, y2, gamma, mean, inv_std, dx, dgamma_out,
-                                   dbeta_out, resolve_threads(n_threads, 3 * x2.size))
+                                   dbeta_out, resolve_threads(n_threads, x2.size))
     return dx
 
 
