@@ -7,8 +7,9 @@
  * adds do not wait on each other), then move to the next stretch: 8, 4, 2, 1 vectors,
  * then single columns. Every accumulator adds its rows in row order whatever the
  * stretch, so the sums are the same at every instruction set; the squared deviations and
- * the elementwise passes may differ in the last bit where an instance fuses a
- * multiply-add. The arrays passed to one call never overlap.
+ * the elementwise passes (apply, backward: plain loops over a row, which the compiler
+ * vectorises at the instance's width) may differ in the last bit where an instance fuses
+ * a multiply-add. The arrays passed to one call never overlap.
  */
 #define FC_BN_VD ((int)(FC_VBYTES / sizeof(double))) /* doubles per vector */
 #define FC_ALWAYS_INLINE static inline __attribute__((always_inline))

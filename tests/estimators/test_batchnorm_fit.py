@@ -26,7 +26,7 @@ def digits_split():
 
 @pytest.fixture(scope="module")
 def fitted(digits_split):
-    X_train, X_test, y_train, y_test = digits_split
+    X_train, _, y_train, _ = digits_split
     # batch_size 64 leaves a last batch of a single sample: the dense BatchNorm copes
     clf = CNNClassifier(layers=LAYERS, max_iter=5, batch_size=64, learning_rate_init=3e-3,
                         random_state=0, n_threads=2)

@@ -1,5 +1,6 @@
 """BatchNorm and Activation layers in a Network: gradients, running statistics (PyTorch's
 rule), prediction, fused relu, pickling, thread counts, specs."""
+import itertools
 import pickle
 
 import numpy as np
@@ -8,7 +9,9 @@ from sklearn.base import clone
 
 from fastcnn.layers import Activation, BatchNorm, Conv2D, Dense, Dropout, MaxPool2D
 from fastcnn.nn import layer_spec_problem
+from fastcnn.nn._spec import build
 from fastcnn.nn.batchnorm import BatchNormLayer
+from fastcnn.nn.layer import Run
 from fastcnn.nn.losses import squared_error
 from fastcnn.nn.network import Network
 
@@ -327,3 +330,38 @@ def test_bad_specs_are_described(spec, message):
     assert problem is not None and message in problem
     with pytest.raises(ValueError, match=message):
         Network([spec, Dense(2)], (4, 4, 1))
+
+
+def test_matches_torch_batchnorm2d():
+    """Optional: PyTorch's BatchNorm2d itself, where PyTorch is installed."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 5, 6, 3))
+    dout = rng.standard_normal(x.shape)
+    gamma, beta = np.array([0.5, 1.0, 2.0]), np.array([0.1, 0.0, -0.3])
+    ref = torch.nn.BatchNorm2d(3, eps=1e-3, momentum=0.2, dtype=torch.float64)
+    with torch.no_grad():
+        ref.weight.copy_(torch.from_numpy(gamma))
+        ref.bias.copy_(torch.from_numpy(beta))
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_(True)
+    yt = ref(xt)
+    yt.backward(torch.from_numpy(dout.transpose(0, 3, 1, 2).copy()))
+
+    layer = build(BatchNorm(momentum=0.2, epsilon=1e-3), (5, 6, 3), np.float64, True,
+                  itertools.count(1))
+    layer.gamma[...] = gamma
+    layer.beta[...] = beta
+    y = layer.forward(x, Run(True, 1, None))
+    dx = layer.backward(dout, Run(True, 1, None))
+    nhwc = (0, 2, 3, 1)
+    np.testing.assert_allclose(y, yt.detach().numpy().transpose(nhwc), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dx, xt.grad.numpy().transpose(nhwc), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(layer.grads[0], ref.weight.grad.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(layer.grads[1], ref.bias.grad.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(layer.running_mean, ref.running_mean.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(layer.running_var, ref.running_var.numpy(), rtol=1e-12)
+    ref.eval()
+    with torch.no_grad():
+        expected = ref(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+    np.testing.assert_allclose(layer.forward(x, Run(False, 1, None)), expected.transpose(nhwc),
+                               rtol=1e-10, atol=1e-12)

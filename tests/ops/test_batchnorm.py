@@ -254,7 +254,7 @@ def test_single_row_in_layer_form_keeps_running_statistics():
 def test_every_instruction_set(shape, dtype):
     x = _random(shape, dtype, loc=1.0).reshape(-1, shape[-1])
     dy = _random(shape, dtype, seed=4).reshape(x.shape)
-    m, c = x.shape
+    c = x.shape[1]
     gamma, beta = _params(c, dtype)
     ref_mean, ref_var = naive_statistics(x)
     ref_dx, ref_dgamma, ref_dbeta = naive_backward(x, gamma, dy, 1e-5)
@@ -275,6 +275,24 @@ def test_every_instruction_set(shape, dtype):
         np.testing.assert_allclose(dbeta, ref_dbeta, **TOL[dtype])
         np.testing.assert_allclose(dx, ref_dx, rtol=TOL[dtype]["rtol"],
                                    atol=10 * TOL[dtype]["atol"])
+        # with the relu fused: forward, the masked gradient, and no data gradient
+        _batchnorm.batch_norm_forward_train(x, gamma, beta, None, None, 0.1, 1e-5, True, y,
+                                            mean, inv_std, 2, isa)
+        np.testing.assert_allclose(y, np.maximum(naive_batch_norm(x, gamma, beta, 1e-5), 0),
+                                   **TOL[dtype])
+        ref_masked = naive_backward(x, gamma, np.where(y > 0, dy, 0), 1e-5)
+        _batchnorm.batch_norm_backward(x, dy, y, gamma, mean, inv_std, dx, dgamma, dbeta, 3,
+                                       isa)
+        for actual, expected in zip((dx, dgamma, dbeta), ref_masked):
+            np.testing.assert_allclose(actual, expected, rtol=TOL[dtype]["rtol"],
+                                       atol=10 * TOL[dtype]["atol"])
+        _batchnorm.batch_norm_backward(x, dy, y, gamma, mean, inv_std, None, dgamma, dbeta,
+                                       1, isa)
+        np.testing.assert_allclose(dbeta, ref_masked[2], **TOL[dtype])
+        scale, shift = folded_scale_shift(gamma, beta, mean, 1 / inv_std ** 2 - 1e-5, 1e-5,
+                                          dtype)
+        _batchnorm.batch_norm_apply(x, scale, shift, y, False, 2, isa)
+        np.testing.assert_allclose(y, naive_batch_norm(x, gamma, beta, 1e-5), **TOL[dtype])
     # sums add every row in row order at every vector width: the same bits
     for mean in means[1:]:
         assert np.array_equal(mean, means[0])
