@@ -27,6 +27,7 @@ from .ops.activation import (
     tanh,
     tanh_backward,
 )
+from .ops.batchnorm import batch_norm, batch_norm_backward
 from .ops.conv import conv2d, conv2d_backward
 from .ops.l2_pool import l2_pool2d, l2_pool2d_backward
 from .ops.pool import (
@@ -64,4 +65,6 @@ __all__ = [
     "tanh_backward",
     "softmax",
     "softmax_cross_entropy",
+    "batch_norm",
+    "batch_norm_backward",
 ]

@@ -20,7 +20,9 @@ Conv2D(filters=16, kernel_size=3, padding='same')
 True
 """
 from .nn import (
+    Activation,
     AvgPool2D,
+    BatchNorm,
     Conv2D,
     Dense,
     Dropout,
@@ -34,7 +36,9 @@ from .nn import (
 )
 
 __all__ = [
+    "Activation",
     "AvgPool2D",
+    "BatchNorm",
     "Conv2D",
     "Dense",
     "Dropout",

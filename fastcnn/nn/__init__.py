@@ -8,6 +8,8 @@ order, :mod:`.network` the whole network. All arithmetic goes through
 :mod:`fastcnn.ops`.
 """
 from ._spec import Spec, layer_spec_problem, spec_types
+from .activation import Activation
+from .batchnorm import BatchNorm
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
@@ -23,7 +25,9 @@ from .pool import (
 from .residual import Residual
 
 __all__ = [
+    "Activation",
     "AvgPool2D",
+    "BatchNorm",
     "Conv2D",
     "Dense",
     "Dropout",
@@ -33,8 +37,8 @@ __all__ = [
     "MaxPool2D",
     "Network",
     "Residual",
-    "Spec",
     "SpatialPyramidPool2D",
+    "Spec",
     "layer_spec_problem",
     "spec_types",
 ]

@@ -140,6 +140,11 @@ class Layer:
     # activation layer names its kind in ``pointwise_activation``.
     folds_affine = False
     pointwise_activation = None
+    # A layer that can apply a relu to its output in its own passes (BatchNorm) takes the
+    # relu layer after it that way: the block sets its ``fused_relu``.
+    can_fuse_relu = False
+    fused_relu = False
+    absorbed = False
 
     def prediction_affine(self):
         return None

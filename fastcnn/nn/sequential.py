@@ -20,6 +20,11 @@ class Sequential(Layer):
             self.children.append(child)
             shape = child.output_shape
         self.output_shape = shape
+        # a relu layer after a layer that can apply it in its own passes (BatchNorm)
+        for before, after in zip(self.children, self.children[1:]):
+            if before.can_fuse_relu and after.pointwise_activation == "relu":
+                before.fused_relu = True
+                after.absorbed = True
 
     @property
     def name(self):
@@ -71,6 +76,9 @@ def _fold(children, i):
     if affine is None:
         return None
     scale, shift = affine
+    if children[i + 1].fused_relu:      # with the relu layer it absorbed, if any
+        absorbed = i + 2 < len(children) and children[i + 2].absorbed
+        return 3 if absorbed else 2, scale, shift, "relu"
     if i + 2 < len(children) and children[i + 2].pointwise_activation is not None:
         return 3, scale, shift, children[i + 2].pointwise_activation
     return 2, scale, shift, "linear"

@@ -10,6 +10,7 @@ import numpy as np
 from .._ext import _activations
 from ._validation import as_float_array, check_same_dtype, result_dtype, row_shares
 from .threads import resolve_threads
+from .workspace import empty
 
 __all__ = [
     "relu",
@@ -323,3 +324,14 @@ def activation_backward_inplace(dy, y, kind, n_threads):
         getattr(_activations, f"{kind}_backward")(flat, y.reshape(-1), flat,
                                                    resolve_threads(n_threads, flat.size))
     return dy
+
+
+def activate_into(x, kind, n_threads, ws=None):
+    """kind(x) for a C-contiguous float array x, into a workspace array (x is left as it
+    is); the identity kinds return x itself."""
+    if kind not in KINDS:
+        return x
+    y = empty(ws, "y", x.shape, x.dtype)
+    getattr(_activations, f"{kind}_forward")(x.reshape(-1), y.reshape(-1),
+                                             resolve_threads(n_threads, x.size))
+    return y
