@@ -25,6 +25,7 @@ from setuptools._distutils.errors import CompileError, LinkError
 from setuptools._distutils.sysconfig import customize_compiler
 
 EXTENSIONS = ["_openmp", "_conv", "_pool", "_activations", "_optim"]
+EXTENSIONS += ["_depthwise"]
 
 
 def _env_flag(name):
