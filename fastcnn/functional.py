@@ -28,6 +28,7 @@ from .ops.activation import (
     tanh_backward,
 )
 from .ops.conv import conv2d, conv2d_backward
+from .ops.depthwise import depthwise_conv2d, depthwise_conv2d_backward
 from .ops.pool import (
     avg_pool2d,
     avg_pool2d_backward,
@@ -40,6 +41,8 @@ from .ops.pool import (
 __all__ = [
     "conv2d",
     "conv2d_backward",
+    "depthwise_conv2d",
+    "depthwise_conv2d_backward",
     "max_pool2d",
     "max_pool2d_backward",
     "avg_pool2d",

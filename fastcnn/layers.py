@@ -23,6 +23,7 @@ from .nn import (
     AvgPool2D,
     Conv2D,
     Dense,
+    DepthwiseConv2D,
     Dropout,
     GlobalAvgPool2D,
     MaxPool2D,
@@ -30,4 +31,5 @@ from .nn import (
 )
 
 __all__ = ["AvgPool2D", "Conv2D", "Dense", "Dropout", "GlobalAvgPool2D", "MaxPool2D",
+           "DepthwiseConv2D",
            "layer_spec_problem"]

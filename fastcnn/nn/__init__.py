@@ -10,9 +10,11 @@ order, :mod:`.network` the whole network. All arithmetic goes through
 from ._spec import Spec, layer_spec_problem, spec_types
 from .conv import Conv2D
 from .dense import Dense
+from .depthwise import DepthwiseConv2D
 from .dropout import Dropout
 from .network import Network
 from .pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 
 __all__ = ["AvgPool2D", "Conv2D", "Dense", "Dropout", "GlobalAvgPool2D", "MaxPool2D",
+           "DepthwiseConv2D",
            "Network", "Spec", "layer_spec_problem", "spec_types"]
