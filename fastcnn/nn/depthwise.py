@@ -96,6 +96,24 @@ class DepthwiseConv2DLayer(Layer):
             self._x, self._y, self._repeated = x, y, repeated
         return y
 
+    @property
+    def folds_affine(self):
+        return self.activation == "linear"
+
+    def forward_folded(self, x, run, ws, scale, shift, activation):
+        """Prediction of ``activation(depthwise(x) * scale + shift)`` (a per-channel affine
+        map such as a BatchNorm, and an activation, after this layer) as one depthwise
+        convolution with the map folded into its weights and bias."""
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        weight = self.weight * np.reshape(scale, self.weight.shape[2:])
+        bias = self.bias * scale + shift
+        y = self._plan.forward(x, weight.astype(self.dtype, copy=False),
+                               bias.astype(self.dtype, copy=False), activation == "relu",
+                               run.n_threads, ws)
+        if activation in ("sigmoid", "tanh"):
+            y = activate_inplace(y, activation, run.n_threads)
+        return y
+
     def backward(self, dy, run, ws=None):
         relu = self.activation == "relu"
         dz = own_gradient(dy, self.dtype)

@@ -199,3 +199,27 @@ def test_fitted_network_pickles_without_its_caches():
     net.backward(softmax_cross_entropy(out, target)[1])
     restored = pickle.loads(pickle.dumps(net))
     np.testing.assert_array_equal(restored.forward(x), net.forward(x))
+
+
+@pytest.mark.parametrize("activation", ["linear", "relu", "tanh"])
+def test_a_following_affine_map_folds_into_the_depthwise_weights(activation):
+    # what a BatchNorm (and an activation) after a linear DepthwiseConv2D become at
+    # prediction: one depthwise convolution with scaled weights and bias
+    from fastcnn.nn.layer import Run
+
+    net = Network([DepthwiseConv2D(3, stride=2, padding="same", depth_multiplier=2,
+                                   activation="linear"), Dense(2)], (7, 6, 3), "float64")
+    net.initialize(0)
+    layer = net.layers[0]
+    assert layer.folds_affine
+    assert not Network([DepthwiseConv2D(3), Dense(2)], (5, 5, 2)).layers[0].folds_affine
+    rng = np.random.default_rng(0)
+    layer.bias[...] = rng.standard_normal(layer.bias.shape)
+    scale, shift = rng.standard_normal(6), rng.standard_normal(6)
+    x = rng.standard_normal((2, 7, 6, 3))
+    run = Run(False, 1, None)
+    expected = layer.forward(x, run) * scale + shift
+    expected = {"linear": expected, "relu": np.maximum(expected, 0),
+                "tanh": np.tanh(expected)}[activation]
+    folded = layer.forward_folded(x, run, None, scale, shift, activation)
+    np.testing.assert_allclose(folded, expected, rtol=1e-12, atol=1e-12)
