@@ -6,6 +6,7 @@
  * reads the input rows its kernel rows reach; the data gradient of an input row gathers
  * the delta rows that reach it, column phase by column phase for a strided
  * convolution. */
+
 /* One row correlation: output column j (j < n_out, at out + j * out_step) of every
  * channel is init + the sum over row taps i (input row rows[i], kernel row wr[i]) and
  * column taps k (kernel column wc[k]) of
@@ -119,8 +120,9 @@ FC_DW_INLINE void FC_NAME(fc_dw_pixels)(const FC_NAME(fc_dw_row) *t, const FC_T 
                 Py_ssize_t col = j * t->in_step + t->off[q];
                 if (col < 0 || col >= t->in_width)
                     continue;
-                const FC_DW_VEC next = a0 + FC_NAME(fc_dw_load)(row + col * C, n)
-                                            * FC_NAME(fc_dw_load)(wrow + (Py_ssize_t)t->wc[q] * C, n);
+                const FC_DW_VEC xq = FC_NAME(fc_dw_load)(row + col * C, n);
+                const FC_DW_VEC wq = FC_NAME(fc_dw_load)(wrow + (Py_ssize_t)t->wc[q] * C, n);
+                const FC_DW_VEC next = a0 + xq * wq;
                 a0 = a1;   /* (a rotation: renamed registers, not moves) */
                 a1 = a2;
                 a2 = a3;

@@ -20,8 +20,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 # the layer families register their runtime layers with the spec registry
-from . import conv, dense, dropout, pool  # noqa: F401
-from . import depthwise  # noqa: F401
+from . import conv, dense, depthwise, dropout, pool  # noqa: F401
 from ._spec import layer_spec_problem
 from .layer import Run, Workspaces
 from .sequential import Sequential
