@@ -104,6 +104,38 @@ FC_DW_INLINE void FC_NAME(fc_dw_tile)(const int NR, const int NC, const int P,
                              relu ? FC_NAME(fc_dw_relu)(acc[p]) : acc[p], FC_L);
 }
 
+/* What a tap outside the input reads. */
+static const FC_T FC_NAME(fc_dw_zeros)[FC_L] = {0};
+
+/* P border pixels (columns cols[p]) for one whole vector of channels at c, NR x NC taps
+ * (NR > 0) with their weights in registers: a tap outside the input reads zeros. */
+FC_DW_INLINE void FC_NAME(fc_dw_edge_tile)(const int NR, const int NC, const int P,
+                                           const FC_NAME(fc_dw_taps) *k,
+                                           const FC_NAME(fc_dw_row) *t, Py_ssize_t C,
+                                           Py_ssize_t c, FC_DW_VEC b, int relu, FC_T *out,
+                                           const Py_ssize_t *cols)
+{
+    FC_DW_VEC acc[2];
+#pragma GCC unroll 2
+    for (int p = 0; p < P; p++) {
+        acc[p] = b;
+#pragma GCC unroll 5
+        for (int q = 0; q < NC; q++) {
+            const Py_ssize_t col = cols[p] * t->in_step + t->off[q];
+            const int inside = col >= 0 && col < t->in_width;
+#pragma GCC unroll 5
+            for (int i = 0; i < NR; i++) {
+                const FC_T *x = inside ? k->xr[i] + col * C : FC_NAME(fc_dw_zeros);
+                acc[p] += FC_NAME(fc_dw_load)(x, FC_L) * k->wv[i][q];
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (int p = 0; p < P; p++)
+        FC_NAME(fc_dw_store)(out + cols[p] * t->out_step + c,
+                             relu ? FC_NAME(fc_dw_relu)(acc[p]) : acc[p], FC_L);
+}
+
 /* Columns [from, to) of the channels [c, c + n), one at a time, each column tap checked:
  * the borders, and rows of fewer channels than a vector. Four accumulators take the
  * terms in turn, so that the additions do not wait on each other. */
@@ -161,13 +193,63 @@ FC_DW_INLINE void FC_NAME(fc_dw_tiles)(const int NR, const int NC, const int P,
     }
 }
 
-/* The interior of a row of at least one vector of channels: tiles of P pixels, then of
- * 4, 2 and 1. */
-FC_DW_INLINE void FC_NAME(fc_dw_interior_impl)(const int NR, const int NC,
-                                               const FC_NAME(fc_dw_row) *t, const FC_T *w,
-                                               int S, Py_ssize_t C, const FC_T *init,
-                                               int relu, FC_T *out)
+/* Columns [from, to), each column tap checked, every channel block of a column before
+ * the next column. */
+static void FC_NAME(fc_dw_border)(const FC_NAME(fc_dw_row) *t, const FC_T *w, int S,
+                                  Py_ssize_t C, const FC_T *init, int relu, FC_T *out,
+                                  Py_ssize_t from, Py_ssize_t to)
 {
+    const Py_ssize_t n = C < FC_L ? C : FC_L;
+    const Py_ssize_t n_blocks = C < FC_L ? 1 : (C + FC_L - 1) / FC_L;
+    for (Py_ssize_t j = from; j < to; j++)
+        for (Py_ssize_t blk = 0; blk < n_blocks; blk++) {
+            const Py_ssize_t c = C < FC_L ? 0 : FC_NAME(fc_dw_block)(blk, C);
+            const FC_DW_VEC b = init ? FC_NAME(fc_dw_load)(init + c, n) : (FC_DW_VEC){0};
+            FC_NAME(fc_dw_pixels)(t, w, S, C, c, n, b, relu, out, j, j + 1);
+        }
+}
+
+/* Border columns ([0, j_lo) and [j_hi, n_out)) two at a time (the left and the right
+ * one, usually), every channel block of each pair before the next pair. */
+FC_DW_INLINE void FC_NAME(fc_dw_edges)(const int NR, const int NC,
+                                       const FC_NAME(fc_dw_row) *t, const FC_T *w, int S,
+                                       Py_ssize_t C, const FC_T *init, int relu, FC_T *out)
+{
+    const Py_ssize_t n_blocks = (C + FC_L - 1) / FC_L;
+    Py_ssize_t j = t->j_lo > 0 ? 0 : t->j_hi;
+    while (j < t->n_out) {
+        Py_ssize_t cols[2] = {0, 0};
+        int m = 0;
+        for (; m < 2 && j < t->n_out; m++) {
+            cols[m] = j;
+            j = j + 1 == t->j_lo ? t->j_hi : j + 1;
+        }
+        for (Py_ssize_t blk = 0; blk < n_blocks; blk++) {
+            const Py_ssize_t c = FC_NAME(fc_dw_block)(blk, C);
+            const FC_DW_VEC b = init ? FC_NAME(fc_dw_load)(init + c, FC_L) : (FC_DW_VEC){0};
+            FC_NAME(fc_dw_taps) k;
+            FC_NAME(fc_dw_taps_init)(NR, NC, &k, t, w, S, C, c);
+            if (m == 2)
+                FC_NAME(fc_dw_edge_tile)(NR, NC, 2, &k, t, C, c, b, relu, out, cols);
+            else
+                FC_NAME(fc_dw_edge_tile)(NR, NC, 1, &k, t, C, c, b, relu, out, cols);
+        }
+    }
+}
+
+/* A whole row of at least one vector of channels: the borders, then the interior in
+ * tiles of P pixels, then of 4, 2 and 1. */
+FC_DW_INLINE void FC_NAME(fc_dw_row_impl)(const int NR, const int NC,
+                                          const FC_NAME(fc_dw_row) *t, const FC_T *w, int S,
+                                          Py_ssize_t C, const FC_T *init, int relu,
+                                          FC_T *out)
+{
+    if (NR > 0) {
+        FC_NAME(fc_dw_edges)(NR, NC, t, w, S, C, init, relu, out);
+    } else {
+        FC_NAME(fc_dw_border)(t, w, S, C, init, relu, out, 0, t->j_lo);
+        FC_NAME(fc_dw_border)(t, w, S, C, init, relu, out, t->j_hi, t->n_out);
+    }
     const int P = FC_DW_PIXELS(NR * NC);
     Py_ssize_t j = t->j_lo, n_tiles = (t->j_hi - j) / P;
     FC_NAME(fc_dw_tiles)(NR, NC, P, t, w, S, C, init, relu, out, j, n_tiles);
@@ -186,11 +268,11 @@ FC_DW_INLINE void FC_NAME(fc_dw_interior_impl)(const int NR, const int NC,
 
 /* One function per tap shape, each optimised on its own; 0 x 0 takes any taps. */
 #define FC_DW_FIXED(NR, NC)                                                              \
-    static void FC_NAME(fc_dw_interior_##NR##_##NC)(const FC_NAME(fc_dw_row) *t,         \
-                                                    const FC_T *w, int S, Py_ssize_t C,  \
-                                                    const FC_T *init, int relu, FC_T *out) \
+    static void FC_NAME(fc_dw_row_##NR##_##NC)(const FC_NAME(fc_dw_row) *t, const FC_T *w, \
+                                               int S, Py_ssize_t C, const FC_T *init,    \
+                                               int relu, FC_T *out)                      \
     {                                                                                    \
-        FC_NAME(fc_dw_interior_impl)(NR, NC, t, w, S, C, init, relu, out);               \
+        FC_NAME(fc_dw_row_impl)(NR, NC, t, w, S, C, init, relu, out);                    \
     }
 FC_DW_FIXED(0, 0)
 FC_DW_FIXED(1, 1)
@@ -210,14 +292,13 @@ FC_DW_FIXED(5, 5)
 #endif
 #undef FC_DW_FIXED
 
-/* The interior of a row of at least one vector of channels, by the function for its
- * tap shape. */
-static void FC_NAME(fc_dw_interior)(const FC_NAME(fc_dw_row) *t, const FC_T *w, int S,
-                                    Py_ssize_t C, const FC_T *init, int relu, FC_T *out)
+/* A whole row of at least one vector of channels, by the function for its tap shape. */
+static void FC_NAME(fc_dw_whole_row)(const FC_NAME(fc_dw_row) *t, const FC_T *w, int S,
+                                     Py_ssize_t C, const FC_T *init, int relu, FC_T *out)
 {
 #define FC_DW_CASE(NR, NC)                                                               \
     case NR * 8 + NC:                                                                    \
-        FC_NAME(fc_dw_interior_##NR##_##NC)(t, w, S, C, init, relu, out);                \
+        FC_NAME(fc_dw_row_##NR##_##NC)(t, w, S, C, init, relu, out);                     \
         return;
     if (t->nr <= FC_DW_MAX_FIXED && t->nc <= FC_DW_MAX_FIXED) {
         switch (t->nr * 8 + t->nc) {
@@ -237,24 +318,8 @@ static void FC_NAME(fc_dw_interior)(const FC_NAME(fc_dw_row) *t, const FC_T *w, 
 #endif
         }
     }
-    FC_NAME(fc_dw_interior_0_0)(t, w, S, C, init, relu, out);
+    FC_NAME(fc_dw_row_0_0)(t, w, S, C, init, relu, out);
 #undef FC_DW_CASE
-}
-
-/* Columns [from, to), each column tap checked, every channel block of a column before
- * the next column. */
-static void FC_NAME(fc_dw_border)(const FC_NAME(fc_dw_row) *t, const FC_T *w, int S,
-                                  Py_ssize_t C, const FC_T *init, int relu, FC_T *out,
-                                  Py_ssize_t from, Py_ssize_t to)
-{
-    const Py_ssize_t n = C < FC_L ? C : FC_L;
-    const Py_ssize_t n_blocks = C < FC_L ? 1 : (C + FC_L - 1) / FC_L;
-    for (Py_ssize_t j = from; j < to; j++)
-        for (Py_ssize_t blk = 0; blk < n_blocks; blk++) {
-            const Py_ssize_t c = C < FC_L ? 0 : FC_NAME(fc_dw_block)(blk, C);
-            const FC_DW_VEC b = init ? FC_NAME(fc_dw_load)(init + c, n) : (FC_DW_VEC){0};
-            FC_NAME(fc_dw_pixels)(t, w, S, C, c, n, b, relu, out, j, j + 1);
-        }
 }
 
 /* The row correlation for every channel. */
@@ -265,9 +330,7 @@ static void FC_NAME(fc_dw_correlate)(const FC_NAME(fc_dw_row) *t, const FC_T *w,
         FC_NAME(fc_dw_border)(t, w, S, C, init, relu, out, 0, t->n_out);
         return;
     }
-    FC_NAME(fc_dw_border)(t, w, S, C, init, relu, out, 0, t->j_lo);
-    FC_NAME(fc_dw_interior)(t, w, S, C, init, relu, out);
-    FC_NAME(fc_dw_border)(t, w, S, C, init, relu, out, t->j_hi, t->n_out);
+    FC_NAME(fc_dw_whole_row)(t, w, S, C, init, relu, out);
 }
 
 /* The columns j < n_out whose column taps all lie in [0, in_width): [j_lo, j_hi). */
