@@ -396,3 +396,35 @@ BAD_INPUTS = [
 def test_bad_input_is_a_clear_error(func, kwargs, error, message):
     with pytest.raises(error, match=message):
         func(**kwargs)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kernels_below_one_vector_of_channels(dtype, isa):
+    # The plans run fewer channels than a vector on the narrowest vectors; the kernels
+    # themselves take any count at any width (lanes past C read as zeros, never stored).
+    lanes = _depthwise.vector_length(isa, np.dtype(dtype).itemsize)
+    rng = np.random.default_rng(4)
+    for c in range(1, lanes):
+        for (h, w, r, s, stride, pads, dilation) in [(6, 9, 3, 3, 1, (1, 1, 1, 1), 1),
+                                                     (7, 7, 3, 2, 2, (1, 0, 0, 1), 2)]:
+            x = rng.standard_normal((2, h, w, c)).astype(dtype)
+            wt = rng.standard_normal((r, s, c, 1)).astype(dtype)
+            bias = rng.standard_normal(c).astype(dtype)
+            y_ref, _, _ = tap_reference(x.astype(float), wt.astype(float), bias, None, stride,
+                                        pads, dilation)
+            dy = rng.standard_normal(y_ref.shape).astype(dtype)
+            _, dx_ref, dw_ref = tap_reference(x.astype(float), wt.astype(float), bias,
+                                              dy.astype(float), stride, pads, dilation)
+            geometry = (stride, stride, pads[0], pads[2], dilation, dilation)
+            y = np.empty(y_ref.shape, dtype)
+            _depthwise.depthwise_forward(x, wt[..., 0], bias, y, *geometry, False, 1, isa)
+            dx = np.empty(x.shape, dtype)
+            _depthwise.depthwise_backward_data(dy, wt[..., 0], dx, *geometry, 1, isa)
+            partial = np.empty((2, r, s, c), dtype)
+            _depthwise.depthwise_backward_weights(x, dy, partial, *geometry, 2, isa)
+            where = f"{c} channels, kernel {r}x{s}"
+            np.testing.assert_allclose(y, y_ref, err_msg=where, **TOLERANCE[dtype])
+            np.testing.assert_allclose(dx, dx_ref, err_msg=where, **TOLERANCE[dtype])
+            np.testing.assert_allclose(partial.sum(axis=0), dw_ref[..., 0], err_msg=where,
+                                       **TOLERANCE[dtype])
