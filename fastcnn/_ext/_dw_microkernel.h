@@ -2,13 +2,16 @@
  * _dw_kernels.h for each (element type, instruction set) through _dispatch_instances.h.
  *
  * The work is memory-bound (R * S multiply-adds per output value), so channels go in the
- * vector and a channel block's taps stay in registers while the kernel walks a whole row
- * of pixels: the forward pass holds the block's R x S weight vectors and loads one input
- * vector per multiply-add; the weight gradient holds R x S accumulators and loads one
- * input vector per multiply-add beside one delta vector per pixel. Channel blocks are
- * whole vectors, the last one moved back to end at C (overlapping the one before, which
- * only computes the same values twice); below one vector of channels the lanes past C
- * are read and written through a zeroed copy.
+ * vector and the taps stay in registers: the forward pass (and the data gradient, the
+ * same row correlation on the deltas) holds a channel block's R x S weight vectors and
+ * computes a tile of up to 8 pixels with them, one input vector loaded per multiply-add,
+ * every channel block of a tile before the next tile, so that memory is read and written
+ * in order; the weight gradient holds R x S accumulators over a whole row, loading one
+ * input vector per multiply-add beside one delta vector per pixel. Tap shapes up to 3 x 3
+ * (5 x 5 with AVX-512's 32 registers) have functions of their own; others load each
+ * weight as they use it. Channel blocks are whole vectors, the last one moved back to end
+ * at C (overlapping the one before, which only computes the same values twice); below one
+ * vector of channels the lanes past C are read and written through a zeroed copy.
  *
  * Padding is never materialised: a row correlation is given the input rows its taps
  * reach and the column offset of each tap, computes the columns whose taps all fall
