@@ -24,8 +24,7 @@ from setuptools._distutils.ccompiler import new_compiler
 from setuptools._distutils.errors import CompileError, LinkError
 from setuptools._distutils.sysconfig import customize_compiler
 
-EXTENSIONS = ["_openmp", "_conv", "_pool", "_activations", "_optim"]
-EXTENSIONS += ["_batchnorm"]
+EXTENSIONS = ["_openmp", "_conv", "_pool", "_activations", "_optim", "_batchnorm", "_depthwise"]
 
 
 def _env_flag(name):

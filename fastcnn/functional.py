@@ -29,6 +29,7 @@ from .ops.activation import (
 )
 from .ops.batchnorm import batch_norm, batch_norm_backward
 from .ops.conv import conv2d, conv2d_backward
+from .ops.depthwise import depthwise_conv2d, depthwise_conv2d_backward
 from .ops.l2_pool import l2_pool2d, l2_pool2d_backward
 from .ops.pool import (
     avg_pool2d,
@@ -45,6 +46,8 @@ from .ops.pyramid import spatial_pyramid_pool, spatial_pyramid_pool_backward
 __all__ = [
     "conv2d",
     "conv2d_backward",
+    "depthwise_conv2d",
+    "depthwise_conv2d_backward",
     "max_pool2d",
     "max_pool2d_backward",
     "avg_pool2d",

@@ -12,6 +12,7 @@ from .activation import Activation
 from .batchnorm import BatchNorm
 from .conv import Conv2D
 from .dense import Dense
+from .depthwise import DepthwiseConv2D
 from .dropout import Dropout
 from .network import Network
 from .pool import (
@@ -30,6 +31,7 @@ __all__ = [
     "BatchNorm",
     "Conv2D",
     "Dense",
+    "DepthwiseConv2D",
     "Dropout",
     "GlobalAvgPool2D",
     "GlobalMaxPool2D",

@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..ops.activation import activate_inplace, activation_backward_inplace
-from ..ops.conv import ConvPlan
+from ..ops.conv import ConvPlan, GroupedConvPlan
 from ..ops.geometry import conv_output_hw, padding_amounts, pair
 from ._spec import Spec, int_pair_problem, is_int, register
 from .layer import ACTIVATIONS, Layer, activation_problem, init_weights, own_gradient, shape_str
@@ -21,40 +21,83 @@ class Conv2D(Spec):
         "same" keeps ceil(input / stride) pixels, as in TensorFlow.
     dilation : int or (int, int), default=1
     activation : {"relu", "sigmoid", "tanh", "linear"}, default="relu"
+    groups : int, default=1
+        Input and output channels split into this many consecutive equal blocks, output
+        block j computed from input block j only (weights (R, S, C / groups, filters)); it
+        must divide both the input channels and ``filters``.
 
     Examples
     --------
     >>> Conv2D(32, 3, padding="same")
     Conv2D(filters=32, kernel_size=3, padding='same')
+    >>> Conv2D(32, 3, groups=4)
+    Conv2D(filters=32, kernel_size=3, groups=4)
     """
 
     def __init__(self, filters, kernel_size, stride=1, padding="valid", dilation=1,
-                 activation="relu"):
+                 activation="relu", groups=1):
         self.filters = filters
         self.kernel_size = kernel_size
         self.stride = stride
         self.padding = padding
         self.dilation = dilation
         self.activation = activation
+        self.groups = groups
 
     def _problem(self):
         if not (is_int(self.filters) and self.filters >= 1):
             return f"filters must be an int >= 1, got {self.filters!r}"
-        for name in ("kernel_size", "stride", "dilation"):
-            problem = int_pair_problem(getattr(self, name), name)
-            if problem:
-                return problem
-        padding = self.padding
-        if isinstance(padding, str):
-            if padding not in ("valid", "same"):
-                return f"padding must be 'valid', 'same' or ints >= 0, got {padding!r}"
-        else:
-            values = list(padding) if isinstance(padding, (tuple, list)) else [padding]
-            if len(values) not in (1, 2, 4) or not all(is_int(v) and v >= 0 for v in values):
-                return (f"padding must be 'valid', 'same', an int >= 0, a (vertical, "
-                        f"horizontal) pair or a (top, bottom, left, right) 4-tuple, got "
-                        f"{padding!r}")
+        problem = window_problem(self)
+        if problem:
+            return problem
+        if not (is_int(self.groups) and self.groups >= 1):
+            return f"groups must be an int >= 1, got {self.groups!r}"
+        if self.filters % self.groups:
+            return (f"groups={self.groups} must divide filters={self.filters} (and the "
+                    "input channels)")
         return activation_problem(self.activation)
+
+
+def window_problem(spec):
+    """What is wrong with a convolution spec's kernel_size, stride, dilation and padding,
+    or None."""
+    for name in ("kernel_size", "stride", "dilation"):
+        problem = int_pair_problem(getattr(spec, name), name)
+        if problem:
+            return problem
+    padding = spec.padding
+    if isinstance(padding, str):
+        if padding not in ("valid", "same"):
+            return f"padding must be 'valid', 'same' or ints >= 0, got {padding!r}"
+    else:
+        values = list(padding) if isinstance(padding, (tuple, list)) else [padding]
+        if len(values) not in (1, 2, 4) or not all(is_int(v) and v >= 0 for v in values):
+            return (f"padding must be 'valid', 'same', an int >= 0, a (vertical, "
+                    f"horizontal) pair or a (top, bottom, left, right) 4-tuple, got "
+                    f"{padding!r}")
+    return None
+
+
+def window_geometry(layer):
+    """(kernel, stride, dilation, padding, (Ho, Wo)) of a convolution layer for its input,
+    padding as (top, bottom, left, right); a clear error if the kernel does not fit."""
+    spec = layer.spec
+    h, w, _ = layer.input_shape
+    kh, kw = pair(spec.kernel_size)
+    stride, dilation = pair(spec.stride), pair(spec.dilation)
+    padding = spec.padding
+    if isinstance(padding, (tuple, list)) and len(padding) == 1:
+        padding = padding[0]
+    pads = padding_amounts(padding, (h, w), (kh, kw), stride, dilation)
+    ho, wo = conv_output_hw((h, w), (kh, kw), stride, pads, dilation)
+    if ho < 1 or wo < 1:
+        dh, dw = dilation
+        dil = f" dilation {dh}x{dw}" if (dh, dw) != (1, 1) else ""
+        raise ValueError(
+            f"{layer.name} ({kh}x{kw}{dil}) does not fit its {shape_str(layer.input_shape)} "
+            "input: use padding='same' or a smaller kernel"
+        )
+    return (kh, kw), stride, dilation, pads, (ho, wo)
 
 
 @register(Conv2D)
@@ -64,39 +107,40 @@ class Conv2DLayer(Layer):
     def __init__(self, spec, input_shape, dtype, need_dx, numbering):
         super().__init__(spec, input_shape, dtype, need_dx, numbering)
         self._needs_image()
-        h, w, c = self.input_shape
-        kh, kw = pair(spec.kernel_size)
+        c = self.input_shape[2]
+        (kh, kw), self.stride, self.dilation, self.padding, (ho, wo) = window_geometry(self)
         self.activation = ACTIVATIONS[spec.activation]
-        self.stride = pair(spec.stride)
-        self.dilation = pair(spec.dilation)
-        padding = self.spec.padding
-        if isinstance(padding, (tuple, list)) and len(padding) == 1:
-            padding = padding[0]
-        self.padding = padding_amounts(padding, (h, w), (kh, kw), self.stride, self.dilation)
-        ho, wo = conv_output_hw((h, w), (kh, kw), self.stride, self.padding, self.dilation)
-        if ho < 1 or wo < 1:
-            dh, dw = self.dilation
-            dil = f" dilation {dh}x{dw}" if (dh, dw) != (1, 1) else ""
+        groups = spec.groups
+        if c % groups:
             raise ValueError(
-                f"{self.name} ({kh}x{kw}{dil}) does not fit its {shape_str(self.input_shape)} "
-                "input: use padding='same' or a smaller kernel"
+                f"{self.name} has groups={groups}, which does not divide its {c} input "
+                f"channels: use a groups value that divides both {c} and "
+                f"filters={spec.filters}"
             )
         self.output_shape = (ho, wo, spec.filters)
-        self._plan = ConvPlan(self.input_shape, (kh, kw, c, spec.filters), self.stride,
-                              self.padding, self.dilation, self.dtype)
-        self.weight = self._add_param(np.zeros((kh, kw, c, spec.filters), self.dtype), True)
+        weight_shape = (kh, kw, c // groups, spec.filters)
+        if groups == 1:
+            self._plan = ConvPlan(self.input_shape, weight_shape, self.stride, self.padding,
+                                  self.dilation, self.dtype)
+        else:
+            self._plan = GroupedConvPlan(self.input_shape, weight_shape, groups, self.stride,
+                                         self.padding, self.dilation, self.dtype)
+        self.weight = self._add_param(np.zeros(weight_shape, self.dtype), True)
         self.bias = self._add_param(np.zeros(spec.filters, self.dtype), False)
         self._x = self._y = self._expanded = None
 
     def init_params(self, rng):
-        kh, kw, c, k = self.weight.shape
-        self.weight[...] = init_weights(rng, self.weight.shape, kh * kw * c, kh * kw * k,
-                                        self.activation, self.dtype)
+        # fan in and out of one group: the inputs each output sees, the outputs each input
+        # reaches
+        kh, kw, cg, k = self.weight.shape
+        self.weight[...] = init_weights(rng, self.weight.shape, kh * kw * cg,
+                                        kh * kw * k // self.spec.groups, self.activation,
+                                        self.dtype)
         self.bias[...] = 0
 
     def flops(self):
-        kh, kw = pair(self.spec.kernel_size)
-        return 2 * int(np.prod(self.output_shape)) * kh * kw * self.input_shape[2]
+        kh, kw, cg, _ = self.weight.shape
+        return 2 * int(np.prod(self.output_shape)) * kh * kw * cg
 
     def forward(self, x, run, ws=None):
         x = np.ascontiguousarray(x, dtype=self.dtype)

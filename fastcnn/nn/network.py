@@ -20,7 +20,16 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 # the layer families register their runtime layers with the spec registry
-from . import activation, batchnorm, conv, dense, dropout, pool, residual  # noqa: F401
+from . import (  # noqa: F401
+    activation,
+    batchnorm,
+    conv,
+    dense,
+    depthwise,
+    dropout,
+    pool,
+    residual,
+)
 from ._spec import layer_spec_problem
 from .layer import Run, Workspaces
 from .sequential import Sequential

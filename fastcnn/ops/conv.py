@@ -1,21 +1,34 @@
 """Convolution on NHWC arrays with (R, S, C, K) weights: validated ops over the plans.
 
 Re-exported by :mod:`fastcnn.functional`. Each call validates its arguments, then builds a
-:class:`~fastcnn.ops._conv_plan.ConvPlan` for the geometry and runs it; a network's layers
-keep one plan per layer instead.
+:class:`~fastcnn.ops._conv_plan.ConvPlan` for the geometry (for ``groups`` > 1 a
+:class:`~fastcnn.ops._grouped_conv_plan.GroupedConvPlan`, one group's plan run on each
+group's channels) and runs it; a network's layers keep one plan per layer instead.
 """
 from ._conv_plan import ConvPlan, cpu_isa, isa_name, resolve_isa
+from ._grouped_conv_plan import GroupedConvPlan
 from ._validation import as_float_array, check_same_dtype, result_dtype
-from .geometry import conv_output_hw, int_pair, padding_amounts
+from .geometry import conv_output_hw, int_pair, padding_amounts, positive_int
 
-__all__ = ["ConvPlan", "conv2d", "conv2d_backward", "cpu_isa", "isa_name", "resolve_isa"]
+__all__ = ["ConvPlan", "GroupedConvPlan", "conv2d", "conv2d_backward", "cpu_isa", "isa_name",
+           "resolve_isa"]
 
-def _conv_geometry(x, w, stride, padding, dilation):
+def _conv_geometry(x, w, stride, padding, dilation, groups=1):
     n, h, wd, c = x.shape
     kh, kw, wc, k = w.shape
     if 0 in (kh, kw, wc, k):
         raise ValueError(f"w must have no empty dimension, got shape {w.shape} (R, S, C, K)")
-    if c != wc:
+    if groups > 1 and (c % groups or k % groups):
+        raise ValueError(
+            f"groups={groups} must divide both the input channels (x has {c}) and the "
+            f"output channels (w has {k}); choose groups among their common divisors"
+        )
+    if groups > 1 and c != wc * groups:
+        raise ValueError(
+            f"x has {c} channels, so with groups={groups} w must have {c // groups} input "
+            f"channels per group (w is (R, S, C / groups, K)), got w of shape {w.shape}"
+        )
+    if groups == 1 and c != wc:
         raise ValueError(
             f"x has {c} channels (x is NHWC, shape {x.shape}) but w expects {wc} "
             f"(w is (R, S, C, K), shape {w.shape})"
@@ -34,13 +47,13 @@ def _conv_geometry(x, w, stride, padding, dilation):
 
 
 def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, activation=None, n_threads=None,
-           isa=None):
+           isa=None, groups=1):
     """2-D convolution (cross-correlation, as in every deep-learning library), NHWC.
 
     Parameters
     ----------
     x : array-like of shape (N, H, W, C)
-    w : array-like of shape (R, S, C, K)
+    w : array-like of shape (R, S, C / groups, K)
     b : array-like of shape (K,), optional
     stride, dilation : int or (int, int), >= 1
     padding : int, (vertical, horizontal), (top, bottom, left, right), "valid" or "same"
@@ -49,6 +62,9 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, activation=None, n_thr
     n_threads : int or None
     isa : None or 0, 1, 2
         SIMD path (0 baseline, 1 AVX2, 2 AVX-512); None picks the best the CPU has.
+    groups : int, default=1
+        Input and output channels split into this many consecutive equal blocks, output
+        block j computed from input block j only (it must divide C and K).
 
     Returns
     -------
@@ -66,7 +82,9 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, activation=None, n_thr
     dtype = result_dtype(x, w, b)
     x = as_float_array(x, "x", 4, dtype)
     w = as_float_array(w, "w", 4, dtype)
-    stride, pads, dilation, (ho, wo) = _conv_geometry(x, w, stride, padding, dilation)
+    groups = positive_int(groups, "groups")
+    stride, pads, dilation, (ho, wo) = _conv_geometry(x, w, stride, padding, dilation,
+                                                      groups)
     kh, kw, c, k = w.shape
     if activation not in (None, "linear", "identity", "relu"):
         raise ValueError(f"activation must be None or 'relu', got {activation!r}")
@@ -75,12 +93,12 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, activation=None, n_thr
         if b.shape != (k,):
             raise ValueError(f"b must have shape ({k},) to match w's {k} output channels, "
                              f"got {b.shape}")
-    plan = ConvPlan(x.shape[1:], w.shape, stride, pads, dilation, dtype, isa)
+    plan = _plan(x, w, groups, stride, pads, dilation, dtype, isa)
     return plan.forward(x, w, b, activation == "relu", n_threads)
 
 
 def conv2d_backward(x, w, dy, stride=1, padding=0, dilation=1, need_dx=True, n_threads=None,
-                    isa=None):
+                    isa=None, groups=1):
     """Gradients of :func:`conv2d` (before its activation) with respect to x, w and b.
 
     The data gradient convolves the zero-padded delta with the 180-degree rotated,
@@ -91,17 +109,17 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, dilation=1, need_dx=True, n_t
     Parameters
     ----------
     x : array-like of shape (N, H, W, C), the forward input
-    w : array-like of shape (R, S, C, K)
+    w : array-like of shape (R, S, C / groups, K)
     dy : array-like of shape (N, Ho, Wo, K), the gradient of the loss w.r.t. the output
     stride, padding, dilation : as in :func:`conv2d`
     need_dx : bool
         False skips the data gradient (a network's first layer) and returns None for it.
-    n_threads, isa : as in :func:`conv2d`
+    n_threads, isa, groups : as in :func:`conv2d`
 
     Returns
     -------
     dx : ndarray (N, H, W, C) or None
-    dw : ndarray (R, S, C, K)
+    dw : ndarray (R, S, C / groups, K)
     db : ndarray (K,)
 
     Examples
@@ -120,7 +138,9 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, dilation=1, need_dx=True, n_t
     x = as_float_array(x, "x", 4, dtype)
     w = as_float_array(w, "w", 4, dtype)
     dy = as_float_array(dy, "dy", 4, dtype)
-    stride, pads, dilation, (ho, wo) = _conv_geometry(x, w, stride, padding, dilation)
+    groups = positive_int(groups, "groups")
+    stride, pads, dilation, (ho, wo) = _conv_geometry(x, w, stride, padding, dilation,
+                                                      groups)
     n, h, wd, c = x.shape
     kh, kw, _, k = w.shape
     if dy.shape != (n, ho, wo, k):
@@ -128,5 +148,11 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, dilation=1, need_dx=True, n_t
             f"dy must have the forward output's shape {(n, ho, wo, k)} for x {x.shape} and "
             f"w {w.shape}, got {dy.shape}"
         )
-    plan = ConvPlan(x.shape[1:], w.shape, stride, pads, dilation, dtype, isa)
+    plan = _plan(x, w, groups, stride, pads, dilation, dtype, isa)
     return plan.backward(x, w, dy, need_dx, n_threads)
+
+
+def _plan(x, w, groups, stride, pads, dilation, dtype, isa):
+    if groups == 1:
+        return ConvPlan(x.shape[1:], w.shape, stride, pads, dilation, dtype, isa)
+    return GroupedConvPlan(x.shape[1:], w.shape, groups, stride, pads, dilation, dtype, isa)

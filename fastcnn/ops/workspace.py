@@ -21,6 +21,7 @@ class Workspace:
 
     def __init__(self):
         self._arrays = {}
+        self._children = {}
 
     def empty(self, name, shape, dtype):
         """An array of ``shape`` and ``dtype`` with whatever the last user left in it."""
@@ -33,6 +34,15 @@ class Workspace:
         (zero padding) staying zero.
         """
         return self._get(name, shape, dtype, np.zeros)
+
+    def child(self, key):
+        """A workspace of its own under this one, the same for the same ``key``: for a
+        plan that runs another plan several times in one call (once per group), each run
+        keeping its own arrays."""
+        space = self._children.get(key)
+        if space is None:
+            space = self._children[key] = Workspace()
+        return space
 
     def _get(self, name, shape, dtype, allocate):
         shape, dtype = tuple(shape), np.dtype(dtype)
@@ -48,6 +58,13 @@ def empty(workspace, name, shape, dtype):
     if workspace is None:
         return np.empty(shape, dtype=dtype)
     return workspace.empty(name, shape, dtype)
+
+
+def child(workspace, key):
+    """``workspace.child(key)``, or None (fresh arrays) when there is no workspace."""
+    if workspace is None:
+        return None
+    return workspace.child(key)
 
 
 def zeros(workspace, name, shape, dtype):

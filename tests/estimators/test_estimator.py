@@ -58,7 +58,7 @@ def test_layer_specs_are_plain_values():
     assert repr(AvgPool2D(3, stride=2)) == "AvgPool2D(pool_size=3, stride=2)"
     assert pickle.loads(pickle.dumps(spec)) == spec
     assert spec.get_params() == dict(filters=16, kernel_size=3, stride=1, padding="same",
-                                     dilation=1, activation="relu")
+                                     dilation=1, activation="relu", groups=1)
     assert spec.set_params(filters=8).filters == 8
 
 
