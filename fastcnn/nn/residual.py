@@ -10,7 +10,7 @@ from ..ops.activation import activate_inplace, activation_backward_inplace
 from ..ops.workspace import empty
 from ._spec import Spec, build, layer_spec_problem, register
 from .conv import Conv2D
-from .layer import ACTIVATIONS, Layer, activation_problem, shape_str
+from .layer import ACTIVATIONS, Layer, activation_problem, own_gradient, shape_str
 from .sequential import Sequential
 
 SHORTCUTS = ("identity", "projection")
@@ -134,7 +134,7 @@ class ResidualBlock(Layer):
         return y
 
     def backward(self, dy, run, ws=None):
-        dz = np.array(dy, dtype=self.dtype, order="C")
+        dz = own_gradient(dy, self.dtype)
         dz = activation_backward_inplace(dz, self._y, self.activation, run.n_threads)
         # each branch may change its gradient in place: the shortcut gets its own copy
         needs_copy = self.need_dx or self.projection is not None
