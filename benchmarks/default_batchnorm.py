@@ -9,7 +9,6 @@ prints each fold's accuracy, the mean per seed and the fit time.
 import argparse
 import time
 
-import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import StratifiedKFold, cross_validate
 
