@@ -29,8 +29,10 @@ class CNNClassifier(ClassifierMixin, TransformerMixin, ClassNamePrefixFeaturesOu
     Parameters
     ----------
     layers : list of layer specs, default=None
-        Hidden layers from :mod:`fastcnn.layers` (Conv2D, MaxPool2D, AvgPool2D,
-        GlobalAvgPool2D, Dense, Dropout); the softmax output layer is added. None builds a
+        Hidden layers from :mod:`fastcnn.layers` (Conv2D, DepthwiseConv2D, MaxPool2D,
+        AvgPool2D, L2Pool2D, GlobalAvgPool2D, GlobalMaxPool2D, SpatialPyramidPool2D, Dense,
+        BatchNorm, Activation, Dropout, and Residual blocks of them); the softmax output
+        layer is added. None builds a
         default sized to the input (see :func:`fastcnn.estimators.default_layers`).
     image_shape : tuple (H, W) or (H, W, C), default=None
         Shape of one image for 2-D X. None: square grayscale when n_features is a perfect
