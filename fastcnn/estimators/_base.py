@@ -21,6 +21,7 @@ from .._version import __version__
 from ..augment import Augment
 from ..layers import Dense
 from ..nn import Network, layer_spec_problem, spec_types
+from ..nn import optimizers
 from ..nn.optimizers import SCHEDULES, SOLVERS, make_optimizer
 from ..ops.threads import effective_n_threads
 from ._blas import single_threaded_blas
@@ -43,10 +44,19 @@ class _BaseCNN(BaseEstimator):
         # velocities) by the next fit. After partial_fit it is kept: a stream of
         # partial_fit calls goes on from a pickle exactly as without one (dask-ml's
         # Incremental pickles the model whenever a block runs on another worker).
-        state = super().__getstate__()
+        # A copy: for a class outside sklearn, BaseEstimator returns the instance's own
+        # __dict__, which must not change.
+        state = dict(super().__getstate__())
         state.pop("_random_state", None)
         if not state.get("_incremental", False):
             state.pop("_optimizer", None)
+        # The network and the optimizer go in as plain values (specs, shapes, arrays,
+        # builtins), rebuilt on load: no runtime objects, so that skops.io can load a
+        # model trusting only the spec and estimator types (fastcnn.persistence).
+        if isinstance(state.get("network_"), Network):
+            state["network_"] = _network_state(state["network_"])
+        if state.get("_optimizer") is not None:
+            state["_optimizer"] = _optimizer_state(state["_optimizer"])
         state["_fastcnn_version"] = __version__
         return state
 
@@ -60,6 +70,10 @@ class _BaseCNN(BaseEstimator):
                 UserWarning,
                 stacklevel=2,
             )
+        if isinstance(state.get("network_"), dict):
+            state["network_"] = _network_from_state(state["network_"])
+        if isinstance(state.get("_optimizer"), dict):
+            state["_optimizer"] = _optimizer_from_state(state["_optimizer"])
         super().__setstate__(state)
 
     _parameter_constraints = {
@@ -431,3 +445,51 @@ class _BaseCNN(BaseEstimator):
         tags.transformer_tags.preserves_dtype = [self.dtype] if valid else []
         return tags
 
+
+
+# ---------------------------------------------------------------------- persisted state
+
+def _network_state(network):
+    """A fitted network as plain values: its specs, input shape, dtype, every parameter
+    and buffer (network order, as :meth:`Network.get_state`) and its generator's state."""
+    return {
+        "specs": list(network.specs),
+        "input_shape": list(network.input_shape),
+        "dtype": str(network.dtype),
+        "arrays": network.get_state(),
+        "rng_state": network.rng.bit_generator.state,
+    }
+
+
+def _network_from_state(state):
+    """The network that :func:`_network_state` describes, rebuilt from its specs."""
+    network = Network(state["specs"], tuple(state["input_shape"]), dtype=state["dtype"])
+    slots = [a for layer in network.root.walk() for a in layer.params + layer.buffers]
+    arrays = state["arrays"]
+    if len(arrays) != len(slots) or any(
+            np.shape(a) != s.shape for a, s in zip(arrays, slots)):
+        raise ValueError("the saved network's arrays do not match its layer specs; the "
+                         "file is damaged or was not written by fastcnn")
+    network.set_state(arrays)
+    kind = getattr(np.random, str(state["rng_state"]["bit_generator"]), None)
+    if not (isinstance(kind, type) and issubclass(kind, np.random.BitGenerator)):
+        raise ValueError("the saved network's random generator is not a numpy one")
+    bit_generator = kind()
+    bit_generator.state = state["rng_state"]
+    network.rng = np.random.Generator(bit_generator)
+    return network
+
+
+def _optimizer_state(optimizer):
+    """An optimizer as plain values: its class name and its attributes (floats, ints,
+    strings, lists of arrays)."""
+    return {"optimizer": type(optimizer).__name__, "attrs": dict(optimizer.__dict__)}
+
+
+def _optimizer_from_state(state):
+    cls = getattr(optimizers, state["optimizer"], None)
+    if not (isinstance(cls, type) and issubclass(cls, optimizers._Optimizer)):
+        raise ValueError(f"unknown optimizer {state['optimizer']!r} in a saved model")
+    optimizer = cls.__new__(cls)
+    optimizer.__dict__.update(state["attrs"])
+    return optimizer

@@ -108,6 +108,11 @@ class Spec:
     def __hash__(self):
         return hash((type(self).__name__, tuple(_hashable(v) for v in self.get_params().values())))
 
+    def __reduce__(self):
+        # The type and its settings in signature order: a plain constructor call that
+        # pickle and skops.io (once the type is trusted) rebuild the spec from.
+        return (type(self), tuple(getattr(self, p.name) for p in self._param_names()))
+
     def _problem(self):
         """None if the settings are valid, else a sentence saying what is wrong."""
         return None
