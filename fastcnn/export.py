@@ -266,7 +266,7 @@ def _fitted(operator):
     check_is_fitted(model, "network_")
     shape = operator.inputs[0].type.shape
     expected = [int(s) for s in model.image_shape_]
-    given = [s for s in shape[1:]]
+    given = list(shape[1:])
     if all(isinstance(s, int) for s in given) and int(np.prod(given)) != int(np.prod(expected)):
         raise ValueError(
             f"fastcnn.export: the sample input has rows of shape {tuple(given)} but "
