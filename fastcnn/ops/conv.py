@@ -8,7 +8,10 @@ group's channels) and runs it; a network's layers keep one plan per layer instea
 from ._conv_plan import ConvPlan, cpu_isa, isa_name, resolve_isa
 from ._grouped_conv_plan import GroupedConvPlan
 from ._validation import as_float_array, check_same_dtype, result_dtype
-from .geometry import conv_output_hw, int_pair, padding_amounts, positive_int
+from .geometry import (
+    checked_conv_geometry,
+    positive_int,
+)
 
 __all__ = ["ConvPlan", "GroupedConvPlan", "conv2d", "conv2d_backward", "cpu_isa", "isa_name",
            "resolve_isa"]
@@ -33,17 +36,7 @@ def _conv_geometry(x, w, stride, padding, dilation, groups=1):
             f"x has {c} channels (x is NHWC, shape {x.shape}) but w expects {wc} "
             f"(w is (R, S, C, K), shape {w.shape})"
         )
-    stride = int_pair(stride, "stride")
-    dilation = int_pair(dilation, "dilation")
-    pads = padding_amounts(padding, (h, wd), (kh, kw), stride, dilation)
-    ho, wo = conv_output_hw((h, wd), (kh, kw), stride, pads, dilation)
-    if ho < 1 or wo < 1:
-        raise ValueError(
-            f"kernel {kh}x{kw} (dilation {dilation[0]}x{dilation[1]}) does not fit the "
-            f"{h}x{wd} input padded by {pads} (top, bottom, left, right); use a smaller "
-            "kernel or dilation, or more padding (e.g. padding='same')"
-        )
-    return stride, pads, dilation, (ho, wo)
+    return checked_conv_geometry((h, wd), (kh, kw), stride, padding, dilation)
 
 
 def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, activation=None, n_threads=None,

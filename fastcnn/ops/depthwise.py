@@ -9,7 +9,7 @@ a network's layers keep one plan per layer instead.
 """
 from ._depthwise_plan import DepthwisePlan
 from ._validation import as_float_array, check_same_dtype, result_dtype
-from .geometry import conv_output_hw, int_pair, padding_amounts
+from .geometry import checked_conv_geometry
 
 __all__ = ["DepthwisePlan", "depthwise_conv2d", "depthwise_conv2d_backward"]
 
@@ -24,17 +24,7 @@ def _depthwise_geometry(x, w, stride, padding, dilation):
             f"x has {c} channels (x is NHWC, shape {x.shape}) but w has filters for {wc} "
             f"(w is (R, S, C, M) with M the depth multiplier, shape {w.shape})"
         )
-    stride = int_pair(stride, "stride")
-    dilation = int_pair(dilation, "dilation")
-    pads = padding_amounts(padding, (h, wd), (kh, kw), stride, dilation)
-    ho, wo = conv_output_hw((h, wd), (kh, kw), stride, pads, dilation)
-    if ho < 1 or wo < 1:
-        raise ValueError(
-            f"kernel {kh}x{kw} (dilation {dilation[0]}x{dilation[1]}) does not fit the "
-            f"{h}x{wd} input padded by {pads} (top, bottom, left, right); use a smaller "
-            "kernel or dilation, or more padding (e.g. padding='same')"
-        )
-    return stride, pads, dilation, (ho, wo)
+    return checked_conv_geometry((h, wd), (kh, kw), stride, padding, dilation)
 
 
 def depthwise_conv2d(x, w, b=None, stride=1, padding=0, dilation=1, n_threads=None, *,

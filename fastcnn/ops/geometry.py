@@ -88,6 +88,24 @@ def conv_output_hw(in_hw, kernel_hw, stride, pads, dilation):
             output_size(in_hw[1], pads[2], pads[3], kernel_hw[1], stride[1], dilation[1]))
 
 
+def checked_conv_geometry(in_hw, kernel_hw, stride, padding, dilation):
+    """(stride, pads, dilation, (ho, wo)) of a convolution, checked: the stride and dilation
+    as validated pairs, the padding as (top, bottom, left, right), and a ValueError when
+    the kernel does not fit the padded input."""
+    (h, w), (kh, kw) = in_hw, kernel_hw
+    stride = int_pair(stride, "stride")
+    dilation = int_pair(dilation, "dilation")
+    pads = padding_amounts(padding, (h, w), (kh, kw), stride, dilation)
+    ho, wo = conv_output_hw((h, w), (kh, kw), stride, pads, dilation)
+    if ho < 1 or wo < 1:
+        raise ValueError(
+            f"kernel {kh}x{kw} (dilation {dilation[0]}x{dilation[1]}) does not fit the "
+            f"{h}x{w} input padded by {pads} (top, bottom, left, right); use a smaller "
+            "kernel or dilation, or more padding (e.g. padding='same')"
+        )
+    return stride, pads, dilation, (ho, wo)
+
+
 def pool_output_hw(in_hw, pool_hw, stride):
     """(Ho, Wo) of an unpadded pooling window, floor mode."""
     return conv_output_hw(in_hw, pool_hw, stride, (0, 0, 0, 0), (1, 1))
