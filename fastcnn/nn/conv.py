@@ -5,7 +5,14 @@ from ..ops.activation import activate_inplace, activation_backward_inplace
 from ..ops.conv import ConvPlan, GroupedConvPlan
 from ..ops.geometry import conv_output_hw, padding_amounts, pair
 from ._spec import Spec, int_pair_problem, is_int, register
-from .layer import ACTIVATIONS, Layer, activation_problem, init_weights, own_gradient, shape_str
+from .layer import (
+    ACTIVATIONS,
+    Layer,
+    activation_problem,
+    init_weights,
+    own_gradient,
+    shape_str,
+)
 
 
 class Conv2D(Spec):
@@ -100,9 +107,71 @@ def window_geometry(layer):
     return (kh, kw), stride, dilation, pads, (ho, wo)
 
 
+class FilterLayer(Layer):
+    """What Conv2D and DepthwiseConv2D layers share: a plan run with the layer's weights,
+    bias and fused relu (other activations after it), BatchNorm folding at prediction, and
+    the backward pass with the relu's gradient inside the bias gradient.
+
+    Subclasses set ``_plan``, ``weight``, ``bias`` and ``activation``; ``_prepare`` makes
+    what the plan can reuse between the two passes of a training batch (None: nothing),
+    and ``_prepared`` names it for the plan's calls.
+    """
+
+    _cache_names = ("_x", "_y", "_prepared_input")
+
+    def _prepare(self, x, run, ws):
+        return None
+
+    def _prepared(self, prepared):
+        return {}
+
+    def _scaled_weight(self, scale):
+        """The weights with output channel j multiplied by scale[j]."""
+        return self.weight * scale
+
+    def forward(self, x, run, ws=None):
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        prepared = self._prepare(x, run, ws)
+        y = self._plan.forward(x, self.weight, self.bias, self.activation == "relu",
+                               run.n_threads, ws, **self._prepared(prepared))
+        if self.activation in ("sigmoid", "tanh"):
+            y = activate_inplace(y, self.activation, run.n_threads)
+        if run.training:
+            self._x, self._y, self._prepared_input = x, y, prepared
+        return y
+
+    @property
+    def folds_affine(self):
+        return self.activation == "linear"
+
+    def forward_folded(self, x, run, ws, scale, shift, activation):
+        """Prediction of ``activation(layer(x) * scale + shift)`` (a BatchNorm and an
+        activation after this layer) as one call with the map folded into its weights and
+        bias."""
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        weight = self._scaled_weight(scale).astype(self.dtype, copy=False)
+        bias = (self.bias * scale + shift).astype(self.dtype, copy=False)
+        y = self._plan.forward(x, weight, bias, activation == "relu", run.n_threads, ws)
+        if activation in ("sigmoid", "tanh"):
+            y = activate_inplace(y, activation, run.n_threads)
+        return y
+
+    def backward(self, dy, run, ws=None):
+        relu = self.activation == "relu"
+        dz = own_gradient(dy, self.dtype)
+        if not relu:
+            # (the relu's backward pass runs inside the bias gradient's read of dy)
+            dz = activation_backward_inplace(dz, self._y, self.activation, run.n_threads)
+        dx, _, db = self._plan.backward(self._x, self.weight, dz, self.need_dx, run.n_threads,
+                                        ws, relu_y=self._y if relu else None,
+                                        dw_out=self.grads[0],
+                                        **self._prepared(self._prepared_input))
+        self.grads[1][...] = db
+        return dx
+
+
 @register(Conv2D)
-class Conv2DLayer(Layer):
-    _cache_names = ("_x", "_y", "_expanded")
+class Conv2DLayer(FilterLayer):
 
     def __init__(self, spec, input_shape, dtype, need_dx, numbering):
         super().__init__(spec, input_shape, dtype, need_dx, numbering)
@@ -127,7 +196,7 @@ class Conv2DLayer(Layer):
                                          self.padding, self.dilation, self.dtype)
         self.weight = self._add_param(np.zeros(weight_shape, self.dtype), True)
         self.bias = self._add_param(np.zeros(spec.filters, self.dtype), False)
-        self._x = self._y = self._expanded = None
+        self._x = self._y = self._prepared_input = None
 
     def init_params(self, rng):
         # fan in and out of one group: the inputs each output sees, the outputs each input
@@ -142,42 +211,9 @@ class Conv2DLayer(Layer):
         kh, kw, cg, _ = self.weight.shape
         return 2 * int(np.prod(self.output_shape)) * kh * kw * cg
 
-    def forward(self, x, run, ws=None):
-        x = np.ascontiguousarray(x, dtype=self.dtype)
+    def _prepare(self, x, run, ws):
         # a single-channel plan's expanded rows, made once for both passes
-        expanded = self._plan.expand(x, run.n_threads, ws) if run.training else None
-        y = self._plan.forward(x, self.weight, self.bias, self.activation == "relu",
-                               run.n_threads, ws, expanded=expanded)
-        if self.activation in ("sigmoid", "tanh"):
-            y = activate_inplace(y, self.activation, run.n_threads)
-        if run.training:
-            self._x, self._y, self._expanded = x, y, expanded
-        return y
+        return self._plan.expand(x, run.n_threads, ws) if run.training else None
 
-    @property
-    def folds_affine(self):
-        return self.activation == "linear"
-
-    def forward_folded(self, x, run, ws, scale, shift, activation):
-        """Prediction of ``activation(conv(x) * scale + shift)`` (a BatchNorm and an
-        activation after this layer) as one convolution with the map folded into its
-        weights and bias."""
-        x = np.ascontiguousarray(x, dtype=self.dtype)
-        weight = self.weight * scale
-        bias = self.bias * scale + shift
-        y = self._plan.forward(x, weight, bias, activation == "relu", run.n_threads, ws)
-        if activation in ("sigmoid", "tanh"):
-            y = activate_inplace(y, activation, run.n_threads)
-        return y
-
-    def backward(self, dy, run, ws=None):
-        relu = self.activation == "relu"
-        dz = own_gradient(dy, self.dtype)
-        if not relu:
-            # (the relu's backward pass runs inside the bias gradient's read of dy)
-            dz = activation_backward_inplace(dz, self._y, self.activation, run.n_threads)
-        dx, _, db = self._plan.backward(self._x, self.weight, dz, self.need_dx, run.n_threads,
-                                        ws, relu_y=self._y if relu else None,
-                                        dw_out=self.grads[0], expanded=self._expanded)
-        self.grads[1][...] = db
-        return dx
+    def _prepared(self, prepared):
+        return {"expanded": prepared}

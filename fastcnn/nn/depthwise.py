@@ -2,11 +2,10 @@
 initialisation and FLOPs."""
 import numpy as np
 
-from ..ops.activation import activate_inplace, activation_backward_inplace
 from ..ops.depthwise import DepthwisePlan
 from ._spec import Spec, is_int, register
-from .conv import window_geometry, window_problem
-from .layer import ACTIVATIONS, Layer, activation_problem, init_weights, own_gradient
+from .conv import FilterLayer, window_geometry, window_problem
+from .layer import ACTIVATIONS, activation_problem, init_weights
 
 
 class DepthwiseConv2D(Spec):
@@ -56,9 +55,7 @@ class DepthwiseConv2D(Spec):
 
 
 @register(DepthwiseConv2D)
-class DepthwiseConv2DLayer(Layer):
-    _cache_names = ("_x", "_y", "_repeated")
-
+class DepthwiseConv2DLayer(FilterLayer):
     def __init__(self, spec, input_shape, dtype, need_dx, numbering):
         super().__init__(spec, input_shape, dtype, need_dx, numbering)
         self._needs_image()
@@ -71,7 +68,7 @@ class DepthwiseConv2DLayer(Layer):
                                    self.dilation, self.dtype)
         self.weight = self._add_param(np.zeros((kh, kw, c, m), self.dtype), True)
         self.bias = self._add_param(np.zeros(c * m, self.dtype), False)
-        self._x = self._y = self._repeated = None
+        self._x = self._y = self._prepared_input = None
 
     def init_params(self, rng):
         # each output sees R * S inputs; each input reaches R * S * M outputs
@@ -84,44 +81,13 @@ class DepthwiseConv2DLayer(Layer):
         kh, kw = self.weight.shape[:2]
         return 2 * int(np.prod(self.output_shape)) * kh * kw
 
-    def forward(self, x, run, ws=None):
-        x = np.ascontiguousarray(x, dtype=self.dtype)
+    def _prepare(self, x, run, ws):
         # with a depth multiplier, the repeated input, made once for both passes
-        repeated = self._plan.repeat(x, ws) if run.training else None
-        y = self._plan.forward(x, self.weight, self.bias, self.activation == "relu",
-                               run.n_threads, ws, repeated=repeated)
-        if self.activation in ("sigmoid", "tanh"):
-            y = activate_inplace(y, self.activation, run.n_threads)
-        if run.training:
-            self._x, self._y, self._repeated = x, y, repeated
-        return y
+        return self._plan.repeat(x, ws) if run.training else None
 
-    @property
-    def folds_affine(self):
-        return self.activation == "linear"
+    def _prepared(self, prepared):
+        return {"repeated": prepared}
 
-    def forward_folded(self, x, run, ws, scale, shift, activation):
-        """Prediction of ``activation(depthwise(x) * scale + shift)`` (a per-channel affine
-        map such as a BatchNorm, and an activation, after this layer) as one depthwise
-        convolution with the map folded into its weights and bias."""
-        x = np.ascontiguousarray(x, dtype=self.dtype)
-        weight = self.weight * np.reshape(scale, self.weight.shape[2:])
-        bias = self.bias * scale + shift
-        y = self._plan.forward(x, weight.astype(self.dtype, copy=False),
-                               bias.astype(self.dtype, copy=False), activation == "relu",
-                               run.n_threads, ws)
-        if activation in ("sigmoid", "tanh"):
-            y = activate_inplace(y, activation, run.n_threads)
-        return y
-
-    def backward(self, dy, run, ws=None):
-        relu = self.activation == "relu"
-        dz = own_gradient(dy, self.dtype)
-        if not relu:
-            # (the relu's backward pass runs inside the bias gradient's read of dy)
-            dz = activation_backward_inplace(dz, self._y, self.activation, run.n_threads)
-        dx, _, db = self._plan.backward(self._x, self.weight, dz, self.need_dx, run.n_threads,
-                                        ws, relu_y=self._y if relu else None,
-                                        dw_out=self.grads[0], repeated=self._repeated)
-        self.grads[1][...] = db
-        return dx
+    def _scaled_weight(self, scale):
+        # output channel c * M + m is weight[..., c, m]
+        return self.weight * np.reshape(scale, self.weight.shape[2:])

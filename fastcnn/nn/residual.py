@@ -33,9 +33,8 @@ class Residual(Spec):
     Examples
     --------
     >>> from fastcnn.layers import BatchNorm, Conv2D
-    >>> Residual([Conv2D(32, 3, stride=2, padding="same", activation=None), BatchNorm()],
-    ...          shortcut="projection")
-    Residual(layers=[Conv2D(filters=32, kernel_size=3, stride=2, padding='same', activation=None), BatchNorm()], shortcut='projection')
+    >>> Residual([Conv2D(32, 1, activation=None), BatchNorm()], shortcut="projection")
+    Residual(layers=[Conv2D(filters=32, kernel_size=1, activation=None), BatchNorm()], shortcut='projection')
     """
 
     def __init__(self, layers, shortcut="identity", activation="relu"):
