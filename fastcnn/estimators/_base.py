@@ -26,7 +26,7 @@ from ..nn.optimizers import SCHEDULES, SOLVERS, make_optimizer
 from ..ops.threads import effective_n_threads
 from ._blas import single_threaded_blas
 from ._defaults import default_layers
-from ._input import validate_input
+from ._input import trusted_images, validate_input
 from ._targets import check_sample_weight, combine
 from ._training import run_epochs
 
@@ -290,6 +290,7 @@ class _BaseCNN(BaseEstimator):
                            early_stopping, n_threads, augment_rng)
         finally:
             self.network_.clear_cache()
+            self.network_.weights_changed()
         self._incremental = incremental
         return self
 
@@ -326,24 +327,17 @@ class _BaseCNN(BaseEstimator):
     # ------------------------------------------------------------------ inference
 
     def _network_output(self, X, features=False):
-        """Output (or last hidden features) of the network for X, in prediction mode."""
-        check_is_fitted(self, "network_")
-        images, _ = self._validate_input(X, reset=False, dtype=self.network_.dtype)
-        n_threads = effective_n_threads(self.n_threads)
-        n = images.shape[0]
-        width = self._n_features_out if features else self.n_outputs_
-        out = np.empty((n, width), dtype=self.network_.dtype)
-        try:
-            with single_threaded_blas():
-                for batch in gen_batches(n, _PREDICT_BATCH):
-                    if features:
-                        out[batch] = self.network_.features(images[batch],
-                                                            n_threads=n_threads)
-                    else:
-                        out[batch] = self.network_.forward(images[batch], n_threads=n_threads)
-        finally:
-            self.network_.release_buffers()
-        return out
+        """Output (or last hidden features) of the network for X, in prediction mode,
+        through the network's inference plan."""
+        network = getattr(self, "network_", None)
+        if network is None:
+            check_is_fitted(self, "network_")
+        images = trusted_images(self, X, network.dtype)
+        if images is None:
+            images, _ = self._validate_input(X, reset=False, dtype=network.dtype)
+        plan = network.prediction_plan(features)
+        out = np.empty((images.shape[0], plan.output_width), dtype=network.dtype)
+        return plan.run(images, out, effective_n_threads(self.n_threads))
 
     def transform(self, X):
         """The last hidden layer's features (the output layer's input), 2-D.

@@ -123,6 +123,31 @@ def validate_input(est, X, y="no_validation", reset=True, dtype=None):
     images = X.reshape((X.shape[0],) + tuple(est.image_shape_))
     return images, y
 
+def trusted_images(est, X, dtype):
+    """X itself as images (n, H, W, C) when it is an ndarray that scikit-learn's checks
+    at prediction would pass unchanged, else None (then :func:`validate_input` checks and
+    converts it): C-contiguous, of the network's ``dtype``, of the fitted shape, with at
+    least one sample, no NaN or infinity, and a model fitted without feature names.
+
+    The fast path of ``predict``: the checks cost a few microseconds, against about thirty
+    for ``validate_data``.
+    """
+    if (type(X) is not np.ndarray or X.dtype != dtype or not X.flags.c_contiguous
+            or X.ndim < 2 or X.shape[0] < 1 or hasattr(est, "feature_names_in_")):
+        return None
+    shape = est.image_shape_
+    if X.ndim == 2:
+        fits = X.shape[1] == est.n_features_in_
+    elif X.ndim == 3:       # grayscale (n, H, W)
+        fits = shape[2] == 1 and X.shape[1:] == tuple(shape[:2])
+    else:
+        fits = X.shape[1:] == tuple(shape)
+    # a finite sum means finite values; one that overflows is checked value by value
+    if not fits or not (np.isfinite(X.sum()) or np.isfinite(X).all()):
+        return None
+    return X.reshape((X.shape[0],) + tuple(shape))
+
+
 def _check_fitted_image(est, input_image, ndim):
     """Image-shaped X at predict (or partial_fit) against the fitted image shape."""
     fitted = getattr(est, "image_shape_", None)

@@ -117,6 +117,18 @@ class BatchNormLayer(Layer):
         self._y = y if self.fused_relu else None
         return y.reshape(x.shape)
 
+    def prediction_step(self):
+        """The running statistics folded into a scale and shift once."""
+        scale, shift = self.folded_scale_shift()
+        relu = self.fused_relu
+
+        def step(x, ws, n_threads):
+            if x.size == 0:
+                return np.empty_like(x)
+            return batch_norm_apply_into(x.reshape(-1, x.shape[-1]), scale, shift, relu,
+                                         n_threads, ws).reshape(x.shape)
+        return step
+
     def backward(self, dy, run, ws=None):
         if dy.size == 0:
             self.grads[0][...] = 0

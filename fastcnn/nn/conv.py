@@ -156,6 +156,16 @@ class FilterLayer(Layer):
             y = activate_inplace(y, activation, run.n_threads)
         return y
 
+    def prediction_step(self, scale=None, shift=None, activation=None):
+        """The layer at prediction (with ``activation(. * scale + shift)`` folded in, when
+        given), its weights folded and packed once."""
+        if scale is None:
+            weight, bias, activation = self.weight.copy(), self.bias.copy(), self.activation
+        else:
+            weight = self._scaled_weight(scale).astype(self.dtype, copy=False)
+            bias = (self.bias * scale + shift).astype(self.dtype, copy=False)
+        return _filter_step(self._plan, weight, bias, activation)
+
     def backward(self, dy, run, ws=None):
         relu = self.activation == "relu"
         dz = own_gradient(dy, self.dtype)
@@ -168,6 +178,19 @@ class FilterLayer(Layer):
                                         **self._prepared(self._prepared_input))
         self.grads[1][...] = db
         return dx
+
+
+def _filter_step(plan, weight, bias, activation):
+    """A prediction step running ``plan`` with fixed weights and bias, then the
+    activation."""
+    prepared = plan.prepare(weight, bias)
+    relu = activation == "relu"
+    squash = activation if activation in ("sigmoid", "tanh") else None
+
+    def step(x, ws, n_threads):
+        y = plan.forward(x, weight, bias, relu, n_threads, ws, **prepared)
+        return y if squash is None else activate_inplace(y, squash, n_threads)
+    return step
 
 
 @register(Conv2D)

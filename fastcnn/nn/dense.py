@@ -126,6 +126,33 @@ class DenseLayer(Layer):
             z = activate_inplace(z, activation, run.n_threads)
         return z
 
+    def prediction_step(self, scale=None, shift=None, activation=None):
+        """The layer at prediction (with ``activation(. * scale + shift)`` folded in, when
+        given), its weights folded once and packed once per batch size."""
+        if scale is None:
+            weight, bias, activation = self.weight.copy(), self.bias.copy(), self.activation
+        else:
+            weight = (self.weight * scale).astype(self.dtype, copy=False)
+            bias = (self.bias * scale + shift).astype(self.dtype, copy=False)
+        n_in, n_out = weight.shape
+        w4 = weight.reshape(1, 1, n_in, n_out)
+        relu = activation == "relu"
+        squash = activation if activation in ("sigmoid", "tanh") else None
+        prepared = {}   # per batch size, as the plans are
+
+        def step(x, ws, n_threads):
+            n = x.shape[0]
+            plan = self._plan(n)
+            kwargs = prepared.get(n)
+            if kwargs is None:
+                if len(prepared) >= 8:
+                    prepared.clear()
+                kwargs = prepared[n] = plan.prepare(w4, bias)
+            z = plan.forward(x.reshape(1, 1, n, n_in), w4, bias, relu, n_threads, ws,
+                             **kwargs).reshape(n, n_out)
+            return z if squash is None else activate_inplace(z, squash, n_threads)
+        return step
+
     def backward(self, dy, run, ws=None):
         if self.activation == "linear":
             dz = np.ascontiguousarray(dy, dtype=self.dtype)

@@ -149,6 +149,18 @@ class Layer:
     def prediction_affine(self):
         return None
 
+    def prediction_step(self):
+        """This layer at prediction as ``step(x, ws, n_threads) -> y``, with what does not
+        change from batch to batch made once (an inference plan runs it; see
+        :mod:`fastcnn.nn.inference`). x is a C-contiguous array of the layer's dtype that
+        the step must not change; y may be an array of the workspace ``ws``.
+
+        By default the step is :meth:`forward` at prediction.
+        """
+        def step(x, ws, n_threads):
+            return self.forward(x, Run(False, n_threads, None), ws)
+        return step
+
     def __init__(self, spec, input_shape, dtype, need_dx, numbering):
         self.spec = spec
         # blocks are not numbered: the layers inside them are, in network order

@@ -15,6 +15,7 @@ Examples
 (4, 10)
 """
 import itertools
+import threading
 
 import numpy as np
 from sklearn.utils import check_random_state
@@ -31,6 +32,7 @@ from . import (  # noqa: F401
     residual,
 )
 from ._spec import layer_spec_problem
+from .inference import InferencePlan
 from .layer import Run, Workspaces
 from .sequential import Sequential
 
@@ -71,6 +73,8 @@ class Network:
                                numbering=itertools.count(1))
         self.output_shape = self.root.output_shape
         self._workspaces = Workspaces()
+        self._plans = {}
+        self._plans_lock = threading.Lock()
 
     @property
     def layers(self):
@@ -81,6 +85,7 @@ class Network:
         rng = check_random_state(random_state)
         for layer in self.root.walk():
             layer.init_params(rng)
+        self.weights_changed()
         self.rng = np.random.default_rng(rng.randint(np.iinfo(np.int32).max))
         return self
 
@@ -117,6 +122,7 @@ class Network:
         arrays = [a for layer in self.root.walk() for a in layer.params + layer.buffers]
         for a, saved in zip(arrays, state):
             a[...] = saved
+        self.weights_changed()
 
     def get_weights(self):
         """Copies of every layer's parameters then buffers, layer by layer in network order.
@@ -153,6 +159,35 @@ class Network:
             values.append(value)
         for value, (_, _, target) in zip(values, slots):
             target[...] = value
+        self.weights_changed()
+
+    def prediction_plan(self, features=False):
+        """The :class:`~fastcnn.nn.inference.InferencePlan` of the current weights (of
+        :meth:`features` with ``features``), made on first use and kept until
+        :meth:`weights_changed`."""
+        plan = self._plans.get(features)
+        if plan is None:
+            with self._plans_lock:
+                plan = self._plans.get(features)
+                if plan is None:
+                    plan = self._plans[features] = InferencePlan(self, features)
+        return plan
+
+    def weights_changed(self):
+        """Drop the inference plans: the parameters or buffers were changed in place
+        (training does this; the estimators call it after every fit and partial_fit)."""
+        self._plans = {}
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_plans"] = {}
+        del state["_plans_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._plans = {}
+        self._plans_lock = threading.Lock()
 
     def forward(self, x, training=False, n_threads=None, n_layers=None):
         """The output of the first ``n_layers`` top-level layers (all by default) for x.
@@ -191,8 +226,10 @@ class Network:
 
     def release_buffers(self):
         """Free the buffers reused from batch to batch (a loop over batches keeps them
-        between calls; a fitted model should not hold them)."""
+        between calls, and the inference plans' buffers)."""
         self._workspaces.clear()
+        for plan in list(self._plans.values()):
+            plan.release()
 
     def summary_rows(self):
         """One dict per layer: ``name``, ``spec``, ``output_shape``, ``n_params``, ``flops``.

@@ -132,6 +132,19 @@ class ResidualBlock(Layer):
             self._y = y
         return y
 
+    def prediction_step(self):
+        body = self.body.prediction_step()
+        projection = None if self.projection is None else self.projection.prediction_step()
+        activation, dtype = self.activation, self.dtype
+
+        def step(x, ws, n_threads):
+            y = body(x, ws.child("body"), n_threads)
+            shortcut = x if projection is None else projection(x, ws.child("projection"),
+                                                               n_threads)
+            y = np.add(y, shortcut, out=ws.empty("sum", y.shape, dtype))
+            return activate_inplace(y, activation, n_threads)
+        return step
+
     def backward(self, dy, run, ws=None):
         dz = own_gradient(dy, self.dtype)
         dz = activation_backward_inplace(dz, self._y, self.activation, run.n_threads)

@@ -60,6 +60,30 @@ class Sequential(Layer):
             i += step
         return x
 
+    def prediction_steps(self, n_children=None):
+        """The prediction steps of the first ``n_children`` children (all by default),
+        folded as :meth:`forward` folds them."""
+        children = self.children if n_children is None else self.children[:n_children]
+        steps, i = [], 0
+        while i < len(children):
+            fold = _fold(children, i)
+            if fold is None:
+                steps.append(children[i].prediction_step())
+                i += 1
+            else:
+                steps.append(children[i].prediction_step(*fold[1:]))
+                i += fold[0]
+        return steps
+
+    def prediction_step(self):
+        steps = self.prediction_steps()
+
+        def step(x, ws, n_threads):
+            for i, child_step in enumerate(steps):
+                x = child_step(x, ws.child(i), n_threads)
+            return x
+        return step
+
     def backward(self, dy, run, ws=None):
         for child in reversed(self.children):
             dy = child.backward(dy, run, run.workspace(child))

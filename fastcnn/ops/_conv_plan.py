@@ -217,14 +217,38 @@ class ConvPlan:
         bias[self.k:] = 0
         return bias
 
+    def _in_slices(self, w):
+        """Whether forward runs slice by slice of the input channels (a big 1x1)."""
+        return (self.kh == self.kw == 1 and self.stride == (1, 1) and not any(self.pads)
+                and w.nbytes > self.weights_outer_bytes and self.k_padded == self.k
+                and not self.single_channel)
+
+    def prepare(self, w, b):
+        """What :meth:`forward` makes of w and b on every call, made once, as keyword
+        arguments for it: for weights that many batches use unchanged (prediction).
+
+        Forward then computes the same bits as from w and b themselves.
+        """
+        kh, kw, k = self.kh, self.kw, self.k
+        if self.single_channel:
+            bias = self._bias(b, None)
+            return {"row_patterns": (self._row_pattern(w.reshape(kh * kw, k)),
+                                     self._row_pattern(bias[:k]))}
+        if self._in_slices(w) or (w.nbytes > self.weights_outer_bytes and self.k_padded == k):
+            return {}   # read in place: nothing to pack
+        packed = _pack_blocks(w.reshape(kh * kw, self.c, k), self._all_taps, self.fwd_block,
+                              False, None, "packed", resolve_threads(None))
+        return {"packed": packed, "padded_bias": self._bias(b, None)}
+
     def forward(self, x, w, b, relu, n_threads, ws=None, out=None, packed=None,
-                expanded=None):
+                expanded=None, padded_bias=None, row_patterns=None):
         """conv(x, w) + b (then relu), as (N, Ho, Wo, K). ``b`` may be None.
 
         ``ws`` is a :class:`~fastcnn.ops.workspace.Workspace` to take arrays from (None: fresh
         ones); ``out``, if given, receives the result; ``packed``, if given, is w already
         packed in output-channel blocks (then w is not read); ``expanded``, if given, is
-        :meth:`expand` of this x.
+        :meth:`expand` of this x. ``padded_bias`` and ``row_patterns`` come from
+        :meth:`prepare` (then neither w nor b is read).
         """
         n = x.shape[0]
         if out is None:
@@ -234,18 +258,17 @@ class ConvPlan:
         n_threads = self.threads(n_threads, n)
         kh, kw, k = self.kh, self.kw, self.k
         (sh, sw), (dh, dw) = self.stride, self.dilation
-        if (packed is None and kh == kw == 1 and self.stride == (1, 1) and not any(self.pads)
-                and w.nbytes > self.weights_outer_bytes and self.k_padded == k
-                and not self.single_channel):
-            return self._forward_in_slices(x, w, b, relu, n_threads, ws, out)
         if self.single_channel and packed is None:
             if expanded is None:
                 expanded = self.expand(x, n_threads, ws)
-            _conv.conv2d_forward_c1(expanded,
-                                    self._row_pattern(w.reshape(kh * kw, k)),
-                                    self._row_pattern(self._bias(b, ws)[:k]), out, kh, kw,
-                                    sh, dh, dw, relu, self.isa, n_threads)
+            if row_patterns is None:
+                row_patterns = (self._row_pattern(w.reshape(kh * kw, k)),
+                                self._row_pattern(self._bias(b, ws)[:k]))
+            _conv.conv2d_forward_c1(expanded, *row_patterns, out, kh, kw, sh, dh, dw, relu,
+                                    self.isa, n_threads)
             return out
+        if packed is None and self._in_slices(w):
+            return self._forward_in_slices(x, w, b, relu, n_threads, ws, out)
         if packed is not None:
             wpack = packed
         elif w.nbytes > self.weights_outer_bytes and self.k_padded == k:
@@ -255,7 +278,8 @@ class ConvPlan:
         else:
             wpack = _pack_blocks(w.reshape(kh * kw, self.c, k), self._all_taps,
                                  self.fwd_block, False, ws, "packed", n_threads)
-        _conv.conv2d_forward(x, wpack, self._bias(b, ws), out, kh, kw, sh, sw, self.pads[0],
+        bias = self._bias(b, ws) if padded_bias is None else padded_bias
+        _conv.conv2d_forward(x, wpack, bias, out, kh, kw, sh, sw, self.pads[0],
                              self.pads[2], dh, dw, relu, self.fwd_isa, self.fwd_nv, self.fwd_block,
                              wpack.nbytes > self.weights_outer_bytes, False, n_threads)
         return out

@@ -90,6 +90,11 @@ class DepthwisePlan:
         (sh, sw), (dh, dw) = self.stride, self.dilation
         return sh, sw, self.pads[0], self.pads[2], dh, dw
 
+    def prepare(self, w, b):
+        """Keyword arguments for :meth:`forward` made once from w and b: none, the kernel
+        reads both as they are (the convolution plans' interface)."""
+        return {}
+
     def forward(self, x, w, b, relu, n_threads, ws=None, out=None, repeated=None):
         """The depthwise convolution of x with w (R, S, C, M), + b (C * M,) (None: no
         bias), then relu if asked, as (N, Ho, Wo, C * M).

@@ -49,10 +49,22 @@ class GroupedConvPlan:
         part[...] = source[..., channels]
         return part
 
-    def forward(self, x, w, b, relu, n_threads, ws=None, out=None, expanded=None):
+    def prepare(self, w, b):
+        """Each group's weights and bias cut out, and what its plan makes of them, once
+        (keyword arguments for :meth:`forward`; see :meth:`ConvPlan.prepare
+        <fastcnn.ops._conv_plan.ConvPlan.prepare>`)."""
+        groups = []
+        for j in range(self.groups):
+            wj = np.ascontiguousarray(w[..., self._outputs(j)])
+            bj = None if b is None else np.ascontiguousarray(b[self._outputs(j)])
+            groups.append((wj, bj, self.plan.prepare(wj, bj)))
+        return {"prepared_groups": groups}
+
+    def forward(self, x, w, b, relu, n_threads, ws=None, out=None, expanded=None,
+                prepared_groups=None):
         """conv(x, w) + b (then relu), group by group, as (N, Ho, Wo, K); arguments as in
         :meth:`ConvPlan.forward <fastcnn.ops._conv_plan.ConvPlan.forward>` (``expanded``
-        is not used)."""
+        is not used); ``prepared_groups`` comes from :meth:`prepare`."""
         n = x.shape[0]
         if out is None:
             out = empty(ws, "out", (n, self.ho, self.wo, self.k), self.dtype)
@@ -61,9 +73,14 @@ class GroupedConvPlan:
         for j in range(self.groups):
             gws = child(ws, j)
             xj = self._gather(gws, "x", x, self._inputs(j))
-            wj = self._gather(gws, "w", w, self._outputs(j))
-            bj = None if b is None else np.ascontiguousarray(b[self._outputs(j)])
-            out[..., self._outputs(j)] = self.plan.forward(xj, wj, bj, relu, n_threads, gws)
+            if prepared_groups is None:
+                wj = self._gather(gws, "w", w, self._outputs(j))
+                bj = None if b is None else np.ascontiguousarray(b[self._outputs(j)])
+                kwargs = {}
+            else:
+                wj, bj, kwargs = prepared_groups[j]
+            out[..., self._outputs(j)] = self.plan.forward(xj, wj, bj, relu, n_threads, gws,
+                                                           **kwargs)
         return out
 
     def backward(self, x, w, dy, need_dx, n_threads, ws=None, relu_y=None, dw_out=None,

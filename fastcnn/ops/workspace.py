@@ -11,7 +11,7 @@ Whoever holds a workspace owns its arrays until the next call with the same name
 network gives each layer its own, per thread and per mode (training, prediction), and
 never hands one of its arrays back to a caller.
 """
-import threading
+import math
 
 import numpy as np
 
@@ -41,7 +41,7 @@ class Workspace:
         keeping its own arrays."""
         space = self._children.get(key)
         if space is None:
-            space = self._children[key] = Workspace()
+            space = self._children[key] = type(self)()
         return space
 
     def _get(self, name, shape, dtype, allocate):
@@ -51,6 +51,25 @@ class Workspace:
             array = allocate(shape, dtype=dtype)
             self._arrays[name] = array
         return array
+
+
+class GrowingWorkspace(Workspace):
+    """A workspace whose :meth:`empty` arrays are views of the biggest one asked for yet.
+
+    For a prediction plan: batches of any size up to the largest seen run in the same
+    memory (a last, smaller batch does not reallocate, nor does the next full one). The
+    arrays are C-contiguous prefixes of one buffer per name; :meth:`zeros` keeps the
+    exact-shape rule, since its callers rely on the zero padding.
+    """
+
+    def empty(self, name, shape, dtype):
+        shape, dtype = tuple(shape), np.dtype(dtype)
+        size = math.prod(shape)
+        buffer = self._arrays.get(name)
+        if buffer is None or buffer.size < size or buffer.dtype != dtype:
+            buffer = np.empty(size, dtype=dtype)
+            self._arrays[name] = buffer
+        return buffer[:size].reshape(shape)
 
 
 def empty(workspace, name, shape, dtype):
@@ -72,35 +91,3 @@ def zeros(workspace, name, shape, dtype):
     if workspace is None:
         return np.zeros(shape, dtype=dtype)
     return workspace.zeros(name, shape, dtype)
-
-
-class LayerWorkspaces:
-    """One workspace per layer, per thread and per mode (training or prediction).
-
-    Per thread so that concurrent ``predict`` calls on one model never share arrays;
-    per mode so that a prediction between a training forward pass and its backward pass
-    leaves the training arrays alone. Not pickled: a loaded model starts empty.
-    """
-
-    def __init__(self, n_layers):
-        self.n_layers = n_layers
-        self._local = threading.local()
-
-    def get(self, training):
-        """The list of per-layer workspaces of this thread for the given mode."""
-        attr = "training" if training else "prediction"
-        spaces = getattr(self._local, attr, None)
-        if spaces is None:
-            spaces = [Workspace() for _ in range(self.n_layers)]
-            setattr(self._local, attr, spaces)
-        return spaces
-
-    def clear(self):
-        """Drop every thread's arrays (frees the memory once no batch uses them)."""
-        self._local = threading.local()
-
-    def __getstate__(self):
-        return {"n_layers": self.n_layers}
-
-    def __setstate__(self, state):
-        self.__init__(state["n_layers"])

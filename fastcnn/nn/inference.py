@@ -1,0 +1,81 @@
+"""The inference plan: a fitted network's prediction pass, prepared once.
+
+Training runs each layer's ``forward``, which reads the weights as they are at that
+moment. Prediction runs many batches through weights that do not change, so a
+:class:`InferencePlan` makes, once, everything that depends only on them: BatchNorm folded
+into the convolution or dense layer before it (and the activation after it fused in),
+weights packed into the kernels' blocks, biases padded. Each layer becomes a step
+(:meth:`Layer.prediction_step <fastcnn.nn.layer.Layer.prediction_step>`), and the plan
+runs the steps over the batch in chunks of a fixed number of images, in buffers that each
+thread keeps from call to call (sized for the largest chunk, so a last, smaller chunk
+reuses them too).
+
+The plan belongs to one state of the weights: the network drops it whenever they may
+have changed (:meth:`Network.weights_changed <fastcnn.nn.network.Network.weights_changed>`),
+and it is never pickled. Its results are bitwise those of ``Network.forward`` at
+prediction: the same kernels with the same arguments.
+"""
+import threading
+
+import numpy as np
+
+from ..ops.workspace import GrowingWorkspace
+
+# Images per chunk: as many as keep the chunk's activations within about this many bytes
+# (so that they stay near the cache while the next layer reads them), a power of two
+# between the two bounds below.
+_CHUNK_BYTES = 16 * 1024 * 1024
+_MIN_CHUNK = 16
+_MAX_CHUNK = 1024
+
+
+def chunk_images(activation_bytes_per_image):
+    """Images per chunk for a network whose layer outputs take this many bytes per image."""
+    fit = max(1, _CHUNK_BYTES // max(1, activation_bytes_per_image))
+    chunk = _MIN_CHUNK
+    while chunk * 2 <= min(fit, _MAX_CHUNK):
+        chunk *= 2
+    return chunk
+
+
+class InferencePlan:
+    """The prediction pass of ``network`` (its last layer's output, or, with
+    ``features``, its input), prepared for the network's current weights.
+
+    Thread-safe: each thread runs the same steps in its own buffers.
+    """
+
+    def __init__(self, network, features=False):
+        root = network.root
+        n_children = len(root.children) - 1 if features else len(root.children)
+        self.steps = root.prediction_steps(n_children)
+        layers = [layer for child in root.children[:n_children] for layer in child.walk()]
+        per_image = sum(int(np.prod(layer.output_shape)) for layer in layers)
+        self.chunk = chunk_images(per_image * network.dtype.itemsize)
+        shape = root.children[n_children - 1].output_shape if n_children else network.input_shape
+        self.output_width = int(np.prod(shape))
+        self.dtype = network.dtype
+        self._local = threading.local()
+
+    def _spaces(self):
+        spaces = getattr(self._local, "spaces", None)
+        if spaces is None:
+            spaces = self._local.spaces = [GrowingWorkspace() for _ in self.steps]
+        return spaces
+
+    def run(self, images, out, n_threads):
+        """Write the plan's output for ``images`` (N, H, W, C), C-contiguous of the plan's
+        dtype, into ``out`` (N, output width), with ``n_threads`` threads (an int)."""
+        spaces = self._spaces()
+        steps = self.steps
+        chunk = self.chunk
+        for first in range(0, images.shape[0], chunk):
+            x = images[first:first + chunk]
+            for step, ws in zip(steps, spaces):
+                x = step(x, ws, n_threads)
+            out[first:first + x.shape[0]] = x.reshape(x.shape[0], -1)
+        return out
+
+    def release(self):
+        """Drop every thread's buffers."""
+        self._local = threading.local()
