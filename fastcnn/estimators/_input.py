@@ -143,7 +143,11 @@ def trusted_images(est, X, dtype):
     else:
         fits = X.shape[1:] == tuple(shape)
     # a finite sum means finite values; one that overflows is checked value by value
-    if not fits or not (np.isfinite(X.sum()) or np.isfinite(X).all()):
+    if not fits:
+        return None
+    with np.errstate(over="ignore"):
+        finite = np.isfinite(X.sum()) or np.isfinite(X).all()
+    if not finite:
         return None
     return X.reshape((X.shape[0],) + tuple(shape))
 

@@ -1,0 +1,132 @@
+"""The inference plan: the prediction pass prepared once, bitwise the network's forward."""
+import pickle
+
+import numpy as np
+import pytest
+
+from fastcnn.layers import (
+    Activation,
+    AvgPool2D,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    DepthwiseConv2D,
+    Dropout,
+    GlobalAvgPool2D,
+    GlobalMaxPool2D,
+    L2Pool2D,
+    MaxPool2D,
+    Residual,
+    SpatialPyramidPool2D,
+)
+from fastcnn.nn.inference import InferencePlan, chunk_images
+from fastcnn.nn.network import Network
+from fastcnn.ops.threads import parallel_grain
+
+# every layer type, folded and not
+BODY = [
+    Conv2D(4, 3, padding="same", activation=None), BatchNorm(), Activation("relu"),
+    Conv2D(6, 3, groups=2, activation="tanh"),
+    DepthwiseConv2D(3, padding="same", depth_multiplier=2, activation=None), BatchNorm(),
+    MaxPool2D(2, stride=1),
+    BatchNorm(), Activation("relu"),
+    Residual([Conv2D(12, 3, padding="same", activation=None), BatchNorm(), Activation("relu"),
+              Conv2D(12, 3, padding="same", activation=None), BatchNorm()]),
+    Residual([Conv2D(8, 3, stride=2, padding="same")], shortcut="projection"),
+    AvgPool2D(2, stride=1), L2Pool2D(2, stride=1),
+    Dropout(0.3),
+]
+HEADS = {
+    "dense": [Dense(7, activation="sigmoid"), Dense(3, activation=None)],
+    "gap": [GlobalAvgPool2D(), Dense(3, activation=None), BatchNorm()],
+    "gmp": [GlobalMaxPool2D(), Dense(3, activation=None)],
+    "spp": [SpatialPyramidPool2D((1, 2)), Dense(3, activation=None)],
+}
+
+
+def _net(head, dtype, shape=(11, 11, 2), first=None):
+    specs = (first or []) + BODY + HEADS[head]
+    net = Network(specs, shape, dtype=dtype).initialize(np.random.RandomState(0))
+    rng = np.random.default_rng(1)
+    for layer in net.layers:                       # statistics and parameters not 0 and 1
+        for a in layer.params + layer.buffers:
+            a[...] = a + 0.3 * rng.standard_normal(a.shape)
+        for a in layer.buffers[1:]:
+            a[...] = np.abs(a) + 0.2
+    net.weights_changed()
+    return net
+
+
+def _forward_in_batches(net, x, n_threads, features=False):
+    run = net.features if features else net.forward
+    return np.concatenate([run(x[i:i + 4], n_threads=n_threads)
+                           for i in range(0, len(x), 4)])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("head", list(HEADS))
+@pytest.mark.parametrize("features", [False, True])
+def test_plan_is_bitwise_the_networks_forward(dtype, head, features):
+    net = _net(head, dtype)
+    x = np.random.default_rng(2).standard_normal((9, 11, 11, 2)).astype(dtype)
+    plan = net.prediction_plan(features)
+    plan.chunk = 4          # chunks of 4, 4 and 1 images in the same buffers
+    with parallel_grain(1):
+        for n_threads in (1, 2, 3):
+            out = np.empty((9, plan.output_width), dtype)
+            plan.run(x, out, n_threads)
+            np.testing.assert_array_equal(out, _forward_in_batches(net, x, n_threads,
+                                                                   features))
+
+
+def test_single_channel_and_dense_first_layers():
+    # the row-vectorised single-channel convolution and a dense layer of one input, both
+    # with weights prepared once
+    for first, shape in (([Conv2D(5, 3)], (13, 13, 1)), ([], (11, 11, 2))):
+        net = _net("dense", "float32", shape=shape, first=first)
+        x = np.random.default_rng(3).random((6,) + shape, dtype=np.float32)
+        out = np.empty((6, 3), np.float32)
+        net.prediction_plan().run(x, out, 1)
+        np.testing.assert_array_equal(out, net.forward(x))
+    net = Network([Dense(4), Dense(2, activation=None)], (1, 1, 1)).initialize(0)
+    x = np.arange(5, dtype=np.float32).reshape(5, 1, 1, 1)
+    for n in (5, 3):        # the prepared weights of a one-input layer depend on the batch
+        out = np.empty((n, 2), np.float32)
+        net.prediction_plan().run(x[:n], out, 1)
+        np.testing.assert_array_equal(out, net.forward(x[:n]))
+
+
+def test_plan_follows_the_weights():
+    net = _net("gap", "float32")
+    x = np.random.default_rng(4).random((3, 11, 11, 2), dtype=np.float32)
+    out = np.empty((3, 3), np.float32)
+    plan = net.prediction_plan()
+    assert net.prediction_plan() is plan
+    before = plan.run(x, out, 1).copy()
+    weights = net.get_weights()
+    weights[0] = weights[0] * 2
+    net.set_weights(weights)
+    assert net.prediction_plan() is not plan
+    after = net.prediction_plan().run(x, out, 1)
+    assert not np.array_equal(before, after)
+    np.testing.assert_array_equal(after, net.forward(x))
+    # not pickled: a loaded network makes its own
+    loaded = pickle.loads(pickle.dumps(net))
+    assert loaded._plans == {}
+    np.testing.assert_array_equal(loaded.prediction_plan().run(x, out, 1), after)
+
+
+def test_chunks_are_powers_of_two_within_bounds():
+    assert chunk_images(10**9) == 16
+    assert chunk_images(1) == 1024
+    sizes = [chunk_images(b) for b in (1000, 20000, 200000, 2000000)]
+    assert sizes == sorted(sizes, reverse=True)
+    assert all(s & (s - 1) == 0 for s in sizes)
+
+
+def test_plan_without_layers_before_the_output_layer():
+    net = Network([Dense(3, activation=None)], (2, 2, 1)).initialize(0)
+    plan = InferencePlan(net, features=True)
+    x = np.arange(8, dtype=np.float32).reshape(2, 2, 2, 1)
+    out = np.empty((2, 4), np.float32)
+    np.testing.assert_array_equal(plan.run(x, out, 1), x.reshape(2, 4))
