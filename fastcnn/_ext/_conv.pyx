@@ -15,7 +15,7 @@ shapes again.
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from ._dispatch cimport fc_cpu_isa
 from ._openmp cimport per_thread
@@ -43,3 +43,4 @@ include "_conv_forward.pxi"
 include "_conv_backward_data.pxi"
 include "_conv_backward_weights.pxi"
 include "_conv_c1.pxi"
+include "_conv_winograd.pxi"

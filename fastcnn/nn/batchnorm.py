@@ -117,7 +117,7 @@ class BatchNormLayer(Layer):
         self._y = y if self.fused_relu else None
         return y.reshape(x.shape)
 
-    def prediction_step(self):
+    def prediction_step(self, winograd=False):
         """The running statistics folded into a scale and shift once."""
         scale, shift = self.folded_scale_shift()
         relu = self.fused_relu

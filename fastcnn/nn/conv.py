@@ -156,15 +156,16 @@ class FilterLayer(Layer):
             y = activate_inplace(y, activation, run.n_threads)
         return y
 
-    def prediction_step(self, scale=None, shift=None, activation=None):
+    def prediction_step(self, winograd=False, scale=None, shift=None, activation=None):
         """The layer at prediction (with ``activation(. * scale + shift)`` folded in, when
-        given), its weights folded and packed once."""
+        given), its weights folded and packed once (for Winograd, with ``winograd``, where
+        the plan can)."""
         if scale is None:
             weight, bias, activation = self.weight.copy(), self.bias.copy(), self.activation
         else:
             weight = self._scaled_weight(scale).astype(self.dtype, copy=False)
             bias = (self.bias * scale + shift).astype(self.dtype, copy=False)
-        return _filter_step(self._plan, weight, bias, activation)
+        return _filter_step(self._plan, weight, bias, activation, winograd)
 
     def backward(self, dy, run, ws=None):
         relu = self.activation == "relu"
@@ -180,10 +181,10 @@ class FilterLayer(Layer):
         return dx
 
 
-def _filter_step(plan, weight, bias, activation):
+def _filter_step(plan, weight, bias, activation, winograd):
     """A prediction step running ``plan`` with fixed weights and bias, then the
     activation."""
-    prepared = plan.prepare(weight, bias)
+    prepared = plan.prepare(weight, bias, winograd=winograd)
     relu = activation == "relu"
     squash = activation if activation in ("sigmoid", "tanh") else None
 

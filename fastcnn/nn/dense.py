@@ -126,7 +126,7 @@ class DenseLayer(Layer):
             z = activate_inplace(z, activation, run.n_threads)
         return z
 
-    def prediction_step(self, scale=None, shift=None, activation=None):
+    def prediction_step(self, winograd=False, scale=None, shift=None, activation=None):
         """The layer at prediction (with ``activation(. * scale + shift)`` folded in, when
         given), its weights folded once and packed once per batch size."""
         if scale is None:

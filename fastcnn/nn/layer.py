@@ -149,11 +149,12 @@ class Layer:
     def prediction_affine(self):
         return None
 
-    def prediction_step(self):
+    def prediction_step(self, winograd=False):
         """This layer at prediction as ``step(x, ws, n_threads) -> y``, with what does not
         change from batch to batch made once (an inference plan runs it; see
         :mod:`fastcnn.nn.inference`). x is a C-contiguous array of the layer's dtype that
         the step must not change; y may be an array of the workspace ``ws``.
+        ``winograd``: 3x3 convolutions that gain from it run by Winograd F(4x4, 3x3).
 
         By default the step is :meth:`forward` at prediction.
         """

@@ -132,9 +132,10 @@ class ResidualBlock(Layer):
             self._y = y
         return y
 
-    def prediction_step(self):
-        body = self.body.prediction_step()
-        projection = None if self.projection is None else self.projection.prediction_step()
+    def prediction_step(self, winograd=False):
+        body = self.body.prediction_step(winograd)
+        projection = (None if self.projection is None
+                      else self.projection.prediction_step(winograd))
         activation, dtype = self.activation, self.dtype
 
         def step(x, ws, n_threads):

@@ -60,7 +60,7 @@ class Sequential(Layer):
             i += step
         return x
 
-    def prediction_steps(self, n_children=None):
+    def prediction_steps(self, n_children=None, winograd=False):
         """The prediction steps of the first ``n_children`` children (all by default),
         folded as :meth:`forward` folds them."""
         children = self.children if n_children is None else self.children[:n_children]
@@ -68,15 +68,15 @@ class Sequential(Layer):
         while i < len(children):
             fold = _fold(children, i)
             if fold is None:
-                steps.append(children[i].prediction_step())
+                steps.append(children[i].prediction_step(winograd))
                 i += 1
             else:
-                steps.append(children[i].prediction_step(*fold[1:]))
+                steps.append(children[i].prediction_step(winograd, *fold[1:]))
                 i += fold[0]
         return steps
 
-    def prediction_step(self):
-        steps = self.prediction_steps()
+    def prediction_step(self, winograd=False):
+        steps = self.prediction_steps(winograd=winograd)
 
         def step(x, ws, n_threads):
             for i, child_step in enumerate(steps):

@@ -10,6 +10,7 @@ dtype and shapes, as the callers guarantee.
 import numpy as np
 
 from .._ext import _conv
+from . import _winograd
 from .geometry import conv_output_hw
 from .threads import resolve_threads
 from .workspace import empty, zeros
@@ -223,13 +224,28 @@ class ConvPlan:
                 and w.nbytes > self.weights_outer_bytes and self.k_padded == self.k
                 and not self.single_channel)
 
-    def prepare(self, w, b):
+    @property
+    def winograd_eligible(self):
+        """Whether :meth:`prepare` can set this convolution up for Winograd F(4x4, 3x3)."""
+        return _winograd.eligible((self.kh, self.kw), self.stride, self.dilation, self.c,
+                                  self.k)
+
+    def prepare(self, w, b, winograd=False):
         """What :meth:`forward` makes of w and b on every call, made once, as keyword
         arguments for it: for weights that many batches use unchanged (prediction).
 
-        Forward then computes the same bits as from w and b themselves.
+        Forward then computes the same bits as from w and b themselves; with ``winograd``
+        (where :attr:`winograd_eligible`) it computes the convolution by Winograd
+        F(4x4, 3x3) instead, to within rounding.
         """
         kh, kw, k = self.kh, self.kw, self.k
+        if winograd and self.winograd_eligible:
+            bias = np.zeros(k, self.dtype) if b is None else np.ascontiguousarray(b, self.dtype)
+            upack = _winograd.transformed_filter(w, self.fwd_block, self.dtype)
+            group = _winograd.group_tiles(self.c, upack.shape[1] * self.fwd_block,
+                                          self.dtype.itemsize,
+                                          _conv.winograd_rows(self.fwd_isa, self.fwd_nv))
+            return {"winograd": (upack, bias, group)}
         if self.single_channel:
             bias = self._bias(b, None)
             return {"row_patterns": (self._row_pattern(w.reshape(kh * kw, k)),
@@ -241,14 +257,14 @@ class ConvPlan:
         return {"packed": packed, "padded_bias": self._bias(b, None)}
 
     def forward(self, x, w, b, relu, n_threads, ws=None, out=None, packed=None,
-                expanded=None, padded_bias=None, row_patterns=None):
+                expanded=None, padded_bias=None, row_patterns=None, winograd=None):
         """conv(x, w) + b (then relu), as (N, Ho, Wo, K). ``b`` may be None.
 
         ``ws`` is a :class:`~fastcnn.ops.workspace.Workspace` to take arrays from (None: fresh
         ones); ``out``, if given, receives the result; ``packed``, if given, is w already
         packed in output-channel blocks (then w is not read); ``expanded``, if given, is
-        :meth:`expand` of this x. ``padded_bias`` and ``row_patterns`` come from
-        :meth:`prepare` (then neither w nor b is read).
+        :meth:`expand` of this x. ``padded_bias``, ``row_patterns`` and ``winograd`` come
+        from :meth:`prepare` (then neither w nor b is read).
         """
         n = x.shape[0]
         if out is None:
@@ -258,6 +274,11 @@ class ConvPlan:
         n_threads = self.threads(n_threads, n)
         kh, kw, k = self.kh, self.kw, self.k
         (sh, sw), (dh, dw) = self.stride, self.dilation
+        if winograd is not None:
+            upack, bias, group = winograd
+            _conv.winograd_forward(x, upack, bias, out, self.pads[0], self.pads[2], relu,
+                                   self.fwd_isa, self.fwd_nv, self.fwd_block, group, n_threads)
+            return out
         if self.single_channel and packed is None:
             if expanded is None:
                 expanded = self.expand(x, n_threads, ws)

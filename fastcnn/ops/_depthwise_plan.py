@@ -90,7 +90,7 @@ class DepthwisePlan:
         (sh, sw), (dh, dw) = self.stride, self.dilation
         return sh, sw, self.pads[0], self.pads[2], dh, dw
 
-    def prepare(self, w, b):
+    def prepare(self, w, b, winograd=False):
         """Keyword arguments for :meth:`forward` made once from w and b: none, the kernel
         reads both as they are (the convolution plans' interface)."""
         return {}

@@ -49,7 +49,7 @@ class GroupedConvPlan:
         part[...] = source[..., channels]
         return part
 
-    def prepare(self, w, b):
+    def prepare(self, w, b, winograd=False):
         """Each group's weights and bias cut out, and what its plan makes of them, once
         (keyword arguments for :meth:`forward`; see :meth:`ConvPlan.prepare
         <fastcnn.ops._conv_plan.ConvPlan.prepare>`)."""
@@ -57,7 +57,7 @@ class GroupedConvPlan:
         for j in range(self.groups):
             wj = np.ascontiguousarray(w[..., self._outputs(j)])
             bj = None if b is None else np.ascontiguousarray(b[self._outputs(j)])
-            groups.append((wj, bj, self.plan.prepare(wj, bj)))
+            groups.append((wj, bj, self.plan.prepare(wj, bj, winograd)))
         return {"prepared_groups": groups}
 
     def forward(self, x, w, b, relu, n_threads, ws=None, out=None, expanded=None,

@@ -69,7 +69,7 @@ def _forward_in_batches(net, x, n_threads, features=False):
 def test_plan_is_bitwise_the_networks_forward(dtype, head, features):
     net = _net(head, dtype)
     x = np.random.default_rng(2).standard_normal((9, 11, 11, 2)).astype(dtype)
-    plan = net.prediction_plan(features)
+    plan = InferencePlan(net, features, winograd=False)
     plan.chunk = 4          # chunks of 4, 4 and 1 images in the same buffers
     with parallel_grain(1):
         for n_threads in (1, 2, 3):
@@ -77,6 +77,26 @@ def test_plan_is_bitwise_the_networks_forward(dtype, head, features):
             plan.run(x, out, n_threads)
             np.testing.assert_array_equal(out, _forward_in_batches(net, x, n_threads,
                                                                    features))
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("float32", 2e-5), ("float64", 1e-12)])
+def test_winograd_plan_matches_the_networks_forward(dtype, tolerance):
+    specs = [Conv2D(16, 3, padding="same", activation=None), BatchNorm(), Activation("relu"),
+             Residual([Conv2D(16, 3, padding="same"), Conv2D(16, 3, padding="same")]),
+             Conv2D(24, 3, groups=1), MaxPool2D(2), Conv2D(32, 3, padding="same"),
+             GlobalAvgPool2D(), Dense(3, activation=None)]
+    net = Network(specs, (10, 10, 3), dtype=dtype).initialize(np.random.RandomState(0))
+    x = np.random.default_rng(5).standard_normal((5, 10, 10, 3)).astype(dtype)
+    expected = net.forward(x)
+    out = np.empty((5, 3), dtype)
+    with_winograd = InferencePlan(net).run(x, out, 2).copy()
+    np.testing.assert_allclose(with_winograd, expected, rtol=tolerance,
+                               atol=tolerance * np.abs(expected).max())
+    assert not np.array_equal(with_winograd, InferencePlan(net, winograd=False).run(x, out, 2))
+    # one image at a time gives the same bits as the batch
+    single = np.concatenate([InferencePlan(net).run(x[i:i + 1], out[:1], 1).copy()
+                             for i in range(5)])
+    np.testing.assert_array_equal(single, with_winograd)
 
 
 def test_single_channel_and_dense_first_layers():

@@ -1,0 +1,161 @@
+# Included by _conv.pyx: Winograd F(4x4, 3x3) forward convolution (prediction).
+
+cdef extern from "_wino_kernels.h" nogil:
+    ctypedef struct fc_wino_table_f32:
+        int lanes
+        int rows[2]
+        void (*input)(const float *d, long ld_row, long C, float *tmp, float *v,
+                      long ldv) noexcept nogil
+        void (*output)(const float *m, long ldm, long K, const float *bias, int relu,
+                       float *tmp, float *out, long ld_row, int rows, int cols) noexcept nogil
+        void (*gemm)(int nv, int tp, const float *v, long C, const float *u, long ldu,
+                     float *m, long ldm) noexcept nogil
+    ctypedef struct fc_wino_table_f64:
+        int lanes
+        int rows[2]
+        void (*input)(const double *d, long ld_row, long C, double *tmp, double *v,
+                      long ldv) noexcept nogil
+        void (*output)(const double *m, long ldm, long K, const double *bias, int relu,
+                       double *tmp, double *out, long ld_row, int rows, int cols) noexcept nogil
+        void (*gemm)(int nv, int tp, const double *v, long C, const double *u, long ldu,
+                     double *m, long ldm) noexcept nogil
+    const fc_wino_table_f32 *fc_wino_table_f32_for(int isa)
+    const fc_wino_table_f64 *fc_wino_table_f64_for(int isa)
+
+
+def winograd_rows(int isa, int nv):
+    """Rows of the Winograd products per micro-kernel call at ``isa`` with ``nv``
+    vectors of output channels (a task's tiles are best a multiple of it)."""
+    return fc_wino_table_f32_for(isa).rows[0 if nv == 1 else 1]
+
+
+def winograd_forward(
+    const floating[:, :, :, ::1] x,       # IN (N, H, W, C)
+    const floating[:, :, :, ::1] upack,   # IN (36, K blocks, C, block): G g G^T, packed
+    const floating[::1] bias,             # IN (K,)
+    floating[:, :, :, ::1] out,           # OUT (N, Ho, Wo, K)
+    int pad_top, int pad_left, bint relu, int isa, int nv, int block, int group,
+    int n_threads,
+):
+    """out = conv3x3(x, w) + bias (then relu), stride 1, by Winograd F(4x4, 3x3).
+
+    The output splits into 4x4 blocks of pixels ("tiles", the last ones in a row or
+    column cut short); a task takes ``group`` consecutive tiles and, in its thread's own
+    buffers, transforms their 6x6 input patches (zeros off the image), multiplies each
+    of the 36 transformed positions by its (C, K) transformed filter (a register-tiled
+    matrix product, ``block`` output channels at a time), and transforms the products
+    back into its output pixels. Each output pixel is computed by one task, in an order fixed
+    by the data: the result does not depend on the thread count, nor on the batch.
+    """
+    cdef:
+        Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2]
+        long C = x.shape[3]
+        Py_ssize_t Ho = out.shape[1], Wo = out.shape[2]
+        long K = out.shape[3]
+        Py_ssize_t n_kblocks = upack.shape[1]
+        long Kp = n_kblocks * block
+        Py_ssize_t tiles_h = (Ho + 3) // 4, tiles_w = (Wo + 3) // 4
+        Py_ssize_t per_image = tiles_h * tiles_w
+        Py_ssize_t n_tiles = N * per_image
+        Py_ssize_t n_groups = (n_tiles + group - 1) // group
+        int rows_max = fc_wino_table_f32_for(isa).rows[0 if nv == 1 else 1]
+        Py_ssize_t g, t, t0, count, i, n, ti, tj, kb, p0
+        int p, r, q, tp, row, col, rows, cols
+        long patch_len = 36 * C, tmp_len = 36 * max(C, K)
+        Py_ssize_t thread_len
+        floating *memory = NULL
+        floating *mine
+        floating *patch
+        const floating *source
+        long ld_row
+        floating *tmp
+        floating *v
+        floating *m
+        const floating *xbase = &x[0, 0, 0, 0]
+        const floating *ubase = &upack[0, 0, 0, 0]
+        floating *obase = &out[0, 0, 0, 0]
+        const fc_wino_table_f32 *w32 = NULL
+        const fc_wino_table_f64 *w64 = NULL
+
+    if n_tiles == 0 or K == 0:
+        return
+    if floating is float:
+        w32 = fc_wino_table_f32_for(isa)
+    else:
+        w64 = fc_wino_table_f64_for(isa)
+    # each thread: a patch, the transforms' scratch, the group's transformed patches
+    # (36 x group x C) and products (36 x group x Kp)
+    thread_len = per_thread(patch_len + tmp_len + 36 * group * (C + Kp), sizeof(floating))
+    try:
+        memory = <floating *> malloc(n_threads * thread_len * sizeof(floating))
+        if memory == NULL:
+            raise MemoryError()
+        for g in prange(n_groups, schedule="static", nogil=True, num_threads=n_threads):
+            mine = memory + threadid() * thread_len
+            patch = mine
+            tmp = patch + patch_len
+            v = tmp + tmp_len
+            m = v + 36 * group * C
+            t0 = g * group
+            count = min(group, n_tiles - t0)
+            # 1. the tiles' input patches, transformed: v[p, i, c]
+            for i in range(count):
+                t = t0 + i
+                n = t // per_image
+                ti = (t % per_image) // tiles_w
+                tj = t % tiles_w
+                row = <int> (4 * ti - pad_top)
+                col = <int> (4 * tj - pad_left)
+                if 0 <= row and row + 6 <= H and 0 <= col and col + 6 <= W:
+                    # inside the image: read in place
+                    source = xbase + ((n * H + row) * W + col) * C
+                    ld_row = W * C
+                else:
+                    for r in range(6):
+                        for q in range(6):
+                            if 0 <= row + r < H and 0 <= col + q < W:
+                                memcpy(patch + (6 * r + q) * C,
+                                       xbase + ((n * H + row + r) * W + col + q) * C,
+                                       C * sizeof(floating))
+                            else:
+                                memset(patch + (6 * r + q) * C, 0, C * sizeof(floating))
+                    source = patch
+                    ld_row = 6 * C
+                if floating is float:
+                    w32.input(source, ld_row, C, tmp, v + i * C, group * C)
+                else:
+                    w64.input(source, ld_row, C, tmp, v + i * C, group * C)
+            # 2. per position p: m[p] (count, Kp) = v[p] (count, C) @ u[p] (C, Kp)
+            for p in range(36):
+                for kb in range(n_kblocks):
+                    p0 = 0
+                    while p0 < count:
+                        tp = <int> min(rows_max, count - p0)
+                        if floating is float:
+                            w32.gemm(nv, tp, v + (p * group + p0) * C, C,
+                                     ubase + (p * n_kblocks + kb) * C * block, block,
+                                     m + (p * group + p0) * Kp + kb * block, Kp)
+                        else:
+                            w64.gemm(nv, tp, v + (p * group + p0) * C, C,
+                                     ubase + (p * n_kblocks + kb) * C * block, block,
+                                     m + (p * group + p0) * Kp + kb * block, Kp)
+                        p0 = p0 + tp
+            # 3. the products transformed back into the output pixels
+            for i in range(count):
+                t = t0 + i
+                n = t // per_image
+                ti = (t % per_image) // tiles_w
+                tj = t % tiles_w
+                rows = <int> min(4, Ho - 4 * ti)
+                cols = <int> min(4, Wo - 4 * tj)
+                if floating is float:
+                    w32.output(m + i * Kp, group * Kp, K, &bias[0], relu, tmp,
+                               obase + ((n * Ho + 4 * ti) * Wo + 4 * tj) * K, Wo * K,
+                               rows, cols)
+                else:
+                    w64.output(m + i * Kp, group * Kp, K, &bias[0], relu, tmp,
+                               obase + ((n * Ho + 4 * ti) * Wo + 4 * tj) * K, Wo * K,
+                               rows, cols)
+    finally:
+        free(memory)
+

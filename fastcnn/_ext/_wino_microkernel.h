@@ -1,0 +1,202 @@
+/* Winograd F(4x4, 3x3) input and output transforms, instantiated by _wino_kernels.h for
+ * each (element type, instruction set) through _dispatch_instances.h.
+ *
+ * Each is two passes of a one-dimensional transform (columns, then rows) over channel
+ * vectors: plain loops over the channels that the compiler vectorises at the instance's
+ * width. Every channel goes through the same arithmetic, so a result does not depend on
+ * its position or on the thread count; instances with FMA may contract multiply-adds and
+ * differ from the baseline's in the last bits.
+ *
+ *   B^T = [4  0 -5  0  1  0]    A^T = [1  1  1  1  1  0]
+ *         [0 -4 -4  1  1  0]          [0  1 -1  2 -2  0]
+ *         [0  4 -4 -1  1  0]          [0  1  1  4  4  0]
+ *         [0 -2 -1  2  1  0]          [0  1 -1  8 -8  1]
+ *         [0  2 -1 -2  1  0]
+ *         [0  4  0 -5  0  1]
+ */
+
+#define FC_WV ((int)(FC_VBYTES / sizeof(FC_T)))
+typedef FC_T FC_NAME(fc_wino_vec) __attribute__((vector_size(FC_VBYTES), aligned(sizeof(FC_T))));
+
+/* The one-dimensional transforms on one vector of channels (or one element: T is the
+ * vector type or FC_T). Written on explicit vectors: the auto-vectoriser does not prove
+ * the six output streams apart and falls back to scalar code. */
+#define FC_WINO_IN_1D(T, a, lda, o, ldo, c)                                              \
+    do {                                                                                 \
+        const T a0 = *(const T *)((a) + (c)), a1 = *(const T *)((a) + (lda) + (c));      \
+        const T a2 = *(const T *)((a) + 2 * (lda) + (c));                                \
+        const T a3 = *(const T *)((a) + 3 * (lda) + (c));                                \
+        const T a4 = *(const T *)((a) + 4 * (lda) + (c));                                \
+        const T a5 = *(const T *)((a) + 5 * (lda) + (c));                                \
+        *(T *)((o) + (c)) = 4 * a0 - 5 * a2 + a4;                                        \
+        *(T *)((o) + (ldo) + (c)) = -4 * (a1 + a2) + (a3 + a4);                          \
+        *(T *)((o) + 2 * (ldo) + (c)) = 4 * (a1 - a2) + (a4 - a3);                       \
+        *(T *)((o) + 3 * (ldo) + (c)) = 2 * (a3 - a1) + (a4 - a2);                       \
+        *(T *)((o) + 4 * (ldo) + (c)) = 2 * (a1 - a3) + (a4 - a2);                       \
+        *(T *)((o) + 5 * (ldo) + (c)) = 4 * a1 - 5 * a3 + a5;                            \
+    } while (0)
+
+#define FC_WINO_OUT_1D(T, a, lda, o, ldo, k)                                             \
+    do {                                                                                 \
+        const T a0 = *(const T *)((a) + (k)), a1 = *(const T *)((a) + (lda) + (k));      \
+        const T a2 = *(const T *)((a) + 2 * (lda) + (k));                                \
+        const T a3 = *(const T *)((a) + 3 * (lda) + (k));                                \
+        const T a4 = *(const T *)((a) + 4 * (lda) + (k));                                \
+        const T a5 = *(const T *)((a) + 5 * (lda) + (k));                                \
+        const T s12 = a1 + a2, d12 = a1 - a2, s34 = a3 + a4, d34 = a3 - a4;              \
+        *(T *)((o) + (k)) = a0 + s12 + s34;                                              \
+        *(T *)((o) + (ldo) + (k)) = d12 + 2 * d34;                                       \
+        *(T *)((o) + 2 * (ldo) + (k)) = s12 + 4 * s34;                                   \
+        *(T *)((o) + 3 * (ldo) + (k)) = d12 + 8 * d34 + a5;                              \
+    } while (0)
+
+/* o[i * ldo + c] = (B^T a)[i] for the six vectors a[j * lda + c] */
+static inline __attribute__((always_inline)) void FC_NAME(fc_wino_in_1d)(
+    const FC_T *a, long lda, FC_T *o, long ldo, long C)
+{
+    long c = 0;
+    for (; c + FC_WV <= C; c += FC_WV)
+        FC_WINO_IN_1D(FC_NAME(fc_wino_vec), a, lda, o, ldo, c);
+    for (; c < C; c++)
+        FC_WINO_IN_1D(FC_T, a, lda, o, ldo, c);
+}
+
+static void FC_NAME(fc_wino_input)(const FC_T *d, long ld_row, long C, FC_T *tmp, FC_T *v,
+                                   long ldv)
+{
+    /* columns: tmp[(6 * i + j) * C] = (B^T d[:, j])[i] */
+    for (int j = 0; j < 6; j++)
+        FC_NAME(fc_wino_in_1d)(d + j * C, ld_row, tmp + j * C, 6 * C, C);
+    /* rows: v[6 * i + j] = (B^T tmp[i, :])[j] */
+    for (int i = 0; i < 6; i++)
+        FC_NAME(fc_wino_in_1d)(tmp + 6 * i * C, C, v + 6 * i * ldv, ldv, C);
+}
+
+/* o[i * ldo + k] = (A^T a)[i], i < 4, for the six vectors a[j * lda + k] */
+static inline __attribute__((always_inline)) void FC_NAME(fc_wino_out_1d)(
+    const FC_T *a, long lda, FC_T *o, long ldo, long K)
+{
+    long k = 0;
+    for (; k + FC_WV <= K; k += FC_WV)
+        FC_WINO_OUT_1D(FC_NAME(fc_wino_vec), a, lda, o, ldo, k);
+    for (; k < K; k++)
+        FC_WINO_OUT_1D(FC_T, a, lda, o, ldo, k);
+}
+
+static void FC_NAME(fc_wino_output)(const FC_T *m, long ldm, long K, const FC_T *bias,
+                                    int relu, FC_T *tmp, FC_T *out, long ld_row, int rows,
+                                    int cols)
+{
+    typedef FC_NAME(fc_wino_vec) vec;
+    typedef __typeof__((vec){0} < (vec){0}) mask;
+    FC_T *y = tmp + 24 * K;
+    /* columns: tmp[(6 * r + j) * K] = (A^T m[:, j])[r] */
+    for (int j = 0; j < 6; j++)
+        FC_NAME(fc_wino_out_1d)(m + j * ldm, 6 * ldm, tmp + j * K, 6 * K, K);
+    for (int r = 0; r < rows; r++) {
+        /* rows: y[q * K] = (A^T tmp[r, :])[q] */
+        FC_NAME(fc_wino_out_1d)(tmp + 6 * r * K, K, y, K, K);
+        for (int q = 0; q < cols; q++) {
+            FC_T *o = out + r * ld_row + q * K;
+            const FC_T *yq = y + q * K;
+            long k = 0;
+            for (; k + FC_WV <= K; k += FC_WV) {
+                vec z = *(const vec *)(yq + k) + *(const vec *)(bias + k);
+                if (relu)     /* what is not below zero stays, NaN included */
+                    z = (vec)((mask)z & ~(z < 0));
+                *(vec *)(o + k) = z;
+            }
+            for (; k < K; k++) {
+                const FC_T z = yq[k] + bias[k];
+                o[k] = relu && z < 0 ? 0 : z;
+            }
+        }
+    }
+}
+
+/* The products at one transformed position: m (tp, nv vectors) = v (tp, C) @ u (C, nv
+ * vectors), tp rows of accumulators held in registers, one broadcast of v against nv
+ * vectors of u per multiply-add. 16 vector registers (SSE2, AVX2) hold 6 x 2 or 12 x 1
+ * accumulators, 32 (AVX-512) 12 x 2 or 24 x 1. */
+#if FC_VBYTES == 64
+#define FC_WINO_ROWS2 12
+#define FC_WINO_ROWS1 24
+#else
+#define FC_WINO_ROWS2 6
+#define FC_WINO_ROWS1 12
+#endif
+static inline __attribute__((always_inline)) void FC_NAME(fc_wino_gemm_impl)(
+    const int nv, const int tp, const FC_T *restrict v, long C, const FC_T *restrict u,
+    long ldu, FC_T *restrict m, long ldm)
+{
+    typedef FC_NAME(fc_wino_vec) vec;
+    vec acc[FC_WINO_ROWS1][2];
+#pragma GCC unroll 24
+    for (int i = 0; i < tp; i++) {
+        acc[i][0] = (vec){0};
+        acc[i][1] = (vec){0};
+    }
+    for (long c = 0; c < C; c++) {
+        const vec w0 = *(const vec *)(u + c * ldu);
+        const vec w1 = nv > 1 ? *(const vec *)(u + c * ldu + FC_WV) : (vec){0};
+#pragma GCC unroll 24
+        for (int i = 0; i < tp; i++) {
+            const vec xb = (vec){0} + v[i * C + c];
+            acc[i][0] += xb * w0;
+            if (nv > 1)
+                acc[i][1] += xb * w1;
+        }
+    }
+#pragma GCC unroll 24
+    for (int i = 0; i < tp; i++) {
+        *(vec *)(m + i * ldm) = acc[i][0];
+        if (nv > 1)
+            *(vec *)(m + i * ldm + FC_WV) = acc[i][1];
+    }
+}
+
+#define FC_WINO_CASE(NV, TP)                                                             \
+    case TP:                                                                             \
+        FC_NAME(fc_wino_gemm_impl)(NV, TP, v, C, u, ldu, m, ldm);                        \
+        return;
+
+static void FC_NAME(fc_wino_gemm)(int nv, int tp, const FC_T *v, long C, const FC_T *u,
+                                  long ldu, FC_T *m, long ldm)
+{
+    if (nv > 1) {
+        switch (tp) {
+        FC_WINO_CASE(2, 1) FC_WINO_CASE(2, 2) FC_WINO_CASE(2, 3) FC_WINO_CASE(2, 4)
+        FC_WINO_CASE(2, 5) FC_WINO_CASE(2, 6)
+#if FC_WINO_ROWS2 > 6
+        FC_WINO_CASE(2, 7) FC_WINO_CASE(2, 8) FC_WINO_CASE(2, 9) FC_WINO_CASE(2, 10)
+        FC_WINO_CASE(2, 11) FC_WINO_CASE(2, 12)
+#endif
+        }
+    } else {
+        switch (tp) {
+        FC_WINO_CASE(1, 1) FC_WINO_CASE(1, 2) FC_WINO_CASE(1, 3) FC_WINO_CASE(1, 4)
+        FC_WINO_CASE(1, 5) FC_WINO_CASE(1, 6) FC_WINO_CASE(1, 7) FC_WINO_CASE(1, 8)
+        FC_WINO_CASE(1, 9) FC_WINO_CASE(1, 10) FC_WINO_CASE(1, 11) FC_WINO_CASE(1, 12)
+#if FC_WINO_ROWS1 > 12
+        FC_WINO_CASE(1, 13) FC_WINO_CASE(1, 14) FC_WINO_CASE(1, 15) FC_WINO_CASE(1, 16)
+        FC_WINO_CASE(1, 17) FC_WINO_CASE(1, 18) FC_WINO_CASE(1, 19) FC_WINO_CASE(1, 20)
+        FC_WINO_CASE(1, 21) FC_WINO_CASE(1, 22) FC_WINO_CASE(1, 23) FC_WINO_CASE(1, 24)
+#endif
+        }
+    }
+}
+
+static const FC_TNAME(fc_wino_table) FC_NAME(fc_wino_table) = {
+    FC_WV,
+    {FC_WINO_ROWS1, FC_WINO_ROWS2},
+    FC_NAME(fc_wino_input),
+    FC_NAME(fc_wino_output),
+    FC_NAME(fc_wino_gemm),
+};
+
+#undef FC_WINO_CASE
+#undef FC_WINO_ROWS1
+#undef FC_WINO_ROWS2
+#undef FC_WV
+#undef FC_WINO_IN_1D
+#undef FC_WINO_OUT_1D

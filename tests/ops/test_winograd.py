@@ -1,0 +1,121 @@
+"""Winograd F(4x4, 3x3) forward convolution against the naive convolution."""
+import numpy as np
+import pytest
+
+from fastcnn._ext import _conv
+from fastcnn.ops import _winograd
+from fastcnn.ops.conv import ConvPlan
+from fastcnn.ops.geometry import padding_amounts
+from fastcnn.ops.threads import parallel_grain
+
+from test_conv import naive_conv2d
+
+ISAS = list(range(_conv.cpu_isa() + 1))
+TOLERANCE = {np.float32: 2e-5, np.float64: 1e-12}
+
+# (N, H, W, C, K, padding): odd sizes and sizes that are not whole tiles, batch 1,
+# channel counts off the vector width, 'same', 'valid' and asymmetric padding
+SHAPES = [
+    (1, 4, 4, 16, 16, "same"),
+    (2, 7, 9, 16, 20, "same"),
+    (3, 13, 11, 17, 33, "valid"),
+    (1, 5, 6, 16, 16, (0, 1, 1, 2)),
+    (2, 16, 16, 32, 64, "same"),
+    (1, 3, 3, 24, 40, "same"),
+    (2, 6, 21, 48, 17, (2, 0, 0, 1)),
+    (1, 9, 9, 64, 128, "valid"),
+]
+
+
+def _case(shape, dtype, seed=0):
+    n, h, w, c, k, padding = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, h, w, c)).astype(dtype)
+    weight = (rng.standard_normal((3, 3, c, k)) / np.sqrt(9 * c)).astype(dtype)
+    bias = rng.standard_normal(k).astype(dtype)
+    pads = padding_amounts(padding, (h, w), (3, 3), (1, 1), (1, 1))
+    return x, weight, bias, pads
+
+
+def _winograd_plan(shape, dtype, isa=None):
+    x, weight, bias, pads = _case(shape, dtype)
+    plan = ConvPlan(x.shape[1:], weight.shape, (1, 1), pads, (1, 1), dtype, isa=isa)
+    prepared = plan.prepare(weight, bias, winograd=True)
+    assert "winograd" in prepared
+    return plan, prepared, x, weight, bias, pads
+
+
+def test_transform_matrices_compute_a_3x3_correlation():
+    # the slow form of the algorithm: A^T [(G g G^T) * (B^T d B)] A on one 6x6 patch
+    rng = np.random.default_rng(0)
+    d, g = rng.standard_normal((6, 6)), rng.standard_normal((3, 3))
+    y = _winograd.AT @ ((_winograd.G @ g @ _winograd.G.T) * (_winograd.BT @ d @ _winograd.BT.T)) \
+        @ _winograd.AT.T
+    direct = np.array([[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(4)] for i in range(4)])
+    np.testing.assert_allclose(y, direct, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_winograd_matches_the_naive_convolution(shape, dtype, isa):
+    plan, prepared, x, weight, bias, pads = _winograd_plan(shape, dtype, isa)
+    padding = (pads[0], pads[1], pads[2], pads[3])
+    expected = naive_conv2d(x.astype(np.float64), weight.astype(np.float64),
+                            bias.astype(np.float64), (1, 1), padding, (1, 1))
+    for relu in (False, True):
+        y = plan.forward(x, None, None, relu, 1, **prepared)
+        assert y.dtype == dtype and y.shape == expected.shape
+        want = np.maximum(expected, 0) if relu else expected
+        scale = np.abs(expected).max()
+        np.testing.assert_allclose(y, want, rtol=0, atol=TOLERANCE[dtype] * scale)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES[:5])
+def test_winograd_is_bitwise_the_same_for_any_thread_count_and_batch(shape, dtype):
+    plan, prepared, x, *_ = _winograd_plan(shape, dtype)
+    with parallel_grain(1):
+        runs = [plan.forward(x, None, None, True, t, **prepared) for t in (1, 2, 3)]
+        one_by_one = np.concatenate([plan.forward(x[i:i + 1], None, None, True, 2, **prepared)
+                                     for i in range(len(x))])
+    for y in runs[1:] + [one_by_one]:
+        np.testing.assert_array_equal(y, runs[0])
+
+
+def test_group_sizes_do_not_change_the_result():
+    plan, prepared, x, *_ = _winograd_plan(SHAPES[4], np.float32)
+    upack, bias, _ = prepared["winograd"]
+    results = []
+    for group in (1, 5, 12, 100):
+        out = np.empty((2, 16, 16, 64), np.float32)
+        _conv.winograd_forward(x, upack, bias, out, 1, 1, False, plan.fwd_isa, plan.fwd_nv,
+                               plan.fwd_block, group, 2)
+        results.append(out)
+    for y in results[1:]:
+        np.testing.assert_array_equal(y, results[0])
+
+
+@pytest.mark.parametrize("kernel, stride, dilation, c, k", [
+    ((5, 5), (1, 1), (1, 1), 32, 32),
+    ((3, 3), (2, 2), (1, 1), 32, 32),
+    ((3, 3), (1, 1), (2, 2), 32, 32),
+    ((3, 3), (1, 1), (1, 1), 3, 32),
+    ((3, 3), (1, 1), (1, 1), 32, 8),
+])
+def test_only_eligible_convolutions_are_set_up_for_winograd(kernel, stride, dilation, c, k):
+    plan = ConvPlan((12, 12, c), kernel + (c, k), stride, (1, 1, 1, 1), dilation, np.float32)
+    assert not plan.winograd_eligible
+    w = np.ones(kernel + (c, k), np.float32)
+    assert "winograd" not in plan.prepare(w, None, winograd=True)
+
+
+def test_nan_propagates_within_its_tile():
+    # the transforms mix a whole 6x6 patch: a NaN reaches every pixel of the 4x4 output
+    # tiles whose patch holds it, and no other
+    plan, prepared, x, *_ = _winograd_plan((1, 8, 8, 16, 16, "same"), np.float32)
+    x = x.copy()
+    x[0, 1, 1, 0] = np.nan
+    y = plan.forward(x, None, None, False, 1, **prepared)
+    assert np.isnan(y[0, :4, :4]).all()
+    assert np.isfinite(y[0, 4:]).all() and np.isfinite(y[0, :, 4:]).all()
