@@ -20,6 +20,7 @@ import threading
 import numpy as np
 
 from ..ops.workspace import GrowingWorkspace
+from .dense import DenseLayer
 
 # Images per chunk: as many as keep the chunk's activations within about this many bytes
 # (so that they stay near the cache while the next layer reads them), a power of two
@@ -38,6 +39,16 @@ def chunk_images(activation_bytes_per_image):
     return chunk
 
 
+def _activations(layers):
+    """Values per image in the outputs of these layers and every layer inside them."""
+    return sum(int(np.prod(layer.output_shape)) for child in layers for layer in child.walk())
+
+
+def _width(layer, network):
+    """Values per image in the output of ``layer`` (None: the network's input)."""
+    return int(np.prod(network.input_shape if layer is None else layer.output_shape))
+
+
 class InferencePlan:
     """The prediction pass of ``network`` (its last layer's output, or, with
     ``features``, its input), prepared for the network's current weights.
@@ -53,33 +64,61 @@ class InferencePlan:
 
     def __init__(self, network, features=False, winograd=True):
         root = network.root
-        n_children = len(root.children) - 1 if features else len(root.children)
-        self.steps = root.prediction_steps(n_children, winograd)
-        layers = [layer for child in root.children[:n_children] for layer in child.walk()]
-        per_image = sum(int(np.prod(layer.output_shape)) for layer in layers)
-        self.chunk = chunk_images(per_image * network.dtype.itemsize)
-        shape = root.children[n_children - 1].output_shape if n_children else network.input_shape
-        self.output_width = int(np.prod(shape))
+        children = root.children[:len(root.children) - 1 if features else None]
+        # Two stages: the layers on images run chunk by chunk; the dense layers after
+        # them (whose weights are read once per call of their kernel) on bigger chunks,
+        # so that each pass over their weights serves more images.
+        split = next((i for i, child in enumerate(children)
+                      if isinstance(child, DenseLayer) or len(child.input_shape) == 1),
+                     len(children))
+        self.image_steps = root.prediction_steps(split, winograd)
+        self.flat_steps = root.prediction_steps(len(children), winograd, first=split)
+        itemsize = network.dtype.itemsize
+        self.chunk = chunk_images(itemsize * _activations(children[:split]))
+        flat_bytes = itemsize * (_activations(children[split:])
+                                 + _width(children[split - 1] if split else None, network))
+        self.flat_chunk = max(self.chunk, chunk_images(flat_bytes))
+        self.flat_width = _width(children[split - 1] if split else None, network)
+        self.output_width = _width(children[-1] if children else None, network)
         self.dtype = network.dtype
         self._local = threading.local()
 
     def _spaces(self):
         spaces = getattr(self._local, "spaces", None)
         if spaces is None:
-            spaces = self._local.spaces = [GrowingWorkspace() for _ in self.steps]
+            spaces = self._local.spaces = (
+                [GrowingWorkspace() for _ in self.image_steps],
+                [GrowingWorkspace() for _ in self.flat_steps],
+                GrowingWorkspace())
         return spaces
 
     def run(self, images, out, n_threads):
         """Write the plan's output for ``images`` (N, H, W, C), C-contiguous of the plan's
         dtype, into ``out`` (N, output width), with ``n_threads`` threads (an int)."""
-        spaces = self._spaces()
-        steps = self.steps
+        image_spaces, flat_spaces, own = self._spaces()
         chunk = self.chunk
-        for first in range(0, images.shape[0], chunk):
-            x = images[first:first + chunk]
-            for step, ws in zip(steps, spaces):
-                x = step(x, ws, n_threads)
-            out[first:first + x.shape[0]] = x.reshape(x.shape[0], -1)
+        n = images.shape[0]
+        for first in range(0, n, self.flat_chunk):
+            last = min(n, first + self.flat_chunk)
+            if not self.flat_steps:
+                flat = out[first:last]
+                if not self.image_steps:        # no layers at all: the input itself
+                    flat[...] = images[first:last].reshape(last - first, -1)
+            elif not self.image_steps:
+                flat = images[first:last].reshape(last - first, -1)
+            else:
+                flat = own.empty("flat", (last - first, self.flat_width), self.dtype)
+            if self.image_steps:
+                for begin in range(first, last, chunk):
+                    x = images[begin:begin + chunk]
+                    for step, ws in zip(self.image_steps, image_spaces):
+                        x = step(x, ws, n_threads)
+                    flat[begin - first:begin - first + x.shape[0]] = x.reshape(x.shape[0], -1)
+            if self.flat_steps:
+                x = flat
+                for step, ws in zip(self.flat_steps, flat_spaces):
+                    x = step(x, ws, n_threads)
+                out[first:last] = x.reshape(x.shape[0], -1)
         return out
 
     def release(self):

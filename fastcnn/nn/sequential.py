@@ -60,10 +60,10 @@ class Sequential(Layer):
             i += step
         return x
 
-    def prediction_steps(self, n_children=None, winograd=False):
-        """The prediction steps of the first ``n_children`` children (all by default),
-        folded as :meth:`forward` folds them."""
-        children = self.children if n_children is None else self.children[:n_children]
+    def prediction_steps(self, n_children=None, winograd=False, first=0):
+        """The prediction steps of the children from ``first`` to before ``n_children``
+        (all by default), folded as :meth:`forward` folds them."""
+        children = self.children[first:n_children]
         steps, i = [], 0
         while i < len(children):
             fold = _fold(children, i)

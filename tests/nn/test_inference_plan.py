@@ -70,7 +70,8 @@ def test_plan_is_bitwise_the_networks_forward(dtype, head, features):
     net = _net(head, dtype)
     x = np.random.default_rng(2).standard_normal((9, 11, 11, 2)).astype(dtype)
     plan = InferencePlan(net, features, winograd=False)
-    plan.chunk = 4          # chunks of 4, 4 and 1 images in the same buffers
+    plan.chunk = 2          # chunks of 2, 2 and 1 images for the layers on images
+    plan.flat_chunk = 4     # and of 4, 4, 1 for the dense layers, in the same buffers
     with parallel_grain(1):
         for n_threads in (1, 2, 3):
             out = np.empty((9, plan.output_width), dtype)
