@@ -7,7 +7,8 @@ cdef extern from "_wino_kernels.h" nogil:
         void (*input)(const float *d, long ld_row, long C, float *tmp, float *v,
                       long ldv) noexcept nogil
         void (*output)(const float *m, long ldm, long K, const float *bias, int relu,
-                       float *tmp, float *out, long ld_row, int rows, int cols) noexcept nogil
+                       int tile, float *tmp, float *out, long ld_row, int rows,
+                       int cols) noexcept nogil
         void (*gemm)(int nv, int tp, const float *v, long C, const float *u, long ldu,
                      float *m, long ldm) noexcept nogil
     ctypedef struct fc_wino_table_f64:
@@ -16,7 +17,8 @@ cdef extern from "_wino_kernels.h" nogil:
         void (*input)(const double *d, long ld_row, long C, double *tmp, double *v,
                       long ldv) noexcept nogil
         void (*output)(const double *m, long ldm, long K, const double *bias, int relu,
-                       double *tmp, double *out, long ld_row, int rows, int cols) noexcept nogil
+                       int tile, double *tmp, double *out, long ld_row, int rows,
+                       int cols) noexcept nogil
         void (*gemm)(int nv, int tp, const double *v, long C, const double *u, long ldu,
                      double *m, long ldm) noexcept nogil
     const fc_wino_table_f32 *fc_wino_table_f32_for(int isa)
@@ -35,12 +37,13 @@ def winograd_forward(
     const floating[::1] bias,             # IN (K,)
     floating[:, :, :, ::1] out,           # OUT (N, Ho, Wo, K)
     int pad_top, int pad_left, bint relu, int isa, int nv, int block, int group,
-    int n_threads,
+    int n_threads, int tile=4,
 ):
-    """out = conv3x3(x, w) + bias (then relu), stride 1, by Winograd F(4x4, 3x3).
+    """out = conv(x, w) + bias (then relu), stride 1, by Winograd F(4x4, 3x3) (``tile``
+    4, w 3x3) or F(2x2, 5x5) (``tile`` 2, w 5x5).
 
-    The output splits into 4x4 blocks of pixels ("tiles", the last ones in a row or
-    column cut short); a task takes ``group`` consecutive tiles and, in its thread's own
+    The output splits into tile x tile blocks of pixels ("tiles", the last ones in a row
+    or column cut short); a task takes ``group`` consecutive tiles and, in its thread's own
     buffers, transforms their 6x6 input patches (zeros off the image), multiplies each
     of the 36 transformed positions by its (C, K) transformed filter (a register-tiled
     matrix product, ``block`` output channels at a time), and transforms the products
@@ -54,7 +57,7 @@ def winograd_forward(
         long K = out.shape[3]
         Py_ssize_t n_kblocks = upack.shape[1]
         long Kp = n_kblocks * block
-        Py_ssize_t tiles_h = (Ho + 3) // 4, tiles_w = (Wo + 3) // 4
+        Py_ssize_t tiles_h = (Ho + tile - 1) // tile, tiles_w = (Wo + tile - 1) // tile
         Py_ssize_t per_image = tiles_h * tiles_w
         Py_ssize_t n_tiles = N * per_image
         Py_ssize_t n_groups = (n_tiles + group - 1) // group
@@ -104,8 +107,8 @@ def winograd_forward(
                 n = t // per_image
                 ti = (t % per_image) // tiles_w
                 tj = t % tiles_w
-                row = <int> (4 * ti - pad_top)
-                col = <int> (4 * tj - pad_left)
+                row = <int> (tile * ti - pad_top)
+                col = <int> (tile * tj - pad_left)
                 if 0 <= row and row + 6 <= H and 0 <= col and col + 6 <= W:
                     # inside the image: read in place
                     source = xbase + ((n * H + row) * W + col) * C
@@ -146,15 +149,15 @@ def winograd_forward(
                 n = t // per_image
                 ti = (t % per_image) // tiles_w
                 tj = t % tiles_w
-                rows = <int> min(4, Ho - 4 * ti)
-                cols = <int> min(4, Wo - 4 * tj)
+                rows = <int> min(tile, Ho - tile * ti)
+                cols = <int> min(tile, Wo - tile * tj)
                 if floating is float:
-                    w32.output(m + i * Kp, group * Kp, K, &bias[0], relu, tmp,
-                               obase + ((n * Ho + 4 * ti) * Wo + 4 * tj) * K, Wo * K,
+                    w32.output(m + i * Kp, group * Kp, K, &bias[0], relu, tile, tmp,
+                               obase + ((n * Ho + tile * ti) * Wo + tile * tj) * K, Wo * K,
                                rows, cols)
                 else:
-                    w64.output(m + i * Kp, group * Kp, K, &bias[0], relu, tmp,
-                               obase + ((n * Ho + 4 * ti) * Wo + 4 * tj) * K, Wo * K,
+                    w64.output(m + i * Kp, group * Kp, K, &bias[0], relu, tile, tmp,
+                               obase + ((n * Ho + tile * ti) * Wo + tile * tj) * K, Wo * K,
                                rows, cols)
     finally:
         free(memory)

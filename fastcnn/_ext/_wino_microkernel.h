@@ -13,6 +13,11 @@
  *         [0 -2 -1  2  1  0]          [0  1 -1  8 -8  1]
  *         [0  2 -1 -2  1  0]
  *         [0  4  0 -5  0  1]
+ *
+ * F(2x2, 5x5) uses the same six points, so the same input transform and products, and
+ * the first two rows of A^T with the point at infinity in the second:
+ *   A^T = [1  1  1  1  1  0]
+ *         [0  1 -1  2 -2  1]
  */
 
 #define FC_WV ((int)(FC_VBYTES / sizeof(FC_T)))
@@ -83,19 +88,49 @@ static inline __attribute__((always_inline)) void FC_NAME(fc_wino_out_1d)(
         FC_WINO_OUT_1D(FC_T, a, lda, o, ldo, k);
 }
 
+/* The same for F(2x2, 5x5): A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 1], two rows out */
+#define FC_WINO_OUT2_1D(T, a, lda, o, ldo, k)                                            \
+    do {                                                                                 \
+        const T a0 = *(const T *)((a) + (k)), a1 = *(const T *)((a) + (lda) + (k));      \
+        const T a2 = *(const T *)((a) + 2 * (lda) + (k));                                \
+        const T a3 = *(const T *)((a) + 3 * (lda) + (k));                                \
+        const T a4 = *(const T *)((a) + 4 * (lda) + (k));                                \
+        const T a5 = *(const T *)((a) + 5 * (lda) + (k));                                \
+        *(T *)((o) + (k)) = a0 + (a1 + a2) + (a3 + a4);                                  \
+        *(T *)((o) + (ldo) + (k)) = (a1 - a2) + 2 * (a3 - a4) + a5;                      \
+    } while (0)
+
+static inline __attribute__((always_inline)) void FC_NAME(fc_wino_out2_1d)(
+    const FC_T *a, long lda, FC_T *o, long ldo, long K)
+{
+    long k = 0;
+    for (; k + FC_WV <= K; k += FC_WV)
+        FC_WINO_OUT2_1D(FC_NAME(fc_wino_vec), a, lda, o, ldo, k);
+    for (; k < K; k++)
+        FC_WINO_OUT2_1D(FC_T, a, lda, o, ldo, k);
+}
+
+/* Output transform of F(tile x tile, r x r), tile 4 (r = 3) or 2 (r = 5). */
 static void FC_NAME(fc_wino_output)(const FC_T *m, long ldm, long K, const FC_T *bias,
-                                    int relu, FC_T *tmp, FC_T *out, long ld_row, int rows,
-                                    int cols)
+                                    int relu, int tile, FC_T *tmp, FC_T *out, long ld_row,
+                                    int rows, int cols)
 {
     typedef FC_NAME(fc_wino_vec) vec;
     typedef __typeof__((vec){0} < (vec){0}) mask;
     FC_T *y = tmp + 24 * K;
     /* columns: tmp[(6 * r + j) * K] = (A^T m[:, j])[r] */
-    for (int j = 0; j < 6; j++)
-        FC_NAME(fc_wino_out_1d)(m + j * ldm, 6 * ldm, tmp + j * K, 6 * K, K);
+    for (int j = 0; j < 6; j++) {
+        if (tile == 4)
+            FC_NAME(fc_wino_out_1d)(m + j * ldm, 6 * ldm, tmp + j * K, 6 * K, K);
+        else
+            FC_NAME(fc_wino_out2_1d)(m + j * ldm, 6 * ldm, tmp + j * K, 6 * K, K);
+    }
     for (int r = 0; r < rows; r++) {
         /* rows: y[q * K] = (A^T tmp[r, :])[q] */
-        FC_NAME(fc_wino_out_1d)(tmp + 6 * r * K, K, y, K, K);
+        if (tile == 4)
+            FC_NAME(fc_wino_out_1d)(tmp + 6 * r * K, K, y, K, K);
+        else
+            FC_NAME(fc_wino_out2_1d)(tmp + 6 * r * K, K, y, K, K);
         for (int q = 0; q < cols; q++) {
             FC_T *o = out + r * ld_row + q * K;
             const FC_T *yq = y + q * K;
@@ -200,3 +235,4 @@ static const FC_TNAME(fc_wino_table) FC_NAME(fc_wino_table) = {
 #undef FC_WV
 #undef FC_WINO_IN_1D
 #undef FC_WINO_OUT_1D
+#undef FC_WINO_OUT2_1D

@@ -53,8 +53,8 @@ class InferencePlan:
     """The prediction pass of ``network`` (its last layer's output, or, with
     ``features``, its input), prepared for the network's current weights.
 
-    With ``winograd`` (the default), the 3x3 stride-1 convolutions with at least 16 input
-    and output channels run by Winograd F(4x4, 3x3) (:mod:`fastcnn.ops._winograd`):
+    With ``winograd`` (the default), the stride-1 3x3 and 5x5 convolutions with enough
+    channels for it to pay run by Winograd's algorithm (:mod:`fastcnn.ops._winograd`):
     fewer multiplications, a different rounding (float32 results agree with the direct
     convolution's to about 1e-6 of their scale). Without it, the plan's results are
     bitwise those of ``Network.forward``.

@@ -226,7 +226,8 @@ class ConvPlan:
 
     @property
     def winograd_eligible(self):
-        """Whether :meth:`prepare` can set this convolution up for Winograd F(4x4, 3x3)."""
+        """Whether :meth:`prepare` can set this convolution up for Winograd: F(4x4, 3x3)
+        or F(2x2, 5x5)."""
         return _winograd.eligible((self.kh, self.kw), self.stride, self.dilation, self.c,
                                   self.k)
 
@@ -235,8 +236,8 @@ class ConvPlan:
         arguments for it: for weights that many batches use unchanged (prediction).
 
         Forward then computes the same bits as from w and b themselves; with ``winograd``
-        (where :attr:`winograd_eligible`) it computes the convolution by Winograd
-        F(4x4, 3x3) instead, to within rounding.
+        (where :attr:`winograd_eligible`) it computes the convolution by Winograd's
+        algorithm instead, to within rounding.
         """
         kh, kw, k = self.kh, self.kw, self.k
         if winograd and self.winograd_eligible:
@@ -245,7 +246,7 @@ class ConvPlan:
             group = _winograd.group_tiles(self.c, upack.shape[1] * self.fwd_block,
                                           self.dtype.itemsize,
                                           _conv.winograd_rows(self.fwd_isa, self.fwd_nv))
-            return {"winograd": (upack, bias, group)}
+            return {"winograd": (upack, bias, group, _winograd.output_tile(kh))}
         if self.single_channel:
             bias = self._bias(b, None)
             return {"row_patterns": (self._row_pattern(w.reshape(kh * kw, k)),
@@ -275,9 +276,10 @@ class ConvPlan:
         kh, kw, k = self.kh, self.kw, self.k
         (sh, sw), (dh, dw) = self.stride, self.dilation
         if winograd is not None:
-            upack, bias, group = winograd
+            upack, bias, group, tile = winograd
             _conv.winograd_forward(x, upack, bias, out, self.pads[0], self.pads[2], relu,
-                                   self.fwd_isa, self.fwd_nv, self.fwd_block, group, n_threads)
+                                   self.fwd_isa, self.fwd_nv, self.fwd_block, group, n_threads,
+                                   tile)
             return out
         if self.single_channel and packed is None:
             if expanded is None:

@@ -82,10 +82,10 @@ def test_plan_is_bitwise_the_networks_forward(dtype, head, features):
 
 @pytest.mark.parametrize("dtype, tolerance", [("float32", 2e-5), ("float64", 1e-12)])
 def test_winograd_plan_matches_the_networks_forward(dtype, tolerance):
-    specs = [Conv2D(16, 3, padding="same", activation=None), BatchNorm(), Activation("relu"),
-             Residual([Conv2D(16, 3, padding="same"), Conv2D(16, 3, padding="same")]),
-             Conv2D(24, 3, groups=1), MaxPool2D(2), Conv2D(32, 3, padding="same"),
-             GlobalAvgPool2D(), Dense(3, activation=None)]
+    specs = [Conv2D(32, 3, padding="same", activation=None), BatchNorm(), Activation("relu"),
+             Residual([Conv2D(32, 3, padding="same"), Conv2D(32, 3, padding="same")]),
+             Conv2D(64, 3, groups=2), MaxPool2D(2), Conv2D(32, 3, padding="same"),
+             Conv2D(64, 5, padding="same"), GlobalAvgPool2D(), Dense(3, activation=None)]
     net = Network(specs, (10, 10, 3), dtype=dtype).initialize(np.random.RandomState(0))
     x = np.random.default_rng(5).standard_normal((5, 10, 10, 3)).astype(dtype)
     expected = net.forward(x)

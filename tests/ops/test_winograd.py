@@ -1,4 +1,4 @@
-"""Winograd F(4x4, 3x3) forward convolution against the naive convolution."""
+"""Winograd F(4x4, 3x3) and F(2x2, 5x5) forward convolution against the naive one."""
 import numpy as np
 import pytest
 
@@ -13,27 +13,31 @@ from test_conv import naive_conv2d
 ISAS = list(range(_conv.cpu_isa() + 1))
 TOLERANCE = {np.float32: 2e-5, np.float64: 1e-12}
 
-# (N, H, W, C, K, padding): odd sizes and sizes that are not whole tiles, batch 1,
+# (N, H, W, C, K, padding, kernel): odd sizes and sizes that are not whole tiles, batch 1,
 # channel counts off the vector width, 'same', 'valid' and asymmetric padding
 SHAPES = [
-    (1, 4, 4, 16, 16, "same"),
-    (2, 7, 9, 16, 20, "same"),
-    (3, 13, 11, 17, 33, "valid"),
-    (1, 5, 6, 16, 16, (0, 1, 1, 2)),
+    (1, 4, 4, 32, 32, "same"),
+    (2, 7, 9, 32, 40, "same"),
+    (3, 13, 11, 33, 47, "valid"),
+    (1, 5, 6, 32, 32, (0, 1, 1, 2)),
     (2, 16, 16, 32, 64, "same"),
-    (1, 3, 3, 24, 40, "same"),
-    (2, 6, 21, 48, 17, (2, 0, 0, 1)),
+    (1, 3, 3, 40, 36, "same"),
+    (2, 6, 21, 48, 33, (2, 0, 0, 1)),
     (1, 9, 9, 64, 128, "valid"),
+    (1, 5, 5, 32, 64, "same", 5),
+    (2, 9, 7, 33, 65, "same", 5),
+    (1, 12, 11, 64, 64, "valid", 5),
+    (2, 8, 8, 40, 72, (1, 3, 2, 0), 5),
 ]
 
 
 def _case(shape, dtype, seed=0):
-    n, h, w, c, k, padding = shape
+    n, h, w, c, k, padding, r = shape if len(shape) == 7 else shape + (3,)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, h, w, c)).astype(dtype)
-    weight = (rng.standard_normal((3, 3, c, k)) / np.sqrt(9 * c)).astype(dtype)
+    weight = (rng.standard_normal((r, r, c, k)) / np.sqrt(r * r * c)).astype(dtype)
     bias = rng.standard_normal(k).astype(dtype)
-    pads = padding_amounts(padding, (h, w), (3, 3), (1, 1), (1, 1))
+    pads = padding_amounts(padding, (h, w), (r, r), (1, 1), (1, 1))
     return x, weight, bias, pads
 
 
@@ -45,13 +49,16 @@ def _winograd_plan(shape, dtype, isa=None):
     return plan, prepared, x, weight, bias, pads
 
 
-def test_transform_matrices_compute_a_3x3_correlation():
+@pytest.mark.parametrize("r, g, at", [(3, _winograd.G, _winograd.AT),
+                                      (5, _winograd.G5, _winograd.AT5)])
+def test_transform_matrices_compute_a_correlation(r, g, at):
     # the slow form of the algorithm: A^T [(G g G^T) * (B^T d B)] A on one 6x6 patch
     rng = np.random.default_rng(0)
-    d, g = rng.standard_normal((6, 6)), rng.standard_normal((3, 3))
-    y = _winograd.AT @ ((_winograd.G @ g @ _winograd.G.T) * (_winograd.BT @ d @ _winograd.BT.T)) \
-        @ _winograd.AT.T
-    direct = np.array([[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(4)] for i in range(4)])
+    d, w = rng.standard_normal((6, 6)), rng.standard_normal((r, r))
+    bt = _winograd.BT
+    y = at @ ((g @ w @ g.T) * (bt @ d @ bt.T)) @ at.T
+    m = 7 - r
+    direct = np.array([[np.sum(d[i:i + r, j:j + r] * w) for j in range(m)] for i in range(m)])
     np.testing.assert_allclose(y, direct, rtol=1e-12, atol=1e-12)
 
 
@@ -85,26 +92,31 @@ def test_winograd_is_bitwise_the_same_for_any_thread_count_and_batch(shape, dtyp
 
 def test_group_sizes_do_not_change_the_result():
     plan, prepared, x, *_ = _winograd_plan(SHAPES[4], np.float32)
-    upack, bias, _ = prepared["winograd"]
+    upack, bias, _, tile = prepared["winograd"]
     results = []
     for group in (1, 5, 12, 100):
         out = np.empty((2, 16, 16, 64), np.float32)
         _conv.winograd_forward(x, upack, bias, out, 1, 1, False, plan.fwd_isa, plan.fwd_nv,
-                               plan.fwd_block, group, 2)
+                               plan.fwd_block, group, 2, tile)
         results.append(out)
     for y in results[1:]:
         np.testing.assert_array_equal(y, results[0])
 
 
 @pytest.mark.parametrize("kernel, stride, dilation, c, k", [
-    ((5, 5), (1, 1), (1, 1), 32, 32),
+    ((7, 7), (1, 1), (1, 1), 32, 32),
+    ((3, 5), (1, 1), (1, 1), 32, 32),
     ((3, 3), (2, 2), (1, 1), 32, 32),
+    ((5, 5), (1, 1), (2, 2), 32, 64),
+    ((5, 5), (1, 1), (1, 1), 16, 64),
+    ((5, 5), (1, 1), (1, 1), 64, 32),
     ((3, 3), (1, 1), (2, 2), 32, 32),
     ((3, 3), (1, 1), (1, 1), 3, 32),
     ((3, 3), (1, 1), (1, 1), 32, 8),
+    ((3, 3), (1, 1), (1, 1), 16, 64),
 ])
 def test_only_eligible_convolutions_are_set_up_for_winograd(kernel, stride, dilation, c, k):
-    plan = ConvPlan((12, 12, c), kernel + (c, k), stride, (1, 1, 1, 1), dilation, np.float32)
+    plan = ConvPlan((16, 16, c), kernel + (c, k), stride, (1, 1, 1, 1), dilation, np.float32)
     assert not plan.winograd_eligible
     w = np.ones(kernel + (c, k), np.float32)
     assert "winograd" not in plan.prepare(w, None, winograd=True)
@@ -113,7 +125,7 @@ def test_only_eligible_convolutions_are_set_up_for_winograd(kernel, stride, dila
 def test_nan_propagates_within_its_tile():
     # the transforms mix a whole 6x6 patch: a NaN reaches every pixel of the 4x4 output
     # tiles whose patch holds it, and no other
-    plan, prepared, x, *_ = _winograd_plan((1, 8, 8, 16, 16, "same"), np.float32)
+    plan, prepared, x, *_ = _winograd_plan((1, 8, 8, 32, 32, "same"), np.float32)
     x = x.copy()
     x[0, 1, 1, 0] = np.nan
     y = plan.forward(x, None, None, False, 1, **prepared)
