@@ -123,6 +123,11 @@ def validate_input(est, X, y="no_validation", reset=True, dtype=None):
     images = X.reshape((X.shape[0],) + tuple(est.image_shape_))
     return images, y
 
+# Up to this many values, finiteness is checked value by value; above, by their sum first
+# (a finite sum means finite values; one that overflows is checked value by value).
+_CHECK_EACH_BELOW = 1 << 16
+
+
 def trusted_images(est, X, dtype):
     """X itself as images (n, H, W, C) when it is an ndarray that scikit-learn's checks
     at prediction would pass unchanged, else None (then :func:`validate_input` checks and
@@ -142,11 +147,13 @@ def trusted_images(est, X, dtype):
         fits = shape[2] == 1 and X.shape[1:] == tuple(shape[:2])
     else:
         fits = X.shape[1:] == tuple(shape)
-    # a finite sum means finite values; one that overflows is checked value by value
     if not fits:
         return None
-    with np.errstate(over="ignore"):
-        finite = np.isfinite(X.sum()) or np.isfinite(X).all()
+    if X.size <= _CHECK_EACH_BELOW:
+        finite = np.isfinite(X).all()
+    else:
+        with np.errstate(over="ignore"):
+            finite = np.isfinite(X.sum()) or np.isfinite(X).all()
     if not finite:
         return None
     return X.reshape((X.shape[0],) + tuple(shape))

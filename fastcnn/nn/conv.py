@@ -184,13 +184,13 @@ class FilterLayer(Layer):
 def _filter_step(plan, weight, bias, activation, winograd):
     """A prediction step running ``plan`` with fixed weights and bias, then the
     activation."""
-    prepared = plan.prepare(weight, bias, winograd=winograd)
-    relu = activation == "relu"
+    run = plan.compile_forward(weight, bias, activation == "relu", winograd)
     squash = activation if activation in ("sigmoid", "tanh") else None
+    if squash is None:
+        return run
 
     def step(x, ws, n_threads):
-        y = plan.forward(x, weight, bias, relu, n_threads, ws, **prepared)
-        return y if squash is None else activate_inplace(y, squash, n_threads)
+        return activate_inplace(run(x, ws, n_threads), squash, n_threads)
     return step
 
 

@@ -138,18 +138,16 @@ class DenseLayer(Layer):
         w4 = weight.reshape(1, 1, n_in, n_out)
         relu = activation == "relu"
         squash = activation if activation in ("sigmoid", "tanh") else None
-        prepared = {}   # per batch size, as the plans are
+        runs = {}   # per batch size, as the plans are
 
         def step(x, ws, n_threads):
             n = x.shape[0]
-            plan = self._plan(n)
-            kwargs = prepared.get(n)
-            if kwargs is None:
-                if len(prepared) >= 8:
-                    prepared.clear()
-                kwargs = prepared[n] = plan.prepare(w4, bias)
-            z = plan.forward(x.reshape(1, 1, n, n_in), w4, bias, relu, n_threads, ws,
-                             **kwargs).reshape(n, n_out)
+            run = runs.get(n)
+            if run is None:
+                if len(runs) >= 8:
+                    runs.clear()
+                run = runs[n] = self._plan(n).compile_forward(w4, bias, relu)
+            z = run(x.reshape(1, 1, n, n_in), ws, n_threads).reshape(n, n_out)
             return z if squash is None else activate_inplace(z, squash, n_threads)
         return step
 

@@ -92,33 +92,32 @@ class InferencePlan:
                 GrowingWorkspace())
         return spaces
 
+    def _image_stage(self, x, spaces, n_threads):
+        for step, ws in zip(self.image_steps, spaces):
+            x = step(x, ws, n_threads)
+        return x.reshape(x.shape[0], -1)
+
     def run(self, images, out, n_threads):
         """Write the plan's output for ``images`` (N, H, W, C), C-contiguous of the plan's
         dtype, into ``out`` (N, output width), with ``n_threads`` threads (an int)."""
         image_spaces, flat_spaces, own = self._spaces()
-        chunk = self.chunk
         n = images.shape[0]
+        chunk = self.chunk
         for first in range(0, n, self.flat_chunk):
             last = min(n, first + self.flat_chunk)
-            if not self.flat_steps:
-                flat = out[first:last]
-                if not self.image_steps:        # no layers at all: the input itself
-                    flat[...] = images[first:last].reshape(last - first, -1)
-            elif not self.image_steps:
+            if not self.image_steps:
                 flat = images[first:last].reshape(last - first, -1)
+            elif last - first <= chunk:     # one chunk: its output goes on as it is
+                flat = self._image_stage(images[first:last], image_spaces, n_threads)
             else:
                 flat = own.empty("flat", (last - first, self.flat_width), self.dtype)
-            if self.image_steps:
                 for begin in range(first, last, chunk):
-                    x = images[begin:begin + chunk]
-                    for step, ws in zip(self.image_steps, image_spaces):
-                        x = step(x, ws, n_threads)
-                    flat[begin - first:begin - first + x.shape[0]] = x.reshape(x.shape[0], -1)
-            if self.flat_steps:
-                x = flat
-                for step, ws in zip(self.flat_steps, flat_spaces):
-                    x = step(x, ws, n_threads)
-                out[first:last] = x.reshape(x.shape[0], -1)
+                    end = min(last, begin + chunk)
+                    flat[begin - first:end - first] = self._image_stage(
+                        images[begin:end], image_spaces, n_threads)
+            for step, ws in zip(self.flat_steps, flat_spaces):
+                flat = step(flat, ws, n_threads)
+            out[first:last] = flat.reshape(last - first, -1)
         return out
 
     def release(self):

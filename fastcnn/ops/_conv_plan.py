@@ -257,6 +257,34 @@ class ConvPlan:
                               False, None, "packed", resolve_threads(None))
         return {"packed": packed, "padded_bias": self._bias(b, None)}
 
+    def compile_forward(self, w, b, relu, winograd=False):
+        """``run(x, ws, n_threads) -> out``: :meth:`forward` with these weights, bias and
+        relu, its choices and packing made once, so that a call does little more than
+        start the kernel (prediction, where per-call overhead matters at small batches).
+        The results are those of ``forward(x, w, b, relu, ...)`` (of Winograd's algorithm
+        with ``winograd``, where it applies)."""
+        prepared = self.prepare(w, b, winograd)
+        shape = (self.ho, self.wo, self.k)
+        dtype, threads = self.dtype, self.threads
+        if "packed" not in prepared:    # the single-channel, sliced, in-place and Winograd
+            def run(x, ws, n_threads):  # forms: forward's own dispatch
+                return self.forward(x, w, b, relu, n_threads, ws, **prepared)
+            return run
+        kernel = _conv.conv2d_forward
+        wpack, bias = prepared["packed"], prepared["padded_bias"]
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        args = (self.kh, self.kw, sh, sw, self.pads[0], self.pads[2], dh, dw, relu,
+                self.fwd_isa, self.fwd_nv, self.fwd_block,
+                wpack.nbytes > self.weights_outer_bytes, False)
+
+        def run(x, ws, n_threads):
+            n = x.shape[0]
+            out = ws.empty("out", (n,) + shape, dtype)
+            if out.size:
+                kernel(x, wpack, bias, out, *args, threads(n_threads, n))
+            return out
+        return run
+
     def forward(self, x, w, b, relu, n_threads, ws=None, out=None, packed=None,
                 expanded=None, padded_bias=None, row_patterns=None, winograd=None):
         """conv(x, w) + b (then relu), as (N, Ho, Wo, K). ``b`` may be None.

@@ -90,10 +90,12 @@ class DepthwisePlan:
         (sh, sw), (dh, dw) = self.stride, self.dilation
         return sh, sw, self.pads[0], self.pads[2], dh, dw
 
-    def prepare(self, w, b, winograd=False):
-        """Keyword arguments for :meth:`forward` made once from w and b: none, the kernel
-        reads both as they are (the convolution plans' interface)."""
-        return {}
+    def compile_forward(self, w, b, relu, winograd=False):
+        """``run(x, ws, n_threads) -> out``: :meth:`forward` with these weights, bias and
+        relu (the convolution plans' interface; the kernel reads w and b as they are)."""
+        def run(x, ws, n_threads):
+            return self.forward(x, w, b, relu, n_threads, ws)
+        return run
 
     def forward(self, x, w, b, relu, n_threads, ws=None, out=None, repeated=None):
         """The depthwise convolution of x with w (R, S, C, M), + b (C * M,) (None: no

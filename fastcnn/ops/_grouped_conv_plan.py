@@ -60,6 +60,15 @@ class GroupedConvPlan:
             groups.append((wj, bj, self.plan.prepare(wj, bj, winograd)))
         return {"prepared_groups": groups}
 
+    def compile_forward(self, w, b, relu, winograd=False):
+        """``run(x, ws, n_threads) -> out`` with the groups' weights prepared once (see
+        :meth:`ConvPlan.compile_forward <fastcnn.ops._conv_plan.ConvPlan.compile_forward>`)."""
+        prepared = self.prepare(w, b, winograd)
+
+        def run(x, ws, n_threads):
+            return self.forward(x, w, b, relu, n_threads, ws, **prepared)
+        return run
+
     def forward(self, x, w, b, relu, n_threads, ws=None, out=None, expanded=None,
                 prepared_groups=None):
         """conv(x, w) + b (then relu), group by group, as (N, Ho, Wo, K); arguments as in
