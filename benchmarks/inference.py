@@ -20,9 +20,11 @@ float32.
 
 Throughput at batch sizes ``--batches``: in each round each contender runs in a fresh
 process of its own (so that neither's thread pool spins on the cores while the other
-works), one after the other, which goes first alternating from round to round; a batch
-size's call is repeated for about ``--seconds``, its time the median of the calls. A ratio
-is the median of the rounds' ratios, and every round is printed.
+works), one after the other, which goes first alternating from round to round. Within a
+process the batch sizes take turns, one call each, for about ``--seconds`` per batch
+size, a call's time being the median of its calls (so the machine's drift does not pass
+for a cliff between batch sizes). A ratio is the median of the rounds' ratios, and every
+round is printed.
 
 Latency: LeNet-5 ``predict_proba`` on one image against scikit-learn's
 ``MLPClassifier(hidden_layer_sizes=(120, 84))`` on one 784-feature row, in the same run,
@@ -184,8 +186,10 @@ def contender_rates(contender, name, n_threads, batches, seconds):
     else:
         def call(batch):
             return clf.predict_proba(x[:batch])
-    return {batch: batch / interleaved_seconds([lambda: call(batch)], seconds)[0]
-            for batch in batches}
+    # the batch sizes take turns too, so that the no-cliff check compares like with like
+    times = interleaved_seconds([lambda b=batch: call(b) for batch in batches],
+                                seconds * len(batches))
+    return {batch: batch / t for batch, t in zip(batches, times)}
 
 
 def throughput(name, n_threads, batches, rounds, seconds):
@@ -255,7 +259,7 @@ def main():
     parser.add_argument("--batches", default="1,16,64,256,1024,4096")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=0.3,
-                        help="how long each call is repeated in a round")
+                        help="how long each batch size's calls take in a round")
     args = parser.parse_args()
     networks = args.networks.split(",")
     threads = [int(t) for t in args.threads.split(",")]
