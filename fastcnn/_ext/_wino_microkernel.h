@@ -26,13 +26,17 @@ typedef FC_T FC_NAME(fc_wino_vec) __attribute__((vector_size(FC_VBYTES), aligned
 /* The one-dimensional transforms on one vector of channels (or one element: T is the
  * vector type or FC_T). Written on explicit vectors: the auto-vectoriser does not prove
  * the six output streams apart and falls back to scalar code. */
+/* a0..a5: the six vectors (or elements) a[j * lda + i], j < 6 */
+#define FC_WINO_LOAD6(T, a, lda, i)                                                      \
+    const T a0 = *(const T *)((a) + (i)), a1 = *(const T *)((a) + (lda) + (i));          \
+    const T a2 = *(const T *)((a) + 2 * (lda) + (i));                                    \
+    const T a3 = *(const T *)((a) + 3 * (lda) + (i));                                    \
+    const T a4 = *(const T *)((a) + 4 * (lda) + (i));                                    \
+    const T a5 = *(const T *)((a) + 5 * (lda) + (i))
+
 #define FC_WINO_IN_1D(T, a, lda, o, ldo, c)                                              \
     do {                                                                                 \
-        const T a0 = *(const T *)((a) + (c)), a1 = *(const T *)((a) + (lda) + (c));      \
-        const T a2 = *(const T *)((a) + 2 * (lda) + (c));                                \
-        const T a3 = *(const T *)((a) + 3 * (lda) + (c));                                \
-        const T a4 = *(const T *)((a) + 4 * (lda) + (c));                                \
-        const T a5 = *(const T *)((a) + 5 * (lda) + (c));                                \
+        FC_WINO_LOAD6(T, a, lda, c);                                                     \
         *(T *)((o) + (c)) = 4 * a0 - 5 * a2 + a4;                                        \
         *(T *)((o) + (ldo) + (c)) = -4 * (a1 + a2) + (a3 + a4);                          \
         *(T *)((o) + 2 * (ldo) + (c)) = 4 * (a1 - a2) + (a4 - a3);                       \
@@ -43,11 +47,7 @@ typedef FC_T FC_NAME(fc_wino_vec) __attribute__((vector_size(FC_VBYTES), aligned
 
 #define FC_WINO_OUT_1D(T, a, lda, o, ldo, k)                                             \
     do {                                                                                 \
-        const T a0 = *(const T *)((a) + (k)), a1 = *(const T *)((a) + (lda) + (k));      \
-        const T a2 = *(const T *)((a) + 2 * (lda) + (k));                                \
-        const T a3 = *(const T *)((a) + 3 * (lda) + (k));                                \
-        const T a4 = *(const T *)((a) + 4 * (lda) + (k));                                \
-        const T a5 = *(const T *)((a) + 5 * (lda) + (k));                                \
+        FC_WINO_LOAD6(T, a, lda, k);                                                     \
         const T s12 = a1 + a2, d12 = a1 - a2, s34 = a3 + a4, d34 = a3 - a4;              \
         *(T *)((o) + (k)) = a0 + s12 + s34;                                              \
         *(T *)((o) + (ldo) + (k)) = d12 + 2 * d34;                                       \
@@ -91,11 +91,7 @@ static inline __attribute__((always_inline)) void FC_NAME(fc_wino_out_1d)(
 /* The same for F(2x2, 5x5): A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 1], two rows out */
 #define FC_WINO_OUT2_1D(T, a, lda, o, ldo, k)                                            \
     do {                                                                                 \
-        const T a0 = *(const T *)((a) + (k)), a1 = *(const T *)((a) + (lda) + (k));      \
-        const T a2 = *(const T *)((a) + 2 * (lda) + (k));                                \
-        const T a3 = *(const T *)((a) + 3 * (lda) + (k));                                \
-        const T a4 = *(const T *)((a) + 4 * (lda) + (k));                                \
-        const T a5 = *(const T *)((a) + 5 * (lda) + (k));                                \
+        FC_WINO_LOAD6(T, a, lda, k);                                                     \
         *(T *)((o) + (k)) = a0 + (a1 + a2) + (a3 + a4);                                  \
         *(T *)((o) + (ldo) + (k)) = (a1 - a2) + 2 * (a3 - a4) + a5;                      \
     } while (0)
@@ -233,6 +229,7 @@ static const FC_TNAME(fc_wino_table) FC_NAME(fc_wino_table) = {
 #undef FC_WINO_ROWS1
 #undef FC_WINO_ROWS2
 #undef FC_WV
+#undef FC_WINO_LOAD6
 #undef FC_WINO_IN_1D
 #undef FC_WINO_OUT_1D
 #undef FC_WINO_OUT2_1D

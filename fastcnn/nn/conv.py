@@ -129,6 +129,11 @@ class FilterLayer(Layer):
         """The weights with output channel j multiplied by scale[j]."""
         return self.weight * scale
 
+    def _folded(self, scale, shift):
+        """(weight, bias) of ``layer(x) * scale + shift``, in the layer's dtype."""
+        return (self._scaled_weight(scale).astype(self.dtype, copy=False),
+                (self.bias * scale + shift).astype(self.dtype, copy=False))
+
     def forward(self, x, run, ws=None):
         x = np.ascontiguousarray(x, dtype=self.dtype)
         prepared = self._prepare(x, run, ws)
@@ -149,8 +154,7 @@ class FilterLayer(Layer):
         activation after this layer) as one call with the map folded into its weights and
         bias."""
         x = np.ascontiguousarray(x, dtype=self.dtype)
-        weight = self._scaled_weight(scale).astype(self.dtype, copy=False)
-        bias = (self.bias * scale + shift).astype(self.dtype, copy=False)
+        weight, bias = self._folded(scale, shift)
         y = self._plan.forward(x, weight, bias, activation == "relu", run.n_threads, ws)
         if activation in ("sigmoid", "tanh"):
             y = activate_inplace(y, activation, run.n_threads)
@@ -163,8 +167,7 @@ class FilterLayer(Layer):
         if scale is None:
             weight, bias, activation = self.weight.copy(), self.bias.copy(), self.activation
         else:
-            weight = self._scaled_weight(scale).astype(self.dtype, copy=False)
-            bias = (self.bias * scale + shift).astype(self.dtype, copy=False)
+            weight, bias = self._folded(scale, shift)
         return _filter_step(self._plan, weight, bias, activation, winograd)
 
     def backward(self, dy, run, ws=None):

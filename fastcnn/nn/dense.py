@@ -117,8 +117,7 @@ class DenseLayer(Layer):
         n = x.shape[0]
         x2 = np.ascontiguousarray(x.reshape(n, -1), dtype=self.dtype)
         n_in, n_out = self.weight.shape
-        weight = self.weight * scale
-        bias = self.bias * scale + shift
+        weight, bias = self._folded(scale, shift)
         z = self._plan(n).forward(x2.reshape(1, 1, n, n_in), weight.reshape(1, 1, n_in, n_out),
                                   bias, activation == "relu", run.n_threads, ws)
         z = z.reshape(n, n_out)
@@ -126,14 +125,18 @@ class DenseLayer(Layer):
             z = activate_inplace(z, activation, run.n_threads)
         return z
 
+    def _folded(self, scale, shift):
+        """(W, b) of ``(x @ W + b) * scale + shift``, in the layer's dtype."""
+        return ((self.weight * scale).astype(self.dtype, copy=False),
+                (self.bias * scale + shift).astype(self.dtype, copy=False))
+
     def prediction_step(self, winograd=False, scale=None, shift=None, activation=None):
         """The layer at prediction (with ``activation(. * scale + shift)`` folded in, when
         given), its weights folded once and packed once per batch size."""
         if scale is None:
             weight, bias, activation = self.weight.copy(), self.bias.copy(), self.activation
         else:
-            weight = (self.weight * scale).astype(self.dtype, copy=False)
-            bias = (self.bias * scale + shift).astype(self.dtype, copy=False)
+            weight, bias = self._folded(scale, shift)
         n_in, n_out = weight.shape
         w4 = weight.reshape(1, 1, n_in, n_out)
         relu = activation == "relu"

@@ -272,10 +272,7 @@ class ConvPlan:
             return run
         kernel = _conv.conv2d_forward
         wpack, bias = prepared["packed"], prepared["padded_bias"]
-        (sh, sw), (dh, dw) = self.stride, self.dilation
-        args = (self.kh, self.kw, sh, sw, self.pads[0], self.pads[2], dh, dw, relu,
-                self.fwd_isa, self.fwd_nv, self.fwd_block,
-                wpack.nbytes > self.weights_outer_bytes, False)
+        args = self._kernel_args(wpack, relu)
 
         def run(x, ws, n_threads):
             n = x.shape[0]
@@ -302,7 +299,7 @@ class ConvPlan:
             return out
         n_threads = self.threads(n_threads, n)
         kh, kw, k = self.kh, self.kw, self.k
-        (sh, sw), (dh, dw) = self.stride, self.dilation
+        sh, (dh, dw) = self.stride[0], self.dilation
         if winograd is not None:
             upack, bias, group, tile = winograd
             _conv.winograd_forward(x, upack, bias, out, self.pads[0], self.pads[2], relu,
@@ -330,10 +327,15 @@ class ConvPlan:
             wpack = _pack_blocks(w.reshape(kh * kw, self.c, k), self._all_taps,
                                  self.fwd_block, False, ws, "packed", n_threads)
         bias = self._bias(b, ws) if padded_bias is None else padded_bias
-        _conv.conv2d_forward(x, wpack, bias, out, kh, kw, sh, sw, self.pads[0],
-                             self.pads[2], dh, dw, relu, self.fwd_isa, self.fwd_nv, self.fwd_block,
-                             wpack.nbytes > self.weights_outer_bytes, False, n_threads)
+        _conv.conv2d_forward(x, wpack, bias, out, *self._kernel_args(wpack, relu), n_threads)
         return out
+
+    def _kernel_args(self, wpack, relu):
+        """The forward kernel's arguments after (x, wpack, bias, out), but for n_threads."""
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        return (self.kh, self.kw, sh, sw, self.pads[0], self.pads[2], dh, dw, relu,
+                self.fwd_isa, self.fwd_nv, self.fwd_block,
+                wpack.nbytes > self.weights_outer_bytes, False)
 
     def _forward_in_slices(self, x, w, b, relu, n_threads, ws, out):
         """A 1x1 convolution with big weights, slice by slice of the input channels, each
