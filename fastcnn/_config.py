@@ -2,6 +2,7 @@
 import platform
 
 from ._version import __version__
+from .ops import _bf16
 from .ops.conv import cpu_isa, isa_name
 from .ops.threads import effective_n_threads, openmp_enabled
 
@@ -12,6 +13,7 @@ def _config():
         "openmp": openmp_enabled(),
         "threads": effective_n_threads(None),
         "simd": isa_name(cpu_isa()),
+        "bfloat16": _bf16.available(),
         "machine": platform.machine(),
     }
 
@@ -20,7 +22,9 @@ def config_summary():
     """One line: version, OpenMP, default thread count and SIMD path."""
     c = _config()
     openmp = "OpenMP on" if c["openmp"] else "OpenMP OFF (serial build)"
-    return f"fastcnn {c['version']}, {openmp}, {c['threads']} thread(s), SIMD {c['simd']}"
+    bf16 = "bf16 yes" if c["bfloat16"] else "bf16 no"
+    return (f"fastcnn {c['version']}, {openmp}, {c['threads']} thread(s), SIMD {c['simd']}, "
+            f"{bf16}")
 
 
 def show_config():
@@ -34,6 +38,7 @@ def show_config():
       OpenMP:     enabled
       threads:    2 (n_threads=None)
       SIMD path:  AVX-512
+      bfloat16:   available (AVX512_BF16)
       machine:    x86_64
     """
     c = _config()
@@ -41,4 +46,7 @@ def show_config():
     print(f"  OpenMP:     {'enabled' if c['openmp'] else 'disabled: serial build'}")
     print(f"  threads:    {c['threads']} (n_threads=None)")
     print(f"  SIMD path:  {c['simd']}")
+    bf16 = ("available (AVX512_BF16)" if c["bfloat16"]
+            else "unavailable: this CPU lacks AVX512_BF16, dtype='bfloat16' cannot run")
+    print(f"  bfloat16:   {bf16}")
     print(f"  machine:    {c['machine']}")

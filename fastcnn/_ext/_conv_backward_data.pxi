@@ -11,6 +11,27 @@ cdef inline void _add_run(const fc_conv_runs_table_f32 *r32, const fc_conv_runs_
         r64.add_run(dst, src, n)
 
 
+cdef inline void _phase_pixels(_Tile tile, Py_ssize_t n, Py_ssize_t Ho, Py_ssize_t Wo,
+                               Py_ssize_t K, Py_ssize_t Wj, Py_ssize_t H, Py_ssize_t W,
+                               Py_ssize_t C, int row0, int col0, int stride_h, int stride_w,
+                               long *pix_off, int *pix_pos, long *pix_dest) noexcept nogil:
+    """A data-gradient tile's pixels (j, l) of one stride phase in image n: each one's dy
+    offset and position (j, l) on dy's grid, and its dx offset (row0 + stride_h*j,
+    col0 + stride_w*l), -1 for pixels a shifted tile recomputes (not stored)."""
+    cdef _Pixel px
+    cdef int i
+    px.row = tile.start // Wj
+    px.col = tile.start % Wj
+    for i in range(<int> tile.count):
+        pix_pos[i] = px.row
+        pix_pos[tile.count + i] = px.col
+        pix_off[i] = ((n * Ho + px.row) * Wo + px.col) * K
+        pix_dest[i] = ((((n * H + row0 + px.row * stride_h) * W + col0 + px.col * stride_w) * C)
+                       if i >= tile.skip else -1)
+        px = _next_pixel(px, tile.step, Wj)
+
+
+
 def conv2d_backward_data_phase(
     const floating[:, :, :, ::1] dy,      # IN (N, Ho, Wo, K)
     const floating[:, :, :, ::1] wpack,   # IN (C blocks, n taps, K, block width)
@@ -46,7 +67,6 @@ def conv2d_backward_data_phase(
         int min_col = 0, max_col = 0
         _Tile *tiles = NULL
         _Tile tile
-        _Pixel px
         int i, t
         const floating *dybase = &dy[0, 0, 0, 0]
         const floating *wbase = &wpack[0, 0, 0, 0]
@@ -57,6 +77,7 @@ def conv2d_backward_data_phase(
         long *pix_off
         int *pix_pos
         floating **outs
+        long *pix_dest
         const fc_conv_forward_table_f32 *k32 = NULL
         const fc_conv_forward_table_f64 *k64 = NULL
 
@@ -92,6 +113,7 @@ def conv2d_backward_data_phase(
             pix_off = _scratch_offs(&scratch, threadid())
             pix_pos = _scratch_pos(&scratch, threadid())
             outs = <floating **> _scratch_outs(&scratch, threadid())
+            pix_dest = _scratch_dest(&scratch, threadid())
             if weights_outer:
                 ptile = task % n_ptiles
                 n = (task // n_ptiles) % n_images
@@ -103,19 +125,10 @@ def conv2d_backward_data_phase(
             tile = tiles[ptile]
             tp = <int> tile.count
             c0 = cblock * block
-            px.row = tile.start // Wj
-            px.col = tile.start % Wj
+            _phase_pixels(tile, n, Ho, Wo, K, Wj, H, W, C, row0, col0, stride_h, stride_w,
+                          pix_off, pix_pos, pix_dest)
             for i in range(tp):
-                pix_pos[i] = px.row
-                pix_pos[tp + i] = px.col
-                pix_off[i] = ((n * Ho + px.row) * Wo + px.col) * K
-                # pixels a shifted tile recomputes from the one before are not stored
-                if i >= tile.skip:
-                    outs[i] = dxbase + (((n * H + row0 + px.row * stride_h) * W + col0
-                                         + px.col * stride_w) * C + c0)
-                else:
-                    outs[i] = NULL
-                px = _next_pixel(px, tile.step, Wj)
+                outs[i] = dxbase + pix_dest[i] + c0 if pix_dest[i] >= 0 else NULL
             _forward_tile(k32, k64, nv, tp, dybase, pix_off, pix_pos, &taps, K, zeros,
                           wbase + cblock * ntaps * K * block, block, NULL, False, False, outs,
                           min(block, C - c0))

@@ -1,6 +1,33 @@
 # Included by _conv.pyx: the forward pass.
 
 
+cdef inline bint _forward_pixels(_Tile tile, Py_ssize_t n, Py_ssize_t n_pixels, Py_ssize_t Wo,
+                                 Py_ssize_t K, int stride_h, int stride_w, int pad_top,
+                                 int pad_left, Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t xs2,
+                                 Py_ssize_t ow_lo, Py_ssize_t ow_hi, bint rows_possible,
+                                 long *pix_off, int *pix_pos, long *pix_dest) noexcept nogil:
+    """A forward tile's pixels in image n, for the kernel: each one's input offset and grid
+    position, and its output offset (-1 for pixels a shifted tile recomputes from the one
+    before: not stored). True when ``rows_possible`` and every pixel's kernel rows lie
+    inside the image horizontally (then a kernel row can be one tap)."""
+    cdef _Pixel px
+    cdef int i, row0, col0
+    cdef bint inside = rows_possible
+    px.row = tile.start // Wo
+    px.col = tile.start % Wo
+    for i in range(<int> tile.count):
+        row0 = px.row * stride_h - pad_top
+        col0 = px.col * stride_w - pad_left
+        pix_pos[i] = row0
+        pix_pos[tile.count + i] = col0
+        pix_off[i] = n * xs0 + row0 * xs1 + col0 * xs2
+        pix_dest[i] = (n * n_pixels + px.row * Wo + px.col) * K if i >= tile.skip else -1
+        if px.col < ow_lo or px.col > ow_hi:
+            inside = False
+        px = _next_pixel(px, tile.step, Wo)
+    return inside
+
+
 def conv2d_forward(
     const floating[:, :, :, :] x,         # IN (N, H, W, C), channels contiguous
     const floating[:, :, :, ::1] wpack,   # IN (K blocks, R*S, C, block) or (1, R*S, C, K)
@@ -52,10 +79,10 @@ def conv2d_forward(
         long block_stride = patch_len * block if packed else block
         Py_ssize_t n_ptiles, n_tasks
         Py_ssize_t task, n, ptile, kblock, kblock_first, kblock_end
-        Py_ssize_t k0, oh, ow
+        Py_ssize_t k0
         _Tile *tiles = NULL
         _Tile tile
-        int i, r, s, row0, col0
+        int i, r, s
         bint inside
         const floating *xbase = &x[0, 0, 0, 0]
         const floating *wbase = &wpack[0, 0, 0, 0]
@@ -126,21 +153,9 @@ def conv2d_forward(
                 kblock_end = n_kblocks
             tile = tiles[ptile]
             tp = <int> tile.count
-            px.row = tile.start // Wo
-            px.col = tile.start % Wo
-            inside = dilation_w == 1 and xs2 == C
-            for i in range(tp):
-                row0 = px.row * stride_h - pad_top
-                col0 = px.col * stride_w - pad_left
-                pix_pos[i] = row0
-                pix_pos[tp + i] = col0
-                pix_off[i] = n * xs0 + row0 * xs1 + col0 * xs2
-                # pixels a shifted tile recomputes from the one before are not stored
-                pix_dest[i] = ((n * n_pixels + px.row * Wo + px.col) * K if i >= tile.skip
-                               else -1)
-                if px.col < ow_lo or px.col > ow_hi:
-                    inside = False
-                px = _next_pixel(px, tile.step, Wo)
+            inside = _forward_pixels(tile, n, n_pixels, Wo, K, stride_h, stride_w, pad_top,
+                                     pad_left, xs0, xs1, xs2, ow_lo, ow_hi,
+                                     dilation_w == 1 and xs2 == C, pix_off, pix_pos, pix_dest)
             taps = &row_taps if inside else &all_taps
             for kblock in range(kblock_first, kblock_end):
                 k0 = kblock * block

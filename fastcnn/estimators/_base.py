@@ -22,6 +22,7 @@ from ..augment import Augment
 from ..layers import Dense
 from ..nn import Network, layer_spec_problem, spec_types
 from ..nn import optimizers
+from ..nn.network import storage_dtype
 from ..nn.optimizers import SCHEDULES, SOLVERS, make_optimizer
 from ..ops.threads import effective_n_threads
 from ._blas import single_threaded_blas
@@ -107,7 +108,7 @@ class _BaseCNN(BaseEstimator):
             Interval(Integral, None, -1, closed="right"),
             Interval(Integral, 1, None, closed="left"),
         ],
-        "dtype": [StrOptions({"float32", "float64"})],
+        "dtype": [StrOptions({"float32", "float64", "bfloat16"})],
     }
 
     def __init__(
@@ -212,10 +213,10 @@ class _BaseCNN(BaseEstimator):
 
     def _fit_unguarded(self, X, y, incremental, classes, sample_weight):
         first_pass = not hasattr(self, "network_") or (not self.warm_start and not incremental)
-        dtype = self.dtype if first_pass else self.network_.dtype
-        if not first_pass and np.dtype(self.dtype) != self.network_.dtype:
+        dtype = storage_dtype(self.dtype) if first_pass else self.network_.dtype
+        if not first_pass and self.dtype != self.network_.dtype_name:
             raise ValueError(
-                f"dtype={self.dtype!r} but the fitted network is {self.network_.dtype}; "
+                f"dtype={self.dtype!r} but the fitted network is {self.network_.dtype_name}; "
                 "warm_start and partial_fit continue in the dtype of the first fit "
                 "(set warm_start=False to refit)"
             )
@@ -430,13 +431,14 @@ class _BaseCNN(BaseEstimator):
             outputs = f"{len(self.classes_)} classes"
         else:
             outputs = f"{self.n_outputs_} output{'s' * (self.n_outputs_ != 1)}"
-        title = f"{type(self).__name__}: {shape} images -> {outputs}, {self.network_.dtype}"
+        title = (f"{type(self).__name__}: {shape} images -> {outputs}, "
+                 f"{self.network_.dtype_name}")
         return self.network_.summary(title=title, output_layer=True)
 
     def _set_transformer_tags(self, tags):
         # transform returns the model's dtype: an input of that dtype keeps it.
-        valid = isinstance(self.dtype, str) and self.dtype in ("float32", "float64")
-        tags.transformer_tags.preserves_dtype = [self.dtype] if valid else []
+        valid = isinstance(self.dtype, str) and self.dtype in ("float32", "float64", "bfloat16")
+        tags.transformer_tags.preserves_dtype = [str(storage_dtype(self.dtype))] if valid else []
         return tags
 
 
@@ -449,7 +451,7 @@ def _network_state(network):
     return {
         "specs": list(network.specs),
         "input_shape": list(network.input_shape),
-        "dtype": str(network.dtype),
+        "dtype": network.dtype_name,
         "arrays": network.get_state(),
         "rng_state": network.rng.bit_generator.state,
     }

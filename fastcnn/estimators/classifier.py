@@ -84,8 +84,11 @@ class CNNClassifier(ClassifierMixin, TransformerMixin, ClassNamePrefixFeaturesOu
         Threads for the compiled kernels: None uses every usable core (honouring
         OMP_NUM_THREADS and threadpoolctl limits), -1 the same, -2 one fewer, and so on.
         Results do not depend on it.
-    dtype : {"float32", "float64"}, default="float32"
-        Precision of the weights and of the computation.
+    dtype : {"float32", "float64", "bfloat16"}, default="float32"
+        Precision of the weights and of the computation. "bfloat16" is mixed precision
+        (CPUs with AVX512_BF16 only): the convolution and dense layers multiply bf16
+        operands and add in float32, while weights, gradients, optimizer state, loss and
+        BatchNorm stay float32; outputs are float32.
     class_weight : None, "balanced" or dict {label: weight}, default=None
         Weights of the classes in the loss, multiplying ``sample_weight``. "balanced"
         weighs each class by ``n_samples / (n_classes * count)`` in ``y`` (with

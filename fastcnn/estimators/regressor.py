@@ -10,6 +10,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils.validation import column_or_1d
 
 from ..nn.losses import squared_error
+from ..nn.network import storage_dtype
 from ._base import _BaseCNN
 from ._targets import target_scale
 
@@ -71,7 +72,7 @@ class CNNRegressor(RegressorMixin, TransformerMixin, ClassNamePrefixFeaturesOutM
         # optimiser's steps mean the same whatever the targets' units and offset.
         if first_pass:
             self.target_mean_, self.target_scale_ = target_scale(y, sample_weight)
-        dtype = np.dtype(self.dtype) if first_pass else self.network_.dtype
+        dtype = storage_dtype(self.dtype) if first_pass else self.network_.dtype
         return np.ascontiguousarray((y - self.target_mean_) / self.target_scale_, dtype=dtype)
 
     def _loss(self, output, y, sample_weight, n_threads):

@@ -225,6 +225,13 @@ class Conv2DLayer(FilterLayer):
         self.bias = self._add_param(np.zeros(spec.filters, self.dtype), False)
         self._x = self._y = self._prepared_input = None
 
+    def use_bf16(self):
+        """Mixed precision: bf16 operands in the kernels (grouped convolutions and a single
+        input channel keep float32 ones)."""
+        if self.spec.groups == 1:
+            self._plan = ConvPlan(self.input_shape, self.weight.shape, self.stride,
+                                  self.padding, self.dilation, self.dtype, bf16=True)
+
     def init_params(self, rng):
         # fan in and out of one group: the inputs each output sees, the outputs each input
         # reaches

@@ -53,6 +53,12 @@ class DenseLayer(Layer):
         self._plans = {}
         # whether training runs on the convolution kernels (else on BLAS)
         self.on_kernels = self.weight.size >= _DENSE_KERNEL_MIN_WEIGHTS
+        self.bf16 = False
+
+    def use_bf16(self):
+        """Mixed precision: bf16 operands on the kernels, for training too."""
+        self.bf16 = self.on_kernels = True
+        self._plans = {}
 
 
     def __getstate__(self):
@@ -62,6 +68,7 @@ class DenseLayer(Layer):
 
     def __setstate__(self, state):
         state.setdefault("_plans", {})
+        state.setdefault("bf16", False)
         super().__setstate__(state)
 
     def init_params(self, rng):
@@ -81,7 +88,7 @@ class DenseLayer(Layer):
                 self._plans.clear()
             n_in, n_out = self.weight.shape
             plan = ConvPlan((1, n, n_in), (1, 1, n_in, n_out), (1, 1), (0, 0, 0, 0), (1, 1),
-                            self.dtype)
+                            self.dtype, bf16=self.bf16)
             self._plans[n] = plan
         return plan
 

@@ -31,10 +31,16 @@ from . import (  # noqa: F401
     pool,
     residual,
 )
+from ..ops import _bf16
 from ._spec import layer_spec_problem
 from .inference import InferencePlan
 from .layer import Run, Workspaces
 from .sequential import Sequential
+
+
+def storage_dtype(dtype):
+    """The array dtype of a network of ``dtype``: float32 for mixed-precision "bfloat16"."""
+    return np.dtype(np.float32 if str(dtype) == "bfloat16" else dtype)
 
 
 class Network:
@@ -46,7 +52,11 @@ class Network:
         Including the output layer (the estimators append it).
     input_shape : tuple (H, W, C)
         The shape of one image.
-    dtype : "float32" or "float64"
+    dtype : "float32", "float64" or "bfloat16"
+        "bfloat16" is mixed precision: the convolution and dense kernels multiply bf16
+        operands (the activations and weights rounded to nearest even) and add in
+        float32; storage, master weights, gradients, optimizer state, loss, softmax and
+        BatchNorm are float32 (:attr:`dtype` is then float32).
 
     Attributes
     ----------
@@ -66,12 +76,21 @@ class Network:
             raise ValueError(problem)
         self.specs = list(specs)
         self.input_shape = tuple(int(s) for s in input_shape)
-        self.dtype = np.dtype(dtype)
+        # "bfloat16" is mixed precision: float32 storage, master weights and everything
+        # else, bf16 operands in the convolution and dense kernels
+        self.dtype_name = "bfloat16" if str(dtype) == "bfloat16" else str(np.dtype(dtype))
+        if self.dtype_name == "bfloat16":
+            _bf16.require()
+        self.dtype = np.dtype(storage_dtype(dtype))
         self.rng = np.random.default_rng(0)
         # The first layer's input is the data: its gradient is never needed.
         self.root = Sequential(self.specs, self.input_shape, self.dtype, need_dx=False,
                                numbering=itertools.count(1))
         self.output_shape = self.root.output_shape
+        if self.dtype_name == "bfloat16":
+            for layer in self.layers:
+                if hasattr(layer, "use_bf16"):
+                    layer.use_bf16()
         self._workspaces = Workspaces()
         self._plans = {}
         self._plans_lock = threading.Lock()

@@ -10,7 +10,7 @@ dtype and shapes, as the callers guarantee.
 import numpy as np
 
 from .._ext import _conv
-from . import _winograd
+from . import _bf16, _winograd
 from .geometry import conv_output_hw
 from .threads import resolve_threads
 from .workspace import empty, zeros
@@ -109,7 +109,7 @@ class ConvPlan:
 
     def __init__(self, image_shape, weight_shape, stride, pads, dilation, dtype, isa=None,
                  dx_path=None, weights_outer_bytes=_WEIGHTS_OUTER_BYTES,
-                 slice_weight_bytes=_SLICE_WEIGHT_BYTES):
+                 slice_weight_bytes=_SLICE_WEIGHT_BYTES, bf16=False):
         self.h, self.w, self.c = image_shape
         self.kh, self.kw, _, self.k = weight_shape
         self.stride, self.pads, self.dilation = tuple(stride), tuple(pads), tuple(dilation)
@@ -144,6 +144,18 @@ class ConvPlan:
         n_tiles = (self.kh * self.kw * -(-self.c // _conv.TILE_CHANNELS)
                    * (self.k_padded // self.fwd_block))
         self.wgrad_tiles = n_tiles
+
+        # Mixed precision: bf16 operands, float32 sums, for the forward pass and the stride
+        # phases of the data gradient (a single input channel keeps its float32 kernels).
+        self.bf16 = bool(bf16) and not self.single_channel
+        if self.bf16:
+            if self.dtype != np.float32:
+                raise ValueError("bf16 operands need a float32 plan")
+            _bf16.require()
+            self.bf16_nv = _bf16.nv_for(self.k)
+            self.bf16_block = self.bf16_nv * _bf16.LANES
+            self.bf16_dx_nv = _bf16.nv_for(self.c)
+            self.bf16_dx_block = self.bf16_dx_nv * _bf16.LANES
 
         self.dx_isa, self.dx_nv = _vector_plan(isa, itemsize, self.c)
         self.dx_block = self.dx_nv * _conv.vector_length(self.dx_isa, itemsize)
@@ -240,6 +252,8 @@ class ConvPlan:
         algorithm instead, to within rounding.
         """
         kh, kw, k = self.kh, self.kw, self.k
+        if self.bf16:   # a bf16 model predicts as it trained
+            return {"bf16_packed": self._bf16_weights(w, b)}
         if winograd and self.winograd_eligible:
             bias = np.zeros(k, self.dtype) if b is None else np.ascontiguousarray(b, self.dtype)
             upack = _winograd.transformed_filter(w, self.fwd_block, self.dtype)
@@ -283,7 +297,8 @@ class ConvPlan:
         return run
 
     def forward(self, x, w, b, relu, n_threads, ws=None, out=None, packed=None,
-                expanded=None, padded_bias=None, row_patterns=None, winograd=None):
+                expanded=None, padded_bias=None, row_patterns=None, winograd=None,
+                bf16_packed=None):
         """conv(x, w) + b (then relu), as (N, Ho, Wo, K). ``b`` may be None.
 
         ``ws`` is a :class:`~fastcnn.ops.workspace.Workspace` to take arrays from (None: fresh
@@ -300,6 +315,8 @@ class ConvPlan:
         n_threads = self.threads(n_threads, n)
         kh, kw, k = self.kh, self.kw, self.k
         sh, (dh, dw) = self.stride[0], self.dilation
+        if self.bf16:
+            return self._forward_bf16(x, w, b, relu, n_threads, ws, out, bf16_packed)
         if winograd is not None:
             upack, bias, group, tile = winograd
             _conv.winograd_forward(x, upack, bias, out, self.pads[0], self.pads[2], relu,
@@ -328,6 +345,25 @@ class ConvPlan:
                                  self.fwd_block, False, ws, "packed", n_threads)
         bias = self._bias(b, ws) if padded_bias is None else padded_bias
         _conv.conv2d_forward(x, wpack, bias, out, *self._kernel_args(wpack, relu), n_threads)
+        return out
+
+    def _bf16_weights(self, w, b):
+        """(packed bf16 weights, padded float32 bias) of the bf16 forward kernel."""
+        wpack = _bf16.pack(w.reshape(self.kh * self.kw, self.c, self.k), self.bf16_block)
+        bias = np.zeros(wpack.shape[0] * self.bf16_block, np.float32)
+        if b is not None:
+            bias[:self.k] = b
+        return wpack, bias
+
+    def _forward_bf16(self, x, w, b, relu, n_threads, ws, out, packed=None):
+        """The forward pass on bf16 operands: x rounded to bf16 (an even channel count),
+        the packed weights (``packed`` from :meth:`prepare`, or packed here)."""
+        wpack, bias = self._bf16_weights(w, b) if packed is None else packed
+        xb = _bf16.to_bf16(x, ws, "x_bf16", n_threads)
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        _conv.conv2d_forward_bf16(xb, wpack, bias, out, self.kh, self.kw, sh, sw,
+                                  self.pads[0], self.pads[2], dh, dw, relu, self.bf16_nv,
+                                  wpack.nbytes > self.weights_outer_bytes, n_threads)
         return out
 
     def _kernel_args(self, wpack, relu):
@@ -407,6 +443,8 @@ class ConvPlan:
         if n == 0:
             return dx, dw, db
         w_taps = w.reshape(self.kh * self.kw, self.c, self.k)
+        if self.bf16:
+            return self._data_grad_bf16(w_taps, dy, dx, n_threads, ws), dw, db
         for i, (row0, col0, taps, row_off, col_off) in enumerate(self.phases):
             # The phase's taps of w, packed transposed: the data gradient's "output
             # channels" are C.
@@ -417,6 +455,19 @@ class ConvPlan:
                                              self.dx_nv, wpack.nbytes > self.weights_outer_bytes,
                                              n_threads)
         return dx, dw, db
+
+    def _data_grad_bf16(self, w_taps, dy, dx, n_threads, ws):
+        """The stride phases of the data gradient on bf16 operands."""
+        dyb = _bf16.to_bf16(dy, ws, "dy_bf16", n_threads)
+        for row0, col0, taps, row_off, col_off in self.phases:
+            # the phase's taps, transposed: K is the reduction, C the outputs
+            wpack = _bf16.pack(w_taps[taps].transpose(0, 2, 1), self.bf16_dx_block)
+            _conv.conv2d_backward_data_phase_bf16(dyb, wpack, row_off, col_off, dx, row0,
+                                                  col0, self.stride[0], self.stride[1],
+                                                  self.bf16_dx_nv,
+                                                  wpack.nbytes > self.weights_outer_bytes,
+                                                  n_threads)
+        return dx
 
     def _data_grad_by_rows(self, w, dy, n_threads, ws):
         """dx as each output pixel's (S, C) terms per kernel row, added into the padded

@@ -1,0 +1,266 @@
+# Included by _conv.pyx: bfloat16 operands with float32 accumulation (_conv_bf16_kernels.h),
+# for the forward pass and the stride phases of the data gradient. bf16 values travel as
+# uint16 arrays (NumPy has no bf16 type); the reduction's channel count is even, each
+# pair of channels one 32-bit word.
+
+cdef extern from "_conv_bf16_kernels.h" nogil:
+    ctypedef struct fc_conv_bf16_table:
+        int lanes
+        int tile_pixels[2]
+        void (*tile)(int nv, int tp, const unsigned short *x, const long *pix_off,
+                     const int *pix_pos, const fc_taps *taps, int cin,
+                     const unsigned short *zeros, const unsigned short *w, long ldw,
+                     const float *bias, int accumulate, int relu, float *const *out,
+                     int kcount) noexcept nogil
+        void (*to_bf16)(const float *src, long n, unsigned short *dst) noexcept nogil
+    const fc_conv_bf16_table *fc_conv_bf16_table_get()
+    int fc_cpu_has_bf16()
+
+
+def bf16_available():
+    """Whether this CPU has AVX512_BF16 (and the AVX-512 the bf16 kernels are built for)."""
+    return bool(fc_cpu_has_bf16())
+
+
+cdef const fc_conv_bf16_table *_bf16_table() except NULL:
+    cdef const fc_conv_bf16_table *table = fc_conv_bf16_table_get()
+    if table == NULL:
+        raise RuntimeError("this CPU has no AVX512_BF16 instructions")
+    return table
+
+
+def to_bf16(
+    const float[:, :, :, :] x,            # IN (N, H, W, C), channels contiguous
+    unsigned short[:, :, :, ::1] out,     # OUT (N, H, W, C2), C2 >= C: channels past C zero
+    int n_threads,
+):
+    """out = x rounded to bf16 (to nearest, ties to even), one image row per task."""
+    cdef:
+        const fc_conv_bf16_table *k = _bf16_table()
+        Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+        Py_ssize_t C2 = out.shape[3], task, n, h, j
+        bint runs = x.strides[2] == C * sizeof(float) and C2 == C
+    if N * H * W == 0:
+        return
+    if C and x.strides[3] != sizeof(float):
+        raise ValueError("to_bf16 needs x's channels contiguous")
+    for task in prange(N * H, schedule="static", nogil=True, num_threads=n_threads):
+        n = task // H
+        h = task % H
+        if runs:
+            k.to_bf16(&x[n, h, 0, 0], W * C, &out[n, h, 0, 0])
+        else:
+            for j in range(W):
+                if C:
+                    k.to_bf16(&x[n, h, j, 0], C, &out[n, h, j, 0])
+                if C2 > C:
+                    memset(&out[n, h, j, C], 0, (C2 - C) * sizeof(unsigned short))
+
+
+def conv2d_forward_bf16(
+    const unsigned short[:, :, :, ::1] x,   # IN (N, H, W, C) bf16, C even
+    const unsigned short[:, :, :, ::1] wpack,   # IN (K blocks, R*S, C/2, 2 * block) bf16
+    const float[::1] bias,                # IN (K blocks * block,)
+    float[:, :, :, ::1] out,              # OUT (N, Ho, Wo, K)
+    int kernel_h, int kernel_w,
+    int stride_h, int stride_w,
+    int pad_top, int pad_left,
+    int dilation_h, int dilation_w,
+    bint relu, int nv, bint weights_outer, int n_threads,
+):
+    """out = conv(x, w) + bias (then max(., 0) when ``relu``), as conv2d_forward with bf16
+    operands: each pair of input channels' products summed in float32, in one fixed
+    order, so the result does not depend on the thread count."""
+    cdef:
+        const fc_conv_bf16_table *k = _bf16_table()
+        Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2]
+        int C = x.shape[3]
+        Py_ssize_t xs0 = H * W * C, xs1 = W * C, xs2 = C
+        Py_ssize_t Ho = out.shape[1], Wo = out.shape[2], K = out.shape[3]
+        Py_ssize_t n_pixels = Ho * Wo
+        int block = 16 * nv
+        int tp_max = k.tile_pixels[0 if nv == 1 else 1]
+        int tp
+        Py_ssize_t n_kblocks = wpack.shape[0]
+        int ntaps = kernel_h * kernel_w
+        long block_stride = <long> ntaps * C * block
+        Py_ssize_t n_ptiles, n_tasks
+        Py_ssize_t task, n, ptile, kblock, kblock_first, kblock_end, k0
+        _Tile *tiles = NULL
+        _Tile tile
+        int i, r, s
+        bint inside
+        const unsigned short *xbase = &x[0, 0, 0, 0]
+        const unsigned short *wbase = &wpack[0, 0, 0, 0]
+        const float *bbase = &bias[0]
+        float *obase = &out[0, 0, 0, 0]
+        unsigned short *zeros
+        fc_taps all_taps, row_taps
+        const fc_taps *taps
+        _TileScratch scratch
+        long *pix_off
+        int *pix_pos
+        float **outs
+        long *pix_dest
+        Py_ssize_t ow_lo = (pad_left + stride_w - 1) // stride_w
+        Py_ssize_t ow_hi = (W - 1 - (kernel_w - 1) * dilation_w + pad_left) // stride_w
+
+    if n_images * n_pixels * n_kblocks == 0:
+        return
+    if C % 2 or wpack.shape[1] != ntaps or wpack.shape[2] * 2 != C or wpack.shape[3] != 2 * block:
+        raise ValueError("conv2d_forward_bf16: x needs an even channel count and wpack the "
+                         "shape (K blocks, R*S, C/2, 2 * block)")
+    if W - 1 - (kernel_w - 1) * dilation_w + pad_left < 0:
+        ow_hi = -1
+    ow_lo = min(ow_lo, Wo)
+    ow_hi = max(ow_hi, ow_lo - 1)
+    zeros = <unsigned short *> calloc(kernel_w * C + 2, sizeof(unsigned short))
+    scratch.memory = NULL
+    all_taps.off = row_taps.off = NULL
+    all_taps.row = row_taps.row = NULL
+    try:
+        tiles = _tile_table(Ho, Wo, ow_lo, Wo - 1 - ow_hi, tp_max, &n_ptiles)
+        if (zeros == NULL or _scratch_init(&scratch, n_threads, tp_max)
+                or tiles == NULL
+                or _tap_table(&all_taps, ntaps, H, W) or _tap_table(&row_taps, kernel_h, H, W)):
+            raise MemoryError()
+        n_tasks = n_images * n_ptiles * (n_kblocks if weights_outer else 1)
+        for r in range(kernel_h):
+            for s in range(kernel_w):
+                i = r * kernel_w + s
+                all_taps.off[i] = r * dilation_h * xs1 + s * dilation_w * xs2
+                all_taps.row[i] = r * dilation_h
+                all_taps.col[i] = s * dilation_w
+                all_taps.ids[i] = i
+            row_taps.off[r] = r * dilation_h * xs1
+            row_taps.row[r] = r * dilation_h
+            row_taps.col[r] = 0
+            row_taps.ids[r] = r
+        for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
+            pix_off = _scratch_offs(&scratch, threadid())
+            pix_pos = _scratch_pos(&scratch, threadid())
+            outs = <float **> _scratch_outs(&scratch, threadid())
+            pix_dest = _scratch_dest(&scratch, threadid())
+            ptile = task % n_ptiles
+            n = (task // n_ptiles) % n_images
+            if weights_outer:
+                kblock_first = task // (n_ptiles * n_images)
+                kblock_end = kblock_first + 1
+            else:
+                kblock_first = 0
+                kblock_end = n_kblocks
+            tile = tiles[ptile]
+            tp = <int> tile.count
+            inside = _forward_pixels(tile, n, n_pixels, Wo, K, stride_h, stride_w, pad_top,
+                                     pad_left, xs0, xs1, xs2, ow_lo, ow_hi, dilation_w == 1,
+                                     pix_off, pix_pos, pix_dest)
+            taps = &row_taps if inside else &all_taps
+            for kblock in range(kblock_first, kblock_end):
+                k0 = kblock * block
+                for i in range(tp):
+                    outs[i] = obase + pix_dest[i] + k0 if pix_dest[i] >= 0 else NULL
+                k.tile(nv, tp, xbase, pix_off, pix_pos, taps, kernel_w * C if inside else C,
+                       zeros, wbase + kblock * block_stride, block, bbase + k0, False, relu,
+                       outs, min(block, K - k0))
+    finally:
+        free(zeros)
+        free(scratch.memory)
+        free(tiles)
+        _free_tap_table(&all_taps)
+        _free_tap_table(&row_taps)
+
+
+def conv2d_backward_data_phase_bf16(
+    const unsigned short[:, :, :, ::1] dy,  # IN (N, Ho, Wo, K) bf16, K even
+    const unsigned short[:, :, :, ::1] wpack,   # IN (C blocks, n taps, K/2, 2 * block) bf16
+    const int[::1] tap_row,               # IN dy row offset of each tap
+    const int[::1] tap_col,               # IN dy column offset of each tap
+    float[:, :, :, ::1] dx,               # OUT (N, H, W, C)
+    int row0, int col0, int stride_h, int stride_w,
+    int nv, bint weights_outer, int n_threads,
+):
+    """conv2d_backward_data_phase with bf16 operands and float32 sums."""
+    cdef:
+        const fc_conv_bf16_table *k = _bf16_table()
+        Py_ssize_t n_images = dy.shape[0], Ho = dy.shape[1], Wo = dy.shape[2]
+        int K = dy.shape[3]
+        Py_ssize_t H = dx.shape[1], W = dx.shape[2], C = dx.shape[3]
+        Py_ssize_t Hj = (H - row0 + stride_h - 1) // stride_h
+        Py_ssize_t Wj = (W - col0 + stride_w - 1) // stride_w
+        Py_ssize_t n_pixels = Hj * Wj
+        int block = 16 * nv
+        int tp_max = k.tile_pixels[0 if nv == 1 else 1]
+        int tp
+        Py_ssize_t n_cblocks = wpack.shape[0]
+        int ntaps = tap_row.shape[0]
+        Py_ssize_t n_ptiles, n_tasks
+        Py_ssize_t task, n, ptile, cblock, c0, left, right
+        int min_col = 0, max_col = 0
+        _Tile *tiles = NULL
+        _Tile tile
+        int i, t
+        const unsigned short *dybase = &dy[0, 0, 0, 0]
+        const unsigned short *wbase = &wpack[0, 0, 0, 0]
+        float *dxbase = &dx[0, 0, 0, 0]
+        unsigned short *zeros
+        fc_taps taps
+        _TileScratch scratch
+        long *pix_off
+        int *pix_pos
+        float **outs
+        long *pix_dest
+
+    if n_images * n_pixels * n_cblocks == 0 or ntaps == 0:
+        return
+    if K % 2 or wpack.shape[1] != ntaps or wpack.shape[2] * 2 != K or wpack.shape[3] != 2 * block:
+        raise ValueError("conv2d_backward_data_phase_bf16: dy needs an even channel count and "
+                         "wpack the shape (C blocks, n taps, K/2, 2 * block)")
+    zeros = <unsigned short *> calloc(K + 2, sizeof(unsigned short))
+    scratch.memory = NULL
+    taps.off = NULL
+    taps.row = NULL
+    try:
+        if (zeros == NULL or _scratch_init(&scratch, n_threads, tp_max)
+                or _tap_table(&taps, ntaps, Ho, Wo)):
+            raise MemoryError()
+        for t in range(ntaps):
+            taps.off[t] = (tap_row[t] * Wo + tap_col[t]) * K
+            taps.row[t] = tap_row[t]
+            taps.col[t] = tap_col[t]
+            taps.ids[t] = t
+            min_col = min(min_col, tap_col[t]) if t else tap_col[t]
+            max_col = max(max_col, tap_col[t]) if t else tap_col[t]
+        left = min(max(-min_col, 0), Wj)
+        right = min(max(Wj - (Wo - max_col), 0), Wj - left)
+        tiles = _tile_table(Hj, Wj, left, right, tp_max, &n_ptiles)
+        if tiles == NULL:
+            raise MemoryError()
+        n_tasks = n_images * n_ptiles * n_cblocks
+        for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
+            pix_off = _scratch_offs(&scratch, threadid())
+            pix_pos = _scratch_pos(&scratch, threadid())
+            outs = <float **> _scratch_outs(&scratch, threadid())
+            pix_dest = _scratch_dest(&scratch, threadid())
+            if weights_outer:
+                ptile = task % n_ptiles
+                n = (task // n_ptiles) % n_images
+                cblock = task // (n_ptiles * n_images)
+            else:
+                cblock = task % n_cblocks
+                ptile = (task // n_cblocks) % n_ptiles
+                n = task // (n_cblocks * n_ptiles)
+            tile = tiles[ptile]
+            tp = <int> tile.count
+            c0 = cblock * block
+            _phase_pixels(tile, n, Ho, Wo, K, Wj, H, W, C, row0, col0, stride_h, stride_w,
+                          pix_off, pix_pos, pix_dest)
+            for i in range(tp):
+                outs[i] = dxbase + pix_dest[i] + c0 if pix_dest[i] >= 0 else NULL
+            k.tile(nv, tp, dybase, pix_off, pix_pos, &taps, K, zeros,
+                   wbase + cblock * ntaps * K * block, block, NULL, False, False, outs,
+                   min(block, C - c0))
+    finally:
+        free(zeros)
+        free(scratch.memory)
+        free(tiles)
+        _free_tap_table(&taps)

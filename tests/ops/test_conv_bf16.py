@@ -1,0 +1,135 @@
+"""The bf16 convolution kernels (bf16 operands, float32 sums) against float64 references
+computed on the bf16-rounded operands: the only difference left is float32 summation."""
+import numpy as np
+import pytest
+from test_conv import SHAPES, naive_conv2d, naive_conv2d_backward, naive_geometry, random_case
+
+from fastcnn.ops import _bf16
+from fastcnn.ops.conv import ConvPlan
+
+pytestmark = pytest.mark.skipif(not _bf16.available(),
+                                reason="this CPU has no AVX512_BF16 instructions")
+
+
+def _rounded(*arrays):
+    return [_bf16.round_to_bf16(a).astype(np.float64) for a in arrays]
+
+
+def _close(actual, expected, terms):
+    """float32 sums of ``terms`` exact products: within a few float32 ulps of the sum of
+    magnitudes."""
+    scale = np.sqrt(terms) * 4
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=scale * 2.0 ** -22 * 8)
+
+
+def test_rounding_is_to_nearest_even():
+    one = np.float32(1.0)
+    ulp = np.float32(2.0 ** -7)   # bf16's spacing at 1
+    values = np.array([one, one + ulp / 2, one + ulp * 1.5, one + ulp / 4, -one - ulp * 0.75,
+                       np.float32(3.4e38), np.inf, -np.inf, np.nan, 0.0, -0.0, 1e-40, -1e-40],
+                      np.float32)
+    # the largest float32 rounds up past bf16's largest; subnormals flush to signed zero
+    expected = np.array([1.0, 1.0, 1.0 + 2 * ulp, 1.0, -1.0 - ulp, np.inf, np.inf, -np.inf,
+                         np.nan, 0.0, -0.0, 0.0, -0.0], np.float32)
+    rounded = _bf16.round_to_bf16(values)
+    np.testing.assert_array_equal(rounded, expected)
+    assert np.signbit(rounded[[10, 12]]).all()
+    # the kernel's conversion gives the same bits as the NumPy reference
+    kernel = (_bf16.bits(values).astype(np.uint32) << 16).view(np.float32)
+    np.testing.assert_array_equal(kernel, rounded)
+    random = np.random.default_rng(0).standard_normal(10_001).astype(np.float32) * 1e3
+    assert np.array_equal((_bf16.bits(random).astype(np.uint32) << 16).view(np.float32),
+                          _bf16.round_to_bf16(random))
+
+
+def _plan(x, w, shape, bf16=True):
+    stride, padding, dilation = shape[7:]
+    (sh, sw), (dh, dw), pads, ho, wo = naive_geometry(x.shape, w.shape, stride, padding,
+                                                      dilation)
+    return ConvPlan(x.shape[1:], w.shape, (sh, sw), pads, (dh, dw), np.float32, bf16=bf16)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_forward_matches_reference_on_rounded_operands(shape, relu):
+    x, w, b = random_case(shape, np.float32)
+    plan = _plan(x, w, shape)
+    # a single input channel keeps the float32 kernels
+    xr, wr = _rounded(x, w) if plan.bf16 else (x.astype(np.float64), w.astype(np.float64))
+    assert plan.bf16 == (shape[3] > 1 or shape[7] not in (1, (1, 1), (2, 1)))
+    expected = naive_conv2d(xr, wr, b.astype(np.float64), *shape[7:])
+    if relu:
+        expected = np.maximum(expected, 0)
+    y = plan.forward(x, w, b, relu, 2)
+    assert y.dtype == np.float32
+    _close(y, expected, np.prod(w.shape[:3]))
+    if plan.bf16 and not relu:   # and it is not the float32 result
+        y32 = _plan(x, w, shape, bf16=False).forward(x, w, b, relu, 2)
+        assert not np.array_equal(y, y32)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_data_gradient_matches_reference_on_rounded_operands(shape):
+    x, w, _ = random_case(shape, np.float32)
+    plan = _plan(x, w, shape)
+    dy = np.random.default_rng(1).standard_normal((x.shape[0], plan.ho, plan.wo, w.shape[3]))
+    dy = dy.astype(np.float32)
+    dx, dw, db = plan.backward(x, w, dy.copy(), True, 2)
+    if plan.bf16 and plan.dx_path == "phases":
+        wr, dyr = _rounded(w, dy)
+    else:   # few input channels: the float32 kernels
+        wr, dyr = w.astype(np.float64), dy.astype(np.float64)
+    expected, _, _ = naive_conv2d_backward(x.astype(np.float64), wr, dyr, *shape[7:])
+    _close(dx, expected, w.shape[0] * w.shape[1] * w.shape[3])
+    # the weight and bias gradients stay float32 on the float32 operands
+    _, expected_dw, expected_db = naive_conv2d_backward(x.astype(np.float64),
+                                                        w.astype(np.float64),
+                                                        dy.astype(np.float64), *shape[7:])
+    np.testing.assert_allclose(dw, expected_dw, rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(db, expected_db, rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("shape", [(3, 9, 9, 32, 3, 3, 48, 1, 1, 1),
+                                   (5, 8, 8, 7, 3, 3, 33, 2, "same", 1),
+                                   (2, 1, 1, 300, 1, 1, 40, 1, 0, 1)], ids=str)
+def test_bitwise_identical_for_any_thread_count_and_batch_split(shape):
+    x, w, b = random_case(shape, np.float32)
+    plan = _plan(x, w, shape)
+    dy = np.random.default_rng(2).standard_normal((x.shape[0], plan.ho, plan.wo, w.shape[3]))
+    dy = dy.astype(np.float32)
+    y1 = plan.forward(x, w, b, True, 1)
+    dx1 = plan.backward(x, w, dy.copy(), True, 1)[0]
+    for n_threads in (2, 3, 4):
+        assert np.array_equal(plan.forward(x, w, b, True, n_threads), y1)
+        assert np.array_equal(plan.backward(x, w, dy.copy(), True, n_threads)[0], dx1)
+    # an image's result does not depend on the batch around it
+    assert np.array_equal(plan.forward(x[1:2], w, b, True, 2), y1[1:2])
+
+
+def test_weights_outer_order_gives_the_same_results():
+    shape = (3, 1, 1, 256, 1, 1, 600, 1, 0, 1)
+    x, w, b = random_case(shape, np.float32)
+    plan = _plan(x, w, shape)
+    y = plan.forward(x, w, b, False, 2)
+    plan.weights_outer_bytes = 0
+    assert np.array_equal(plan.forward(x, w, b, False, 2), y)
+
+
+def test_prepared_weights_give_the_forward_bits():
+    shape = (4, 10, 10, 16, 3, 3, 40, 1, 1, 1)
+    x, w, b = random_case(shape, np.float32)
+    plan = _plan(x, w, shape)
+    run = plan.compile_forward(w, b, True, winograd=True)
+    from fastcnn.ops.workspace import GrowingWorkspace
+    assert np.array_equal(run(x, GrowingWorkspace(), 2), plan.forward(x, w, b, True, 2))
+
+
+def test_nan_and_inf_propagate():
+    shape = (1, 6, 6, 4, 3, 3, 20, 1, 1, 1)
+    x, w, b = random_case(shape, np.float32)
+    x[0, 2, 2, 1] = np.nan
+    x[0, 4, 4, 0] = np.inf
+    y = _plan(x, w, shape).forward(x, w, b, False, 1)
+    assert np.isnan(y[0, 1:4, 1:4]).all()
+    assert not np.isfinite(y[0, 3:6, 3:6]).all()
+    assert np.isfinite(y[0, 0, 5]).all()
