@@ -13,6 +13,12 @@ cdef extern from "_conv_bf16_kernels.h" nogil:
                      const float *bias, int accumulate, int relu, float *const *out,
                      int kcount) noexcept nogil
         void (*to_bf16)(const float *src, long n, unsigned short *dst) noexcept nogil
+        void (*interleave)(const float *a, const float *b, long n,
+                           unsigned short *dst) noexcept nogil
+        void (*wgrad_tile)(int nv, int tc, const unsigned short *const *xrows,
+                           const unsigned short *const *dyrows, const int *rowlen,
+                           int nrows, long xstride, long dystride, float *tile,
+                           long ldt) noexcept nogil
     const fc_conv_bf16_table *fc_conv_bf16_table_get()
     int fc_cpu_has_bf16()
 
@@ -264,3 +270,133 @@ def conv2d_backward_data_phase_bf16(
         free(scratch.memory)
         free(tiles)
         _free_tap_table(&taps)
+
+
+def pair_columns_bf16(
+    const float[:, :, :, ::1] x,          # IN (N, H, W, C)
+    unsigned short[:, :, :, ::1] out,     # OUT (N, H, Wp, 2 * C2), C2 >= C
+    int step, int offset, int distance, int n_threads,
+):
+    """out[n, h, j, (c, 0)] = bf16(x[n, h, i, c]) and out[n, h, j, (c, 1)] =
+    bf16(x[n, h, i + distance, c]) with i = j * step - offset, zero where the column is
+    outside x: each channel of two pixels ``distance`` apart as one 32-bit pair, the
+    operand layout of the bf16 weight gradient (pixel pairs are its reduction). Channels
+    past C are not written."""
+    cdef:
+        const fc_conv_bf16_table *k = _bf16_table()
+        Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+        Py_ssize_t Wp = out.shape[2], task, n, h, j, j0, j1
+    if N * H * Wp * C == 0:
+        return
+    for task in prange(N * H, schedule="static", nogil=True, num_threads=n_threads):
+        n = task // H
+        h = task % H
+        for j in range(Wp):
+            j0 = j * step - offset
+            j1 = j0 + distance
+            k.interleave(&x[n, h, j0, 0] if 0 <= j0 < W else NULL,
+                         &x[n, h, j1, 0] if 0 <= j1 < W else NULL, C, &out[n, h, j, 0])
+
+
+def conv2d_backward_weights_bf16(
+    const unsigned short[:, :, :, ::1] xpairs,  # IN (N, H, Wp, 2C): pair_columns_bf16(x)
+    const unsigned short[:, :, :, ::1] dypairs,  # IN (N, Ho, ceil(Wo/2), 2 Kp)
+    float[:, :, :, :, ::1] partial,       # OUT (n_chunks, R, S, C, Kp)
+    int stride_h, int stride_w, int pad_top,
+    int dilation_h, int dilation_w,
+    int nv, int images_per_step, int n_threads,
+):
+    """conv2d_backward_weights with bf16 operands, the pixels of each dy row taken in
+    pairs (2q, 2q + 1).
+
+    ``xpairs`` pairs each input column j of the padded input with column j + stride_w
+    (pair_columns_bf16 with offset pad_left, distance stride_w), so output pixels 2q and
+    2q + 1 read tap (r, s) at the one pair of column 2q*stride_w + s*dilation_w;
+    ``dypairs`` pairs output columns (2q, 2q + 1), the last with zero when Wo is odd.
+    Rows whose tap falls into padding are skipped; columns in padding read zero pairs.
+    Tasks, chunks and steps as the float32 driver: the same result for any thread count.
+    """
+    cdef:
+        const fc_conv_bf16_table *kt = _bf16_table()
+        Py_ssize_t n_images = xpairs.shape[0], H = xpairs.shape[1], Wp = xpairs.shape[2]
+        Py_ssize_t C = xpairs.shape[3] // 2
+        Py_ssize_t Ho = dypairs.shape[1], Wq = dypairs.shape[2], Kp = dypairs.shape[3] // 2
+        Py_ssize_t n_chunks = partial.shape[0]
+        int kernel_h = partial.shape[1], kernel_w = partial.shape[2]
+        int block = 16 * nv
+        Py_ssize_t n_ctiles = (C + FC_TILE_CHANNELS - 1) // FC_TILE_CHANNELS
+        Py_ssize_t n_kblocks = Kp // block
+        Py_ssize_t chunk_len = (n_images + n_chunks - 1) // n_chunks
+        Py_ssize_t tiles_per_chunk = kernel_h * kernel_w * n_ctiles * n_kblocks
+        Py_ssize_t n_tasks = n_chunks * tiles_per_chunk
+        Py_ssize_t step, n_steps, task, rest, chunk, ctile, kblock, c, c0, k0
+        Py_ssize_t n, n_first, n_end, oh, ih
+        Py_ssize_t rows_per_thread
+        int r, s, tc, nrows
+        const unsigned short *xbase = &xpairs[0, 0, 0, 0]
+        const unsigned short *dybase = &dypairs[0, 0, 0, 0]
+        float *pbase = &partial[0, 0, 0, 0, 0]
+        const unsigned short **xrows
+        const unsigned short **dyrows
+        int *rowlen
+        float *tile
+        const unsigned short **all_xrows
+        const unsigned short **all_dyrows
+        int *all_rowlen
+
+    if n_tasks == 0:
+        return
+    if Kp % block or partial.shape[4] != Kp or partial.shape[3] != C:
+        raise ValueError("conv2d_backward_weights_bf16: partial must be (chunks, R, S, C, Kp) "
+                         "with Kp a multiple of the block")
+    if 2 * (Wq - 1) * stride_w + (kernel_w - 1) * dilation_w >= Wp:
+        raise ValueError("conv2d_backward_weights_bf16: xpairs is too narrow for dy")
+    images_per_step = max(1, min(images_per_step, chunk_len))
+    n_steps = (chunk_len + images_per_step - 1) // images_per_step
+    rows_per_thread = per_thread(images_per_step * Ho, sizeof(void *))
+    all_xrows = <const unsigned short **> malloc(n_threads * rows_per_thread * sizeof(void *))
+    all_dyrows = <const unsigned short **> malloc(n_threads * rows_per_thread * sizeof(void *))
+    all_rowlen = <int *> malloc(n_threads * rows_per_thread * sizeof(int))
+    try:
+        if all_xrows == NULL or all_dyrows == NULL or all_rowlen == NULL:
+            raise MemoryError()
+        for step in range(n_steps):
+            for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
+                xrows = all_xrows + threadid() * rows_per_thread
+                dyrows = all_dyrows + threadid() * rows_per_thread
+                rowlen = all_rowlen + threadid() * rows_per_thread
+                kblock = task % n_kblocks
+                rest = task // n_kblocks
+                ctile = rest % n_ctiles
+                rest = rest // n_ctiles
+                s = rest % kernel_w
+                rest = rest // kernel_w
+                r = rest % kernel_h
+                chunk = rest // kernel_h
+                c0 = ctile * FC_TILE_CHANNELS
+                tc = <int> min(FC_TILE_CHANNELS, C - c0)
+                k0 = kblock * block
+                tile = pbase + (((chunk * kernel_h + r) * kernel_w + s) * C + c0) * Kp + k0
+                if step == 0:
+                    for c in range(tc):
+                        memset(tile + c * Kp, 0, block * sizeof(float))
+                n_first = chunk * chunk_len + step * images_per_step
+                n_end = min(n_first + images_per_step, (chunk + 1) * chunk_len, n_images)
+                nrows = 0
+                for n in range(n_first, n_end):
+                    for oh in range(Ho):
+                        ih = oh * stride_h - pad_top + r * dilation_h
+                        if ih < 0 or ih >= H:
+                            continue
+                        xrows[nrows] = xbase + (((n * H + ih) * Wp + s * dilation_w) * C
+                                                + c0) * 2
+                        dyrows[nrows] = dybase + ((n * Ho + oh) * Wq * Kp + k0) * 2
+                        rowlen[nrows] = <int> Wq
+                        nrows = nrows + 1
+                if nrows > 0:
+                    kt.wgrad_tile(nv, tc, xrows, dyrows, rowlen, nrows, 4 * stride_w * C,
+                                  2 * Kp, tile, Kp)
+    finally:
+        free(all_xrows)
+        free(all_dyrows)
+        free(all_rowlen)

@@ -37,6 +37,15 @@ typedef struct {
     void (*tile)(int nv, int tp, FC_CONV_BF16_TILE_PARAMS);
     /* dst[i] = src[i] rounded to the nearest bf16, ties to even (NaN stays NaN). */
     void (*to_bf16)(const float *src, long n, uint16_t *dst);
+    /* dst[2i] = bf16(a[i]), dst[2i+1] = bf16(b[i]) for i < n; a or b NULL reads zeros. */
+    void (*interleave)(const float *a, const float *b, long n, uint16_t *dst);
+    /* The weight gradient's tile: tile[i * ldt + k] += sum over the rows' pixel pairs of
+     * x pair (i) . dy pair (k), for tc <= FC_TILE_CHANNELS channels i and nv vectors of 16
+     * outputs k. A row's pairs are rowlen[row] steps of xstride (x) and dystride (dy)
+     * values; x holds each channel's pair as one 32-bit word, dy each output's. */
+    void (*wgrad_tile)(int nv, int tc, const uint16_t *const *xrows,
+                       const uint16_t *const *dyrows, const int *rowlen, int nrows,
+                       long xstride, long dystride, float *tile, long ldt);
 } fc_conv_bf16_table;
 
 #if FC_X86
@@ -180,11 +189,92 @@ static void fc_bf16_convert(const float *src, long n, uint16_t *dst)
     }
 }
 
+static void fc_bf16_interleave(const float *a, const float *b, long n, uint16_t *dst)
+{
+    /* [a0..a15 | b0..b15] -> a0 b0 a1 b1 ... */
+    const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10,
+                                           25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3,
+                                           18, 2, 17, 1, 16, 0);
+    for (long i = 0; i < n; i += 16) {
+        const __mmask16 m = fc_bf16_lanes((int)(n - i < 16 ? n - i : 16));
+        const __m512 va = a ? _mm512_maskz_loadu_ps(m, a + i) : _mm512_setzero_ps();
+        const __m512 vb = b ? _mm512_maskz_loadu_ps(m, b + i) : _mm512_setzero_ps();
+        const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(vb, va);
+        const __m512i pairs = _mm512_permutexvar_epi16(order, both);
+        _mm512_mask_storeu_epi32(dst + 2 * i, m, pairs);
+    }
+}
+
+static inline __attribute__((always_inline)) void fc_bf16_wgrad_impl(
+    const int nv, const int tc, const uint16_t *const *xrows, const uint16_t *const *dyrows,
+    const int *rowlen, int nrows, long xstride, long dystride, float *tile, long ldt)
+{
+    __m512 acc[FC_TILE_CHANNELS][2];
+#pragma GCC unroll 16
+    for (int i = 0; i < tc; i++)
+        acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int row = 0; row < nrows; row++) {
+        const uint16_t *x = xrows[row];
+        const uint16_t *dy = dyrows[row];
+        for (int p = rowlen[row]; p > 0; p--) {
+            const __m512bh d0 = (__m512bh)_mm512_loadu_si512(dy);
+            const __m512bh d1 = nv > 1 ? (__m512bh)_mm512_loadu_si512(dy + 32) : d0;
+#pragma GCC unroll 16
+            for (int i = 0; i < tc; i++) {
+                int32_t pair;
+                memcpy(&pair, x + 2 * i, sizeof(pair));
+                const __m512bh v = (__m512bh)_mm512_set1_epi32(pair);
+                acc[i][0] = _mm512_dpbf16_ps(acc[i][0], v, d0);
+                if (nv > 1)
+                    acc[i][1] = _mm512_dpbf16_ps(acc[i][1], v, d1);
+            }
+            x += xstride;
+            dy += dystride;
+        }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < tc; i++) {
+        _mm512_storeu_ps(tile + i * ldt, _mm512_add_ps(_mm512_loadu_ps(tile + i * ldt),
+                                                       acc[i][0]));
+        if (nv > 1)
+            _mm512_storeu_ps(tile + i * ldt + 16,
+                             _mm512_add_ps(_mm512_loadu_ps(tile + i * ldt + 16), acc[i][1]));
+    }
+}
+
+#define FC_BF16_WGRAD_CASE(NV, TC)                                                       \
+    case TC:                                                                             \
+        fc_bf16_wgrad_impl(NV, TC, xrows, dyrows, rowlen, nrows, xstride, dystride, tile, \
+                           ldt);                                                         \
+        break;
+#define FC_BF16_WGRAD_CASES(NV)                                                          \
+    FC_BF16_WGRAD_CASE(NV, 1) FC_BF16_WGRAD_CASE(NV, 2) FC_BF16_WGRAD_CASE(NV, 3)        \
+    FC_BF16_WGRAD_CASE(NV, 4) FC_BF16_WGRAD_CASE(NV, 5) FC_BF16_WGRAD_CASE(NV, 6)        \
+    FC_BF16_WGRAD_CASE(NV, 7)                                                            \
+    default:                                                                             \
+        fc_bf16_wgrad_impl(NV, FC_TILE_CHANNELS, xrows, dyrows, rowlen, nrows, xstride,  \
+                           dystride, tile, ldt);
+
+static void fc_bf16_wgrad_tile(int nv, int tc, const uint16_t *const *xrows,
+                               const uint16_t *const *dyrows, const int *rowlen, int nrows,
+                               long xstride, long dystride, float *tile, long ldt)
+{
+    if (nv == 1) {
+        switch (tc) { FC_BF16_WGRAD_CASES(1) }
+    } else {
+        switch (tc) { FC_BF16_WGRAD_CASES(2) }
+    }
+}
+#undef FC_BF16_WGRAD_CASE
+#undef FC_BF16_WGRAD_CASES
+
 static const fc_conv_bf16_table fc_conv_bf16_table_avx512bf16 = {
     .lanes = 16,
     .tile_pixels = {16, 12},
     .tile = fc_bf16_tile,
     .to_bf16 = fc_bf16_convert,
+    .interleave = fc_bf16_interleave,
+    .wgrad_tile = fc_bf16_wgrad_tile,
 };
 #pragma GCC pop_options
 #endif

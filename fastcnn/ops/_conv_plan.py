@@ -156,6 +156,12 @@ class ConvPlan:
             self.bf16_block = self.bf16_nv * _bf16.LANES
             self.bf16_dx_nv = _bf16.nv_for(self.c)
             self.bf16_dx_block = self.bf16_dx_nv * _bf16.LANES
+            # the weight gradient's bf16 tiles want a full tile of channels to keep their
+            # accumulators busy; fewer input channels keep the float32 kernel
+            self.bf16_wgrad = self.c >= _conv.TILE_CHANNELS
+            self.bf16_k_padded = -(-self.k // self.bf16_block) * self.bf16_block
+            self.bf16_wgrad_tiles = (self.kh * self.kw * -(-self.c // _conv.TILE_CHANNELS)
+                                     * (self.bf16_k_padded // self.bf16_block))
 
         self.dx_isa, self.dx_nv = _vector_plan(isa, itemsize, self.c)
         self.dx_block = self.dx_nv * _conv.vector_length(self.dx_isa, itemsize)
@@ -426,6 +432,8 @@ class ConvPlan:
             if expanded is None:
                 expanded = self.expand(x, n_threads, ws)
             dw = self._single_channel_weight_grad(expanded, dy, n_threads, ws)
+        elif self.bf16 and self.bf16_wgrad:
+            dw = self._weight_grad_bf16(x, dy, n_threads, ws, dw_out)
         else:
             dw = self._weight_grad(x, dy, n_threads, ws, dw_out)
         if dw_out is not None and dw is not dw_out:
@@ -533,6 +541,37 @@ class ConvPlan:
                                       self.pads[0], self.pads[2], self.dilation[0],
                                       self.dilation[1], self.fwd_block, images_per_step,
                                       self.fwd_isa, self.fwd_nv, n_threads)
+        if direct:
+            return dw_out
+        partial = partial[..., :self.k]
+        if n_chunks == 1:
+            return partial[0]
+        return np.sum(partial, axis=0, out=dw_out)
+
+    def _weight_grad_bf16(self, x, dy, n_threads, ws, dw_out=None):
+        """dw on bf16 operands, the reduction over pairs of output pixels along each row:
+        x and dy are first laid out as those pairs (see conv2d_backward_weights_bf16)."""
+        n = x.shape[0]
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        kp, wq = self.bf16_k_padded, -(-self.wo // 2)
+        width = 2 * (wq - 1) * sw + (self.kw - 1) * dw + 1
+        xpairs = empty(ws, "x_pairs", (n, self.h, width, 2 * self.c), np.uint16)
+        _conv.pair_columns_bf16(x, xpairs, 1, self.pads[2], sw, n_threads)
+        # the padding channels stay zero when the array is reused
+        dypairs = (zeros if kp != self.k else empty)(ws, "dy_pairs",
+                                                     (n, self.ho, wq, 2 * kp), np.uint16)
+        _conv.pair_columns_bf16(dy, dypairs, 2, 0, 1, n_threads)
+        n_chunks = max(1, min(n, -(-_MIN_WEIGHT_GRAD_TASKS // self.bf16_wgrad_tiles)))
+        direct = n_chunks == 1 and kp == self.k and dw_out is not None
+        if direct:
+            partial = dw_out.reshape((1,) + dw_out.shape)
+        else:
+            partial = empty(ws, "partial", (n_chunks, self.kh, self.kw, self.c, kp),
+                            np.float32)
+        images_per_step = max(1, _WEIGHT_GRAD_STEP_BYTES // (xpairs[0].nbytes
+                                                             + dypairs[0].nbytes))
+        _conv.conv2d_backward_weights_bf16(xpairs, dypairs, partial, sh, sw, self.pads[0], dh,
+                                           dw, self.bf16_nv, images_per_step, n_threads)
         if direct:
             return dw_out
         partial = partial[..., :self.k]

@@ -81,12 +81,29 @@ def test_data_gradient_matches_reference_on_rounded_operands(shape):
         wr, dyr = w.astype(np.float64), dy.astype(np.float64)
     expected, _, _ = naive_conv2d_backward(x.astype(np.float64), wr, dyr, *shape[7:])
     _close(dx, expected, w.shape[0] * w.shape[1] * w.shape[3])
-    # the weight and bias gradients stay float32 on the float32 operands
-    _, expected_dw, expected_db = naive_conv2d_backward(x.astype(np.float64),
-                                                        w.astype(np.float64),
-                                                        dy.astype(np.float64), *shape[7:])
-    np.testing.assert_allclose(dw, expected_dw, rtol=2e-4, atol=2e-4)
+    # the bias gradient is float32 on the float32 dy
+    _, _, expected_db = naive_conv2d_backward(x.astype(np.float64), w.astype(np.float64),
+                                              dy.astype(np.float64), *shape[7:])
     np.testing.assert_allclose(db, expected_db, rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_weight_gradient_matches_reference_on_rounded_operands(shape):
+    x, w, _ = random_case(shape, np.float32)
+    plan = _plan(x, w, shape)
+    dy = np.random.default_rng(1).standard_normal((x.shape[0], plan.ho, plan.wo, w.shape[3]))
+    dy = dy.astype(np.float32)
+    _, dw, _ = plan.backward(x, w, dy.copy(), False, 2)
+    if plan.bf16 and plan.bf16_wgrad:
+        xr, dyr = _rounded(x, dy)
+    else:   # few input channels: the float32 kernels
+        xr, dyr = x.astype(np.float64), dy.astype(np.float64)
+    _, expected, _ = naive_conv2d_backward(xr, w.astype(np.float64), dyr, *shape[7:])
+    _close(dw, expected, x.shape[0] * plan.ho * plan.wo)
+    # written into a layer's gradient array as well
+    out = np.full(w.shape, np.nan, np.float32)
+    _, dw2, _ = plan.backward(x, w, dy.copy(), False, 2, dw_out=out)
+    assert dw2 is out and np.array_equal(out, dw)
 
 
 @pytest.mark.parametrize("shape", [(3, 9, 9, 32, 3, 3, 48, 1, 1, 1),
@@ -98,10 +115,11 @@ def test_bitwise_identical_for_any_thread_count_and_batch_split(shape):
     dy = np.random.default_rng(2).standard_normal((x.shape[0], plan.ho, plan.wo, w.shape[3]))
     dy = dy.astype(np.float32)
     y1 = plan.forward(x, w, b, True, 1)
-    dx1 = plan.backward(x, w, dy.copy(), True, 1)[0]
+    grads1 = plan.backward(x, w, dy.copy(), True, 1)
     for n_threads in (2, 3, 4):
         assert np.array_equal(plan.forward(x, w, b, True, n_threads), y1)
-        assert np.array_equal(plan.backward(x, w, dy.copy(), True, n_threads)[0], dx1)
+        for g, g1 in zip(plan.backward(x, w, dy.copy(), True, n_threads), grads1):
+            assert np.array_equal(g, g1)
     # an image's result does not depend on the batch around it
     assert np.array_equal(plan.forward(x[1:2], w, b, True, 2), y1[1:2])
 
