@@ -5,6 +5,8 @@ Re-exported by :mod:`fastcnn.functional`. Each call validates its arguments, the
 :class:`~fastcnn.ops._grouped_conv_plan.GroupedConvPlan`, one group's plan run on each
 group's channels) and runs it; a network's layers keep one plan per layer instead.
 """
+import numpy as np
+
 from ._conv_plan import ConvPlan, cpu_isa, isa_name, resolve_isa
 from ._grouped_conv_plan import GroupedConvPlan
 from ._validation import as_float_array, check_same_dtype, result_dtype
@@ -40,7 +42,7 @@ def _conv_geometry(x, w, stride, padding, dilation, groups=1):
 
 
 def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, activation=None, n_threads=None,
-           isa=None, groups=1):
+           isa=None, groups=1, bf16=False):
     """2-D convolution (cross-correlation, as in every deep-learning library), NHWC.
 
     Parameters
@@ -58,6 +60,10 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, activation=None, n_thr
     groups : int, default=1
         Input and output channels split into this many consecutive equal blocks, output
         block j computed from input block j only (it must divide C and K).
+    bf16 : bool, default=False
+        Mixed precision: multiply x and w rounded to bfloat16 (to nearest, ties to even)
+        and add in float32, on the AVX512_BF16 kernels (float32 input, groups=1; a single
+        input channel keeps the float32 kernel).
 
     Returns
     -------
@@ -86,12 +92,12 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, activation=None, n_thr
         if b.shape != (k,):
             raise ValueError(f"b must have shape ({k},) to match w's {k} output channels, "
                              f"got {b.shape}")
-    plan = _plan(x, w, groups, stride, pads, dilation, dtype, isa)
+    plan = _plan(x, w, groups, stride, pads, dilation, dtype, isa, bf16)
     return plan.forward(x, w, b, activation == "relu", n_threads)
 
 
 def conv2d_backward(x, w, dy, stride=1, padding=0, dilation=1, need_dx=True, n_threads=None,
-                    isa=None, groups=1):
+                    isa=None, groups=1, bf16=False):
     """Gradients of :func:`conv2d` (before its activation) with respect to x, w and b.
 
     The data gradient convolves the zero-padded delta with the 180-degree rotated,
@@ -108,6 +114,10 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, dilation=1, need_dx=True, n_t
     need_dx : bool
         False skips the data gradient (a network's first layer) and returns None for it.
     n_threads, isa, groups : as in :func:`conv2d`
+    bf16 : bool, default=False
+        As in :func:`conv2d`: the data gradient multiplies bf16 dy and w, the weight
+        gradient (from 8 input channels) bf16 x and dy, all adding in float32; the bias
+        gradient stays float32.
 
     Returns
     -------
@@ -141,11 +151,18 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, dilation=1, need_dx=True, n_t
             f"dy must have the forward output's shape {(n, ho, wo, k)} for x {x.shape} and "
             f"w {w.shape}, got {dy.shape}"
         )
-    plan = _plan(x, w, groups, stride, pads, dilation, dtype, isa)
+    plan = _plan(x, w, groups, stride, pads, dilation, dtype, isa, bf16)
     return plan.backward(x, w, dy, need_dx, n_threads)
 
 
-def _plan(x, w, groups, stride, pads, dilation, dtype, isa):
+def _plan(x, w, groups, stride, pads, dilation, dtype, isa, bf16=False):
+    if bf16:
+        if dtype != np.float32:
+            raise ValueError(f"bf16=True takes float32 arrays, got {np.dtype(dtype)}: convert them "
+                             "with .astype(np.float32)")
+        if groups != 1:
+            raise ValueError("bf16=True runs ungrouped convolutions only (groups=1), got "
+                             f"groups={groups}")
     if groups == 1:
-        return ConvPlan(x.shape[1:], w.shape, stride, pads, dilation, dtype, isa)
+        return ConvPlan(x.shape[1:], w.shape, stride, pads, dilation, dtype, isa, bf16=bf16)
     return GroupedConvPlan(x.shape[1:], w.shape, groups, stride, pads, dilation, dtype, isa)
