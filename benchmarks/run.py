@@ -53,6 +53,13 @@ NETWORKS = {
                 ("conv", 64, 3, "same"), ("conv", 64, 3, "same"), ("maxpool", 2),
                 ("dense", 256)],
         train_images=1024, predict_images=2048),
+    # a wider net: 64-64-pool-128-128-pool-256, global average pooling
+    "wide": dict(
+        input=(32, 32, 3),
+        layers=[("conv", 64, 3, "same"), ("conv", 64, 3, "same"), ("maxpool", 2),
+                ("conv", 128, 3, "same"), ("conv", 128, 3, "same"), ("maxpool", 2),
+                ("conv", 256, 3, "same"), ("gap",)],
+        train_images=512, predict_images=1024),
 }
 
 
@@ -70,7 +77,7 @@ def peak_rss_mib():
 
 # ------------------------------------------------------------------------- fastcnn
 def fastcnn_layers(name):
-    from fastcnn.layers import Conv2D, Dense, MaxPool2D
+    from fastcnn.layers import Conv2D, Dense, GlobalAvgPool2D, MaxPool2D
 
     specs = []
     for layer in NETWORKS[name]["layers"]:
@@ -78,12 +85,14 @@ def fastcnn_layers(name):
             specs.append(Conv2D(layer[1], layer[2], padding="valid" if layer[3] == 0 else "same"))
         elif layer[0] == "maxpool":
             specs.append(MaxPool2D(layer[1]))
+        elif layer[0] == "gap":
+            specs.append(GlobalAvgPool2D())
         else:
             specs.append(Dense(layer[1]))
     return specs
 
 
-def run_fastcnn(name, n_threads, repeats):
+def run_fastcnn(name, n_threads, repeats, dtype="float32"):
     import warnings
 
     from fastcnn import CNNClassifier
@@ -92,7 +101,8 @@ def run_fastcnn(name, n_threads, repeats):
     x_pred, _ = synthetic_data(name, NETWORKS[name]["predict_images"])
     clf = CNNClassifier(layers=fastcnn_layers(name), solver="sgd", momentum=0.9,
                         nesterovs_momentum=False, learning_rate_init=LR, batch_size=BATCH,
-                        max_iter=1, shuffle=True, random_state=0, n_threads=n_threads)
+                        max_iter=1, shuffle=True, random_state=0, n_threads=n_threads,
+                        dtype=dtype)
     rss_before = peak_rss_mib()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -120,6 +130,9 @@ def torch_model(name):
         elif layer[0] == "maxpool":
             modules.append(torch.nn.MaxPool2d(layer[1]))
             height, width = height // layer[1], width // layer[1]
+        elif layer[0] == "gap":
+            modules += [torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()]
+            height = width = 1
         else:
             if not any(isinstance(m, torch.nn.Flatten) for m in modules):
                 modules.append(torch.nn.Flatten())
@@ -130,7 +143,10 @@ def torch_model(name):
     return torch.nn.Sequential(*modules)
 
 
-def run_torch(name, n_threads, repeats, channels_last):
+def run_torch(name, n_threads, repeats, channels_last, bf16=False):
+    """``bf16``: training steps and prediction under torch.autocast("cpu", bfloat16)."""
+    import contextlib
+
     import torch
 
     torch.set_num_threads(n_threads)
@@ -145,17 +161,22 @@ def run_torch(name, n_threads, repeats, channels_last):
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
 
+    def autocast():
+        return (torch.autocast("cpu", dtype=torch.bfloat16) if bf16
+                else contextlib.nullcontext())
+
     def epoch():
         order = torch.randperm(len(xt))
         for start in range(0, len(xt), BATCH):
             idx = order[start:start + BATCH]
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xt[idx].contiguous(memory_format=fmt)), yt[idx])
+            with autocast():
+                loss = loss_fn(model(xt[idx].contiguous(memory_format=fmt)), yt[idx])
             loss.backward()
             opt.step()
 
     def predict():
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             return torch.cat([model(xp[s:s + 256]).argmax(1) for s in range(0, len(xp), 256)])
 
     rss_before = peak_rss_mib()
@@ -322,7 +343,7 @@ def thread_counts(spec):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--networks", default="lenet,vgg",
-                        help="comma-separated subset of lenet,vgg; empty for layers only")
+                        help="comma-separated subset of lenet,vgg,wide; empty for layers only")
     parser.add_argument("--threads", default="1,2,all")
     parser.add_argument("--repeats", type=int, default=5,
                         help="epochs timed per measurement (the median is kept)")

@@ -400,3 +400,66 @@ def conv2d_backward_weights_bf16(
         free(all_xrows)
         free(all_dyrows)
         free(all_rowlen)
+
+
+def pack_weights_bf16(
+    const float[:, :, ::1] w,             # IN (T, A, B)
+    const int[::1] taps,                  # IN which of the T taps to pack, in order
+    unsigned short[:, :, :, ::1] packed,  # OUT (blocks, len(taps), pairs, 2 * block)
+    bint transpose, int n_threads,
+):
+    """The bf16 kernels' weights: pairs of the reduction's values, in output blocks,
+    zero-padded past the last output and the last reduction value.
+
+    transpose=False (forward: A the reduction, B the outputs): packed[b, i, p, 2j + e] =
+    bf16(w[taps[i], 2p + e, b * block + j]); transpose=True (data gradient: B the
+    reduction, A the outputs): packed[b, i, p, 2j + e] = bf16(w[taps[i], b * block + j,
+    2p + e]).
+    """
+    cdef:
+        const fc_conv_bf16_table *k = _bf16_table()
+        Py_ssize_t n_taps = taps.shape[0], A = w.shape[1], B = w.shape[2]
+        Py_ssize_t n_blocks = packed.shape[0], pairs = packed.shape[2]
+        Py_ssize_t block = packed.shape[3] // 2
+        Py_ssize_t outputs = A if transpose else B
+        Py_ssize_t task, b, t, p, j, first, width
+        unsigned short *dst
+        unsigned int *dst32
+        unsigned int *row32
+        unsigned short *rows = NULL
+    if n_blocks * n_taps * pairs == 0:
+        return
+    if transpose:
+        rows = <unsigned short *> malloc(n_threads * per_thread(2 * pairs, 2) * 2)
+        if rows == NULL:
+            raise MemoryError()
+    try:
+        for task in prange(n_blocks * n_taps, schedule="static", nogil=True,
+                           num_threads=n_threads):
+            b = task // n_taps
+            t = taps[task % n_taps]
+            first = b * block
+            width = min(block, outputs - first)
+            dst = &packed[b, task % n_taps, 0, 0]
+            if transpose:
+                # output first + j's reduction values are one contiguous row of w: round
+                # it to bf16 pairs, then place each pair in its column
+                dst32 = <unsigned int *> dst
+                row32 = <unsigned int *> (rows + threadid() * per_thread(2 * pairs, 2))
+                if width < block:
+                    memset(dst, 0, pairs * 2 * block * sizeof(unsigned short))
+                for j in range(width):
+                    row32[pairs - 1] = 0
+                    k.to_bf16(&w[t, first + j, 0], B, <unsigned short *> row32)
+                    for p in range(pairs):
+                        dst32[p * block + j] = row32[p]
+            else:
+                for p in range(pairs):
+                    k.interleave(&w[t, 2 * p, first] if 2 * p < A else NULL,
+                                 &w[t, 2 * p + 1, first] if 2 * p + 1 < A else NULL,
+                                 width, dst + p * 2 * block)
+                    if width < block:
+                        memset(dst + p * 2 * block + 2 * width, 0,
+                               2 * (block - width) * sizeof(unsigned short))
+    finally:
+        free(rows)

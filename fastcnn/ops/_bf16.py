@@ -63,9 +63,24 @@ def nv_for(n_out):
     return 1 if n_out <= LANES else 2
 
 
-def pack(w, block):
-    """Weights (T, A, B) -- A the reduction, B the outputs -- as the kernels' bf16 pairs:
-    (B blocks, T, A2 / 2, 2 * block), A2 = A rounded up to even, zero-padded."""
+def pack(w, block, taps=None, transpose=False, ws=None, name="packed_bf16", n_threads=1):
+    """Weights (T, A, B) as the kernels' bf16 pairs, (output blocks, taps, pairs,
+    2 * block), zero-padded: A the reduction and B the outputs, or with ``transpose`` the
+    other way round; ``taps`` (default all) picks and orders the taps."""
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    t, a, b = w.shape
+    taps = np.arange(t, dtype=np.intc) if taps is None else np.asarray(taps, np.intc)
+    reduction, outputs = (b, a) if transpose else (a, b)
+    shape = (-(-outputs // block), len(taps), -(-reduction // 2), 2 * block)
+    packed = empty(ws, name, shape, np.uint16)
+    _conv.pack_weights_bf16(w, taps, packed, transpose, n_threads)
+    return packed
+
+
+def pack_reference(w, block, transpose=False):
+    """:func:`pack` in NumPy, for tests."""
+    if transpose:
+        w = w.transpose(0, 2, 1)
     t, a, b = w.shape
     a2 = a + a % 2
     n_blocks = -(-b // block)

@@ -353,9 +353,10 @@ class ConvPlan:
         _conv.conv2d_forward(x, wpack, bias, out, *self._kernel_args(wpack, relu), n_threads)
         return out
 
-    def _bf16_weights(self, w, b):
+    def _bf16_weights(self, w, b, ws=None, n_threads=None):
         """(packed bf16 weights, padded float32 bias) of the bf16 forward kernel."""
-        wpack = _bf16.pack(w.reshape(self.kh * self.kw, self.c, self.k), self.bf16_block)
+        wpack = _bf16.pack(w.reshape(self.kh * self.kw, self.c, self.k), self.bf16_block,
+                           ws=ws, n_threads=resolve_threads(n_threads))
         bias = np.zeros(wpack.shape[0] * self.bf16_block, np.float32)
         if b is not None:
             bias[:self.k] = b
@@ -364,7 +365,7 @@ class ConvPlan:
     def _forward_bf16(self, x, w, b, relu, n_threads, ws, out, packed=None):
         """The forward pass on bf16 operands: x rounded to bf16 (an even channel count),
         the packed weights (``packed`` from :meth:`prepare`, or packed here)."""
-        wpack, bias = self._bf16_weights(w, b) if packed is None else packed
+        wpack, bias = self._bf16_weights(w, b, ws, n_threads) if packed is None else packed
         xb = _bf16.to_bf16(x, ws, "x_bf16", n_threads)
         (sh, sw), (dh, dw) = self.stride, self.dilation
         _conv.conv2d_forward_bf16(xb, wpack, bias, out, self.kh, self.kw, sh, sw,
@@ -467,9 +468,10 @@ class ConvPlan:
     def _data_grad_bf16(self, w_taps, dy, dx, n_threads, ws):
         """The stride phases of the data gradient on bf16 operands."""
         dyb = _bf16.to_bf16(dy, ws, "dy_bf16", n_threads)
-        for row0, col0, taps, row_off, col_off in self.phases:
+        for i, (row0, col0, taps, row_off, col_off) in enumerate(self.phases):
             # the phase's taps, transposed: K is the reduction, C the outputs
-            wpack = _bf16.pack(w_taps[taps].transpose(0, 2, 1), self.bf16_dx_block)
+            wpack = _bf16.pack(w_taps, self.bf16_dx_block, taps, True, ws,
+                               f"packed_bf16_dx{i}", n_threads)
             _conv.conv2d_backward_data_phase_bf16(dyb, wpack, row_off, col_off, dx, row0,
                                                   col0, self.stride[0], self.stride[1],
                                                   self.bf16_dx_nv,

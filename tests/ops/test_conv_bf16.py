@@ -151,3 +151,16 @@ def test_nan_and_inf_propagate():
     assert np.isnan(y[0, 1:4, 1:4]).all()
     assert not np.isfinite(y[0, 3:6, 3:6]).all()
     assert np.isfinite(y[0, 0, 5]).all()
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("shape, block", [((9, 64, 64), 32), ((1, 3, 5), 16), ((4, 7, 33), 32),
+                                          ((2, 17, 1), 16), ((1, 300, 40), 32)])
+def test_weight_packing_matches_numpy(shape, block, transpose):
+    w = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    for n_threads in (1, 3):
+        packed = _bf16.pack(w, block, transpose=transpose, n_threads=n_threads)
+        assert np.array_equal(packed, _bf16.pack_reference(w, block, transpose))
+    taps = np.array([shape[0] - 1, 0], np.intc)
+    assert np.array_equal(_bf16.pack(w, block, taps, transpose),
+                          _bf16.pack_reference(w[taps], block, transpose))
