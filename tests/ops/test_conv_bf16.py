@@ -164,3 +164,21 @@ def test_weight_packing_matches_numpy(shape, block, transpose):
     taps = np.array([shape[0] - 1, 0], np.intc)
     assert np.array_equal(_bf16.pack(w, block, taps, transpose),
                           _bf16.pack_reference(w[taps], block, transpose))
+
+
+@pytest.mark.parametrize("shape", [s for s in SHAPES if s[3] >= 8], ids=str)
+def test_gradients_are_the_forward_passes_adjoints_on_bf16_values(shape):
+    """On values bf16 holds exactly, the bf16 forward is the float32 one up to summation
+    order, so <conv(x, w), dy> = <x, dx> = <w, dw>: the gradients belong to the forward."""
+    x, w, _ = random_case(shape, np.float32)
+    x, w = _bf16.round_to_bf16(x), _bf16.round_to_bf16(w)
+    plan = _plan(x, w, shape)
+    assert plan.bf16 and plan.bf16_wgrad
+    dy = np.random.default_rng(3).standard_normal((x.shape[0], plan.ho, plan.wo, w.shape[3]))
+    dy = _bf16.round_to_bf16(dy.astype(np.float32))
+    y = plan.forward(x, w, None, False, 2).astype(np.float64)
+    dx, dw, _ = plan.backward(x, w, dy.copy(), True, 2)
+    inner = np.sum(y * dy)
+    scale = np.sqrt(np.sum(y ** 2) * np.sum(dy.astype(np.float64) ** 2))
+    assert abs(np.sum(x * dx.astype(np.float64)) - inner) <= 1e-5 * scale
+    assert abs(np.sum(w * dw.astype(np.float64)) - inner) <= 1e-5 * scale

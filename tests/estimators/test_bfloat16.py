@@ -1,0 +1,168 @@
+"""dtype="bfloat16": mixed-precision training and prediction through the estimators."""
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from fastcnn import CNNClassifier, CNNRegressor
+from fastcnn.layers import BatchNorm, Conv2D, Dense, MaxPool2D, Residual
+from fastcnn.nn import Network
+from fastcnn.ops import _bf16
+
+needs_bf16 = pytest.mark.skipif(not _bf16.available(),
+                                reason="this CPU has no AVX512_BF16 instructions")
+
+LAYERS = [Conv2D(16, 3, padding="same"), Conv2D(16, 3, padding="same"), MaxPool2D(2),
+          Residual([Conv2D(16, 3, padding="same"), BatchNorm()]), Dense(32)]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).reshape(-1, 8, 8, 1)
+    return train_test_split(X, y, test_size=0.3, random_state=0)
+
+
+def _fit(dtype, digits, **kwargs):
+    X_train, _, y_train, _ = digits
+    params = dict(layers=LAYERS, max_iter=8, random_state=0, n_iter_no_change=100,
+                  batch_size=64)
+    params.update(kwargs)
+    return CNNClassifier(dtype=dtype, **params).fit(X_train, y_train)
+
+
+@needs_bf16
+def test_learning_curve_matches_float32(digits):
+    """The same hyper-parameters learn the same: the loss curves agree within noise and
+    so do the accuracies."""
+    _, X_test, _, y_test = digits
+    fp32 = _fit("float32", digits)
+    bf16 = _fit("bfloat16", digits)
+    curve32, curve16 = np.array(fp32.loss_curve_), np.array(bf16.loss_curve_)
+    assert curve16[-1] < 0.25 * curve16[0]   # it learns
+    np.testing.assert_allclose(curve16, curve32, rtol=0.15)
+    assert abs(bf16.score(X_test, y_test) - fp32.score(X_test, y_test)) <= 0.02
+    # and it is not float32 under another name
+    assert not np.array_equal(curve16, curve32)
+
+
+@needs_bf16
+def test_storage_and_outputs_are_float32(digits):
+    _, X_test, _, _ = digits
+    clf = _fit("bfloat16", digits, max_iter=1)
+    assert clf.network_.dtype == np.float32 and clf.network_.dtype_name == "bfloat16"
+    assert all(w.dtype == np.float32 for w in clf.get_weights())
+    proba = clf.predict_proba(X_test)
+    assert proba.dtype == np.float64   # as for float32 models
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-6)
+    assert clf.transform(X_test).dtype == np.float32
+    assert "bfloat16" in clf.summary()
+
+
+@needs_bf16
+def test_bitwise_identical_for_any_thread_count(digits):
+    one = _fit("bfloat16", digits, max_iter=2, n_threads=1)
+    two = _fit("bfloat16", digits, max_iter=2, n_threads=2)
+    for a, b in zip(one.get_weights(), two.get_weights()):
+        assert np.array_equal(a, b)
+    _, X_test, _, _ = digits
+    assert np.array_equal(one.predict_proba(X_test), two.predict_proba(X_test))
+
+
+@needs_bf16
+def test_network_forward_and_backward_are_close_to_float32():
+    specs = [Conv2D(24, 3, padding="same"), MaxPool2D(2), Conv2D(40, 3, stride=2),
+             Dense(48), Dense(10, activation="linear")]
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 12, 12, 3), dtype=np.float32)
+    nets = {d: Network(specs, (12, 12, 3), d).initialize(0) for d in ("float32", "bfloat16")}
+    outs = {d: net.forward(x, training=True) for d, net in nets.items()}
+    scale = np.abs(outs["float32"]).max()
+    np.testing.assert_allclose(outs["bfloat16"], outs["float32"], atol=0.03 * scale)
+    assert not np.array_equal(outs["bfloat16"], outs["float32"])
+    dy = rng.standard_normal(outs["float32"].shape).astype(np.float32)
+    for d, net in nets.items():
+        net.backward(dy)
+    # (a relu or a max-pool choice may flip between the two, so compare whole gradients)
+    for g16, g32 in zip(nets["bfloat16"].grads, nets["float32"].grads):
+        assert np.linalg.norm(g16 - g32) <= 0.05 * np.linalg.norm(g32)
+
+
+@needs_bf16
+def test_persistence_keeps_mixed_precision(digits, tmp_path):
+    _, X_test, _, _ = digits
+    clf = _fit("bfloat16", digits, max_iter=1)
+    loaded = pickle.loads(pickle.dumps(clf))
+    assert loaded.network_.dtype_name == "bfloat16"
+    assert np.array_equal(loaded.predict_proba(X_test), clf.predict_proba(X_test))
+    skops = pytest.importorskip("skops.io")
+    from fastcnn.persistence import load, save
+    save(clf, tmp_path / "bf16.skops")
+    again = load(tmp_path / "bf16.skops")
+    assert again.network_.dtype_name == "bfloat16"
+    assert np.array_equal(again.predict_proba(X_test), clf.predict_proba(X_test))
+    assert skops is not None
+
+
+@needs_bf16
+def test_onnx_export_has_float32_weights(digits):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("skl2onnx")
+    from fastcnn import export
+
+    _, X_test, _, _ = digits
+    clf = _fit("bfloat16", digits, max_iter=2)
+    X = X_test.astype(np.float32)
+    model = export.to_onnx(clf, X[:1], options={"zipmap": False})
+    onnx.checker.check_model(model)
+    assert all(init.data_type == onnx.TensorProto.FLOAT
+               for init in model.graph.initializer if init.dims and len(init.dims) > 1)
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    labels, proba = session.run(None, {session.get_inputs()[0].name: X})
+    # ONNX Runtime computes in float32 where the model multiplied bf16 operands
+    np.testing.assert_allclose(proba, clf.predict_proba(X), atol=0.03)
+    assert np.mean(labels == clf.predict(X)) >= 0.98
+
+
+@needs_bf16
+def test_regressor_in_bfloat16(digits):
+    X_train, X_test, y_train, y_test = digits
+    scores, dtypes = {}, {}
+    for dtype in ("float32", "bfloat16"):
+        reg = CNNRegressor(layers=[Conv2D(16, 3, padding="same"), Dense(32)], dtype=dtype,
+                           max_iter=10, random_state=0).fit(X_train, y_train * 100.0)
+        scores[dtype] = reg.score(X_test, y_test * 100.0)
+        dtypes[dtype] = reg.predict(X_test).dtype
+    assert scores["bfloat16"] > 0.8
+    assert abs(scores["bfloat16"] - scores["float32"]) < 0.02
+    assert dtypes["bfloat16"] == dtypes["float32"]
+
+
+@needs_bf16
+def test_warm_start_keeps_the_first_dtype(digits):
+    X_train, _, y_train, _ = digits
+    clf = _fit("bfloat16", digits, max_iter=1, warm_start=True)
+    clf.set_params(dtype="float32")
+    with pytest.raises(ValueError, match="bfloat16"):
+        clf.fit(X_train, y_train)
+
+
+def test_missing_instructions_are_a_clear_error(digits, monkeypatch):
+    monkeypatch.setattr(_bf16, "available", lambda: False)
+    X_train, _, y_train, _ = digits
+    with pytest.raises(RuntimeError, match=r"AVX512_BF16.*dtype='float32'"):
+        CNNClassifier(dtype="bfloat16", max_iter=1).fit(X_train[:50], y_train[:50])
+    import fastcnn
+    assert "bf16 no" in fastcnn.config_summary()
+
+
+def test_show_config_reports_bf16(capsys):
+    import fastcnn
+    fastcnn.show_config()
+    out = capsys.readouterr().out
+    assert "bfloat16:" in out
+    assert ("available" in out) if _bf16.available() else ("unavailable" in out)
