@@ -148,6 +148,8 @@ FC_BF16_TILE_FN(1, 13)
 FC_BF16_TILE_FN(1, 14)
 FC_BF16_TILE_FN(1, 15)
 FC_BF16_TILE_FN(1, 16)
+FC_BF16_TILE_FN(2, 13)
+FC_BF16_TILE_FN(2, 14)
 
 static void fc_bf16_tile(int nv, int tp, FC_CONV_BF16_TILE_PARAMS)
 {
@@ -167,6 +169,7 @@ static void fc_bf16_tile(int nv, int tp, FC_CONV_BF16_TILE_PARAMS)
     } else {
         switch (tp) {
             FC_BF16_TPS(2)
+            FC_BF16_TP(2, 13) FC_BF16_TP(2, 14)
         }
     }
 #undef FC_BF16_TP
@@ -270,7 +273,7 @@ static void fc_bf16_wgrad_tile(int nv, int tc, const uint16_t *const *xrows,
 
 static const fc_conv_bf16_table fc_conv_bf16_table_avx512bf16 = {
     .lanes = 16,
-    .tile_pixels = {16, 12},
+    .tile_pixels = {16, 14},
     .tile = fc_bf16_tile,
     .to_bf16 = fc_bf16_convert,
     .interleave = fc_bf16_interleave,
