@@ -258,8 +258,10 @@ class ConvPlan:
         algorithm instead, to within rounding.
         """
         kh, kw, k = self.kh, self.kw, self.k
-        if self.bf16:   # a bf16 model predicts as it trained
+        if self.bf16 and not (winograd and self.winograd_eligible):
             return {"bf16_packed": self._bf16_weights(w, b)}
+        # (a bf16 plan too: Winograd's float32 products are fewer, and faster here than
+        # bf16 ones)
         if winograd and self.winograd_eligible:
             bias = np.zeros(k, self.dtype) if b is None else np.ascontiguousarray(b, self.dtype)
             upack = _winograd.transformed_filter(w, self.fwd_block, self.dtype)
@@ -321,14 +323,14 @@ class ConvPlan:
         n_threads = self.threads(n_threads, n)
         kh, kw, k = self.kh, self.kw, self.k
         sh, (dh, dw) = self.stride[0], self.dilation
-        if self.bf16:
-            return self._forward_bf16(x, w, b, relu, n_threads, ws, out, bf16_packed)
         if winograd is not None:
             upack, bias, group, tile = winograd
             _conv.winograd_forward(x, upack, bias, out, self.pads[0], self.pads[2], relu,
                                    self.fwd_isa, self.fwd_nv, self.fwd_block, group, n_threads,
                                    tile)
             return out
+        if self.bf16:
+            return self._forward_bf16(x, w, b, relu, n_threads, ws, out, bf16_packed)
         if self.single_channel and packed is None:
             if expanded is None:
                 expanded = self.expand(x, n_threads, ws)

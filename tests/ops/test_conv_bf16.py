@@ -142,6 +142,22 @@ def test_prepared_weights_give_the_forward_bits():
     assert np.array_equal(run(x, GrowingWorkspace(), 2), plan.forward(x, w, b, True, 2))
 
 
+def test_prediction_runs_winograd_in_float32_where_it_applies():
+    """Winograd's float32 products beat bf16 ones where it applies: a bf16 plan prepared
+    for prediction runs it, exactly as a float32 plan does; elsewhere bf16."""
+    shape = (2, 12, 12, 32, 3, 3, 32, 1, 1, 1)
+    x, w, b = random_case(shape, np.float32)
+    plan16, plan32 = _plan(x, w, shape), _plan(x, w, shape, bf16=False)
+    assert plan16.winograd_eligible
+    from fastcnn.ops.workspace import GrowingWorkspace
+    y16 = plan16.compile_forward(w, b, True, winograd=True)(x, GrowingWorkspace(), 2)
+    y32 = plan32.compile_forward(w, b, True, winograd=True)(x, GrowingWorkspace(), 2)
+    assert np.array_equal(y16, y32)
+    direct = plan16.compile_forward(w, b, True, winograd=False)(x, GrowingWorkspace(), 2)
+    assert np.array_equal(direct, plan16.forward(x, w, b, True, 2))
+    assert not np.array_equal(direct, y32)
+
+
 def test_nan_and_inf_propagate():
     shape = (1, 6, 6, 4, 3, 3, 20, 1, 1, 1)
     x, w, b = random_case(shape, np.float32)
