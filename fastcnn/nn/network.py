@@ -20,6 +20,8 @@ import threading
 import numpy as np
 from sklearn.utils import check_random_state
 
+from ..ops import _bf16
+
 # the layer families register their runtime layers with the spec registry
 from . import (  # noqa: F401
     activation,
@@ -31,7 +33,6 @@ from . import (  # noqa: F401
     pool,
     residual,
 )
-from ..ops import _bf16
 from ._spec import layer_spec_problem
 from .inference import InferencePlan
 from .layer import Run, Workspaces
