@@ -8,7 +8,9 @@ and the Winograd ones (F(4x4, 3x3), F(2x2, 5x5)) run the same prepared weights, 
 turns call by call for about ``--seconds``; the time of each is the median of its calls.
 GFLOP/s count the direct convolution's multiply-adds for both, so the ratio is the
 speed-up. ``fastcnn.ops._winograd.MIN_CHANNELS`` comes from these figures; the largest
-error against the direct result, relative to its largest value, is printed too.
+error against the direct result, relative to its largest value, is printed too. On a CPU
+with AVX512_BF16 the bf16 direct kernel takes turns with them as well: a bf16 model
+predicts its Winograd-eligible layers by float32 Winograd because of these figures.
 """
 import argparse
 import os
@@ -31,7 +33,7 @@ SHAPES = [
 
 def main():
     from fastcnn._ext import _conv
-    from fastcnn.ops import _winograd
+    from fastcnn.ops import _bf16, _winograd
     from fastcnn.ops.conv import ConvPlan
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -54,17 +56,30 @@ def main():
         winograd = {"winograd": (upack, b, group, _winograd.output_tile(r))}
         y_direct = np.empty((n, h, h, k), np.float32)
         y_winograd = np.empty_like(y_direct)
-        t_direct, t_winograd = interleaved_seconds([
+        y_bf16 = np.empty_like(y_direct)
+        calls = [
             lambda: plan.forward(x, w, b, True, args.threads, out=y_direct, **direct),
             lambda: plan.forward(x, w, b, True, args.threads, out=y_winograd, **winograd),
-        ], args.seconds)
+        ]
+        if _bf16.available():
+            plan16 = ConvPlan((h, h, c), (r, r, c, k), (1, 1), (p, p, p, p), (1, 1),
+                              np.float32, bf16=True)
+            bf16 = plan16.prepare(w, b)
+            calls.append(lambda: plan16.forward(x, w, b, True, args.threads, out=y_bf16,
+                                                **bf16))
+        seconds = interleaved_seconds(calls, args.seconds)
+        t_direct, t_winograd = seconds[:2]
         flops = 2 * n * h * h * r * r * c * k
         error = np.abs(y_winograd - y_direct).max() / np.abs(y_direct).max()
         used = "yes" if plan.winograd_eligible else "no"
-        print(f"{r}x{r} {c:3d}->{k:3d} at {h}x{h}, batch {n}: direct "
-              f"{flops / t_direct / 1e9:6.1f} GFLOP/s, Winograd {flops / t_winograd / 1e9:6.1f}"
-              f" ({t_direct / t_winograd:.2f}x), error {error:.1e}, used at prediction: "
-              f"{used}", flush=True)
+        line = (f"{r}x{r} {c:3d}->{k:3d} at {h}x{h}, batch {n}: direct "
+                f"{flops / t_direct / 1e9:6.1f} GFLOP/s, Winograd {flops / t_winograd / 1e9:6.1f}"
+                f" ({t_direct / t_winograd:.2f}x), error {error:.1e}, used at prediction: "
+                f"{used}")
+        if len(seconds) > 2:
+            line += (f"; bf16 direct {flops / seconds[2] / 1e9:6.1f} GFLOP/s (Winograd / bf16 "
+                     f"{seconds[2] / t_winograd:.2f}x)")
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -258,10 +258,10 @@ class ConvPlan:
         algorithm instead, to within rounding.
         """
         kh, kw, k = self.kh, self.kw, self.k
-        if self.bf16 and not (winograd and self.winograd_eligible):
+        # A bf16 plan runs F(4x4, 3x3) in float32 too: its products are fewer, and faster
+        # here than bf16 ones; bf16 direct beats F(2x2, 5x5) (benchmarks/winograd.py).
+        if self.bf16 and not (winograd and self.winograd_eligible and kh == 3):
             return {"bf16_packed": self._bf16_weights(w, b)}
-        # (a bf16 plan too: Winograd's float32 products are fewer, and faster here than
-        # bf16 ones)
         if winograd and self.winograd_eligible:
             bias = np.zeros(k, self.dtype) if b is None else np.ascontiguousarray(b, self.dtype)
             upack = _winograd.transformed_filter(w, self.fwd_block, self.dtype)
