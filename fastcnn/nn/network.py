@@ -205,6 +205,8 @@ class Network:
         return state
 
     def __setstate__(self, state):
+        # (networks pickled before mixed precision existed have no dtype_name)
+        state.setdefault("dtype_name", str(state["dtype"]))
         self.__dict__.update(state)
         self._plans = {}
         self._plans_lock = threading.Lock()

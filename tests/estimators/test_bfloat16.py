@@ -166,3 +166,12 @@ def test_show_config_reports_bf16(capsys):
     out = capsys.readouterr().out
     assert "bfloat16:" in out
     assert ("available" in out) if _bf16.available() else ("unavailable" in out)
+
+
+def test_networks_pickled_before_mixed_precision_still_load(digits):
+    clf = _fit("float32", digits, max_iter=1)
+    state = clf.network_.__getstate__()
+    del state["dtype_name"]
+    network = type(clf.network_).__new__(type(clf.network_))
+    network.__setstate__(state)
+    assert network.dtype_name == "float32"
