@@ -31,6 +31,24 @@ cdef inline void _phase_pixels(_Tile tile, Py_ssize_t n, Py_ssize_t Ho, Py_ssize
         px = _next_pixel(px, tile.step, Wj)
 
 
+cdef void _phase_taps(fc_taps *taps, const int *tap_row, const int *tap_col,
+                      Py_ssize_t Wo, Py_ssize_t K, Py_ssize_t Wj, Py_ssize_t *left,
+                      Py_ssize_t *right) noexcept nogil:
+    """A stride phase's tap table on dy (Wo pixels a row, K channels), and how many of its
+    Wj columns at the left and at the right have taps reaching off dy (jw + min_col < 0
+    or jw + max_col >= Wo): those get tiles of their own."""
+    cdef int t, min_col = 0, max_col = 0
+    for t in range(taps.ntaps):
+        taps.off[t] = (tap_row[t] * Wo + tap_col[t]) * K
+        taps.row[t] = tap_row[t]
+        taps.col[t] = tap_col[t]
+        taps.ids[t] = t
+        min_col = min(min_col, tap_col[t]) if t else tap_col[t]
+        max_col = max(max_col, tap_col[t]) if t else tap_col[t]
+    left[0] = min(max(-min_col, 0), Wj)
+    right[0] = min(max(Wj - (Wo - max_col), 0), Wj - left[0])
+
+
 
 def conv2d_backward_data_phase(
     const floating[:, :, :, ::1] dy,      # IN (N, Ho, Wo, K)
@@ -64,10 +82,9 @@ def conv2d_backward_data_phase(
         int ntaps = tap_row.shape[0]
         Py_ssize_t n_ptiles, n_tasks
         Py_ssize_t task, n, ptile, cblock, c0, left, right
-        int min_col = 0, max_col = 0
         _Tile *tiles = NULL
         _Tile tile
-        int i, t
+        int i
         const floating *dybase = &dy[0, 0, 0, 0]
         const floating *wbase = &wpack[0, 0, 0, 0]
         floating *dxbase = &dx[0, 0, 0, 0]
@@ -95,16 +112,7 @@ def conv2d_backward_data_phase(
         if (zeros == NULL or _scratch_init(&scratch, n_threads, tp_max)
                 or _tap_table(&taps, ntaps, Ho, Wo)):
             raise MemoryError()
-        for t in range(ntaps):
-            taps.off[t] = (tap_row[t] * Wo + tap_col[t]) * K
-            taps.row[t] = tap_row[t]
-            taps.col[t] = tap_col[t]
-            taps.ids[t] = t
-            min_col = min(min_col, tap_col[t]) if t else tap_col[t]
-            max_col = max(max_col, tap_col[t]) if t else tap_col[t]
-        # columns jw whose taps reach off dy: jw + min_col < 0 or jw + max_col >= Wo
-        left = min(max(-min_col, 0), Wj)
-        right = min(max(Wj - (Wo - max_col), 0), Wj - left)
+        _phase_taps(&taps, &tap_row[0], &tap_col[0], Wo, K, Wj, &left, &right)
         tiles = _tile_table(Hj, Wj, left, right, tp_max, &n_ptiles)
         if tiles == NULL:
             raise MemoryError()

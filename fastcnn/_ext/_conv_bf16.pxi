@@ -94,7 +94,7 @@ def conv2d_forward_bf16(
         Py_ssize_t task, n, ptile, kblock, kblock_first, kblock_end, k0
         _Tile *tiles = NULL
         _Tile tile
-        int i, r, s
+        int i
         bint inside
         const unsigned short *xbase = &x[0, 0, 0, 0]
         const unsigned short *wbase = &wpack[0, 0, 0, 0]
@@ -131,17 +131,8 @@ def conv2d_forward_bf16(
                 or _tap_table(&all_taps, ntaps, H, W) or _tap_table(&row_taps, kernel_h, H, W)):
             raise MemoryError()
         n_tasks = n_images * n_ptiles * (n_kblocks if weights_outer else 1)
-        for r in range(kernel_h):
-            for s in range(kernel_w):
-                i = r * kernel_w + s
-                all_taps.off[i] = r * dilation_h * xs1 + s * dilation_w * xs2
-                all_taps.row[i] = r * dilation_h
-                all_taps.col[i] = s * dilation_w
-                all_taps.ids[i] = i
-            row_taps.off[r] = r * dilation_h * xs1
-            row_taps.row[r] = r * dilation_h
-            row_taps.col[r] = 0
-            row_taps.ids[r] = r
+        _forward_taps(&all_taps, &row_taps, kernel_h, kernel_w, dilation_h, dilation_w, xs1,
+                      xs2)
         for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
             pix_off = _scratch_offs(&scratch, threadid())
             pix_pos = _scratch_pos(&scratch, threadid())
@@ -201,10 +192,9 @@ def conv2d_backward_data_phase_bf16(
         int ntaps = tap_row.shape[0]
         Py_ssize_t n_ptiles, n_tasks
         Py_ssize_t task, n, ptile, cblock, c0, left, right
-        int min_col = 0, max_col = 0
         _Tile *tiles = NULL
         _Tile tile
-        int i, t
+        int i
         const unsigned short *dybase = &dy[0, 0, 0, 0]
         const unsigned short *wbase = &wpack[0, 0, 0, 0]
         float *dxbase = &dx[0, 0, 0, 0]
@@ -229,15 +219,7 @@ def conv2d_backward_data_phase_bf16(
         if (zeros == NULL or _scratch_init(&scratch, n_threads, tp_max)
                 or _tap_table(&taps, ntaps, Ho, Wo)):
             raise MemoryError()
-        for t in range(ntaps):
-            taps.off[t] = (tap_row[t] * Wo + tap_col[t]) * K
-            taps.row[t] = tap_row[t]
-            taps.col[t] = tap_col[t]
-            taps.ids[t] = t
-            min_col = min(min_col, tap_col[t]) if t else tap_col[t]
-            max_col = max(max_col, tap_col[t]) if t else tap_col[t]
-        left = min(max(-min_col, 0), Wj)
-        right = min(max(Wj - (Wo - max_col), 0), Wj - left)
+        _phase_taps(&taps, &tap_row[0], &tap_col[0], Wo, K, Wj, &left, &right)
         tiles = _tile_table(Hj, Wj, left, right, tp_max, &n_ptiles)
         if tiles == NULL:
             raise MemoryError()

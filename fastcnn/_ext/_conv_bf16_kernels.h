@@ -93,16 +93,8 @@ static inline __attribute__((always_inline)) void fc_bf16_tile_impl(const int nv
     }
     for (int t = 0; t < taps->ntaps; t++) {
         const uint16_t *xs[FC_TILE_PIXELS_MAX];
-        const long off = taps->off[t];
-        const int row = taps->row[t], col = taps->col[t];
-        int inside_any = 0;
-#pragma GCC unroll 16
-        for (int i = 0; i < tp; i++) {
-            const int inside = ((unsigned)(pix_pos[i] + row) < (unsigned)taps->rows)
-                               & ((unsigned)(pix_pos[tp + i] + col) < (unsigned)taps->cols);
-            xs[i] = inside ? x + pix_off[i] + off : zeros;
-            inside_any |= inside;
-        }
+        int inside_any;
+        FC_TAP_ROWS(xs, inside_any, x, zeros, pix_off, pix_pos, taps, t, tp);
         if (!inside_any)
             continue;
         const uint16_t *wt = w + (long)taps->ids[t] * cin * ldw;

@@ -28,6 +28,26 @@ cdef inline bint _forward_pixels(_Tile tile, Py_ssize_t n, Py_ssize_t n_pixels, 
     return inside
 
 
+cdef void _forward_taps(fc_taps *all_taps, fc_taps *row_taps, int kernel_h, int kernel_w,
+                        int dilation_h, int dilation_w, Py_ssize_t xs1,
+                        Py_ssize_t xs2) noexcept nogil:
+    """The forward pass's tap tables for an input of row stride xs1 and pixel stride xs2
+    (in elements): every (r, s), and every kernel row as one tap of S*C contiguous values
+    (whole-row tiles only)."""
+    cdef int r, s, i
+    for r in range(kernel_h):
+        for s in range(kernel_w):
+            i = r * kernel_w + s
+            all_taps.off[i] = r * dilation_h * xs1 + s * dilation_w * xs2
+            all_taps.row[i] = r * dilation_h
+            all_taps.col[i] = s * dilation_w
+            all_taps.ids[i] = i
+        row_taps.off[r] = r * dilation_h * xs1
+        row_taps.row[r] = r * dilation_h
+        row_taps.col[r] = 0
+        row_taps.ids[r] = r
+
+
 def conv2d_forward(
     const floating[:, :, :, :] x,         # IN (N, H, W, C), channels contiguous
     const floating[:, :, :, ::1] wpack,   # IN (K blocks, R*S, C, block) or (1, R*S, C, K)
@@ -82,7 +102,7 @@ def conv2d_forward(
         Py_ssize_t k0
         _Tile *tiles = NULL
         _Tile tile
-        int i, r, s
+        int i
         bint inside
         const floating *xbase = &x[0, 0, 0, 0]
         const floating *wbase = &wpack[0, 0, 0, 0]
@@ -126,18 +146,8 @@ def conv2d_forward(
                 or _tap_table(&all_taps, ntaps, H, W) or _tap_table(&row_taps, kernel_h, H, W)):
             raise MemoryError()
         n_tasks = n_images * n_ptiles * (n_kblocks if weights_outer else 1)
-        for r in range(kernel_h):
-            for s in range(kernel_w):
-                i = r * kernel_w + s
-                all_taps.off[i] = r * dilation_h * xs1 + s * dilation_w * xs2
-                all_taps.row[i] = r * dilation_h
-                all_taps.col[i] = s * dilation_w
-                all_taps.ids[i] = i
-            # a kernel row of S*C contiguous values (whole-row tiles only)
-            row_taps.off[r] = r * dilation_h * xs1
-            row_taps.row[r] = r * dilation_h
-            row_taps.col[r] = 0
-            row_taps.ids[r] = r
+        _forward_taps(&all_taps, &row_taps, kernel_h, kernel_w, dilation_h, dilation_w, xs1,
+                      xs2)
         for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
             pix_off = _scratch_offs(&scratch, threadid())
             pix_pos = _scratch_pos(&scratch, threadid())

@@ -95,17 +95,8 @@ static inline __attribute__((always_inline)) void FC_NAME(forward_tile_impl)(
     }
     for (int t = 0; t < taps->ntaps; t++) {
         const FC_T *xs[FC_TILE_PIXELS_MAX];
-        const long off = taps->off[t];
-        const int row = taps->row[t], col = taps->col[t];
-        int inside_any = 0;
-#pragma GCC unroll 16
-        for (int i = 0; i < tp; i++) {
-            /* & rather than &&: no branch to mispredict on the image's borders */
-            const int inside = ((unsigned)(pix_pos[i] + row) < (unsigned)taps->rows)
-                               & ((unsigned)(pix_pos[tp + i] + col) < (unsigned)taps->cols);
-            xs[i] = inside ? x + pix_off[i] + off : zeros;
-            inside_any |= inside;
-        }
+        int inside_any;
+        FC_TAP_ROWS(xs, inside_any, x, zeros, pix_off, pix_pos, taps, t, tp);
         if (!inside_any)   /* the whole tile reads padding at this tap */
             continue;
         const FC_T *wt = w + (long)taps->ids[t] * cin * ldw;

@@ -30,6 +30,24 @@ typedef struct {
     int rows, cols;
 } fc_taps;
 
+/* A tile's input rows at tap t, for the forward tiles of every element type: xs[i] =
+ * x + pix_off[i] + the tap's offset, or `zeros` where pixel i's tap falls off the grid;
+ * `any` becomes nonzero when some pixel's tap falls on it. (& rather than &&: no branch
+ * to mispredict on the image's borders.) */
+#define FC_TAP_ROWS(xs, any, x, zeros, pix_off, pix_pos, taps, t, tp)                    \
+    do {                                                                                 \
+        const long off_ = (taps)->off[t];                                                \
+        const int row_ = (taps)->row[t], col_ = (taps)->col[t];                          \
+        (any) = 0;                                                                       \
+        _Pragma("GCC unroll 16") for (int i_ = 0; i_ < (tp); i_++)                       \
+        {                                                                                \
+            const int in_ = ((unsigned)((pix_pos)[i_] + row_) < (unsigned)(taps)->rows) \
+                & ((unsigned)((pix_pos)[(tp) + i_] + col_) < (unsigned)(taps)->cols);    \
+            (xs)[i_] = in_ ? (x) + (pix_off)[i_] + off_ : (zeros);                       \
+            (any) |= in_;                                                                \
+        }                                                                                \
+    } while (0)
+
 /* A forward tile's arguments after (nv, tp), written once for the kernel, its per-shape
  * instances and the table; see forward_tile in _conv_forward_microkernel.h. */
 #define FC_CONV_TILE_PARAMS(T)                                                           \

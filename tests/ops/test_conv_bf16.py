@@ -68,12 +68,17 @@ def test_forward_matches_reference_on_rounded_operands(shape, relu):
         assert not np.array_equal(y, y32)
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_data_gradient_matches_reference_on_rounded_operands(shape):
+def _gradient_case(shape):
+    """x, w, the bf16 plan and an output gradient for one shape."""
     x, w, _ = random_case(shape, np.float32)
     plan = _plan(x, w, shape)
     dy = np.random.default_rng(1).standard_normal((x.shape[0], plan.ho, plan.wo, w.shape[3]))
-    dy = dy.astype(np.float32)
+    return x, w, plan, dy.astype(np.float32)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_data_gradient_matches_reference_on_rounded_operands(shape):
+    x, w, plan, dy = _gradient_case(shape)
     dx, dw, db = plan.backward(x, w, dy.copy(), True, 2)
     if plan.bf16 and plan.dx_path == "phases":
         wr, dyr = _rounded(w, dy)
@@ -89,10 +94,7 @@ def test_data_gradient_matches_reference_on_rounded_operands(shape):
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_weight_gradient_matches_reference_on_rounded_operands(shape):
-    x, w, _ = random_case(shape, np.float32)
-    plan = _plan(x, w, shape)
-    dy = np.random.default_rng(1).standard_normal((x.shape[0], plan.ho, plan.wo, w.shape[3]))
-    dy = dy.astype(np.float32)
+    x, w, plan, dy = _gradient_case(shape)
     _, dw, _ = plan.backward(x, w, dy.copy(), False, 2)
     if plan.bf16 and plan.bf16_wgrad:
         xr, dyr = _rounded(x, dy)
