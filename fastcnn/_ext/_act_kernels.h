@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include "_dispatch.h"
 
-/* y may be x, and dx may be dy, in every entry. */
+/* y may be x, and dx may be dy, in every entry; add's y may be a or b. */
 #define FC_ACT_TABLE_TYPE(S, T)                                                          \
     typedef struct {                                                                     \
         int lanes; /* elements per vector */                                             \
@@ -17,6 +17,7 @@
         void (*relu_backward)(const T *dy, const T *y, T *dx, Py_ssize_t n);             \
         void (*sigmoid_backward)(const T *dy, const T *y, T *dx, Py_ssize_t n);          \
         void (*tanh_backward)(const T *dy, const T *y, T *dx, Py_ssize_t n);             \
+        void (*add)(const T *a, const T *b, T *y, Py_ssize_t n, int relu);                \
     } fc_act_table_##S;
 FC_ACT_TABLE_TYPE(f32, float)
 FC_ACT_TABLE_TYPE(f64, double)

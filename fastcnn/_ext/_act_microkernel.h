@@ -187,6 +187,21 @@ static void FC_NAME(fc_act_relu_backward)(const FC_T *dy, const FC_T *y, FC_T *d
     }
 }
 
+/* y = a + b, then max(., 0) with NaN kept when relu: a residual block's sum. y may be a or
+ * b. */
+static void FC_NAME(fc_act_add)(const FC_T *a, const FC_T *b, FC_T *y, Py_ssize_t n, int relu)
+{
+    if (relu) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            FC_T v = a[i] + b[i];
+            y[i] = v < 0 ? 0 : v;
+        }
+        return;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        y[i] = a[i] + b[i];
+}
+
 /* dy * y * (1 - y); the second product in double, as the Cython loop it replaced did. */
 static void FC_NAME(fc_act_sigmoid_backward)(const FC_T *dy, const FC_T *y, FC_T *dx,
                                              Py_ssize_t n)
@@ -212,6 +227,7 @@ static const FC_TNAME(fc_act_table) FC_NAME(fc_act_table) = {
     FC_NAME(fc_act_relu_backward),
     FC_NAME(fc_act_sigmoid_backward),
     FC_NAME(fc_act_tanh_backward),
+    FC_NAME(fc_act_add),
 };
 
 #undef FC_V

@@ -34,6 +34,7 @@ cdef extern from "_act_kernels.h" nogil:
                                  float *dx, Py_ssize_t n) noexcept nogil
         void (*tanh_backward)(const float *dy, const float *y,
                               float *dx, Py_ssize_t n) noexcept nogil
+        void (*add)(const float *a, const float *b, float *y, Py_ssize_t n, int relu) noexcept nogil
     ctypedef struct fc_act_table_f64:
         int lanes
         void (*exp_nonpos)(const double *x, double *y, Py_ssize_t n) noexcept nogil
@@ -46,6 +47,7 @@ cdef extern from "_act_kernels.h" nogil:
                                  double *dx, Py_ssize_t n) noexcept nogil
         void (*tanh_backward)(const double *dy, const double *y,
                               double *dx, Py_ssize_t n) noexcept nogil
+        void (*add)(const double *a, const double *b, double *y, Py_ssize_t n, int relu) noexcept nogil
     const fc_act_table_f32 *fc_act_table_f32_for(int isa)
     const fc_act_table_f64 *fc_act_table_f64_for(int isa)
 
@@ -142,6 +144,29 @@ def relu_backward(const floating[::1] dy, const floating[::1] y, floating[::1] d
     else:
         _grad_blocks(<const void *> (<const fc_act_table_f64 *> table).relu_backward,
                      &dy[0], &y[0], &dx[0], dy.shape[0], n_threads)
+
+
+def add_forward(const floating[::1] a, const floating[::1] b, floating[::1] y, bint relu,
+                int n_threads, int isa=-1):
+    """y = a + b, then max(., 0) (NaN kept) when ``relu``. y may be a or b."""
+    cdef const void *table = _table(isa, sizeof(floating))
+    cdef Py_ssize_t block, size = a.shape[0], n_blocks = (size + BLOCK - 1) // BLOCK
+    cdef const floating *pa
+    cdef const floating *pb
+    cdef floating *py
+    if size == 0:
+        return
+    pa, pb, py = &a[0], &b[0], &y[0]
+    for block in prange(n_blocks, schedule="static", nogil=True,
+                        num_threads=threads_for(n_blocks, n_threads)):
+        if floating is float:
+            (<const fc_act_table_f32 *> table).add(
+                <const float *> pa + block * BLOCK, <const float *> pb + block * BLOCK,
+                <float *> py + block * BLOCK, min(size - block * BLOCK, BLOCK), relu)
+        else:
+            (<const fc_act_table_f64 *> table).add(
+                <const double *> pa + block * BLOCK, <const double *> pb + block * BLOCK,
+                <double *> py + block * BLOCK, min(size - block * BLOCK, BLOCK), relu)
 
 
 def sigmoid_forward(const floating[::1] x, floating[::1] y, int n_threads, int isa=-1):

@@ -50,6 +50,32 @@ cdef void _phase_taps(fc_taps *taps, const int *tap_row, const int *tap_col,
 
 
 
+cdef int _phase_row_taps(fc_taps *row_taps, const fc_taps *taps) noexcept nogil:
+    """For a phase whose taps come in kernel rows of consecutive columns (stride 1, no
+    dilation: (r, s) in order with the dy column rising with s), one tap per kernel row
+    in ``row_taps`` (allocated for taps.ntaps taps) for the sliding tile; returns the
+    kernel width, or 0 when the taps are not so."""
+    cdef int width = 1, t, g
+    while width < taps.ntaps and taps.row[width] == taps.row[0]:
+        width += 1
+    if taps.ntaps % width:
+        return 0
+    for t in range(taps.ntaps):
+        g = t // width
+        if (taps.row[t] != taps.row[g * width]
+                or taps.col[t] != taps.col[g * width] + t % width):
+            return 0
+    row_taps.ntaps = taps.ntaps // width
+    row_taps.rows = taps.rows
+    row_taps.cols = taps.cols
+    for g in range(row_taps.ntaps):
+        row_taps.off[g] = taps.off[g * width]
+        row_taps.row[g] = taps.row[g * width]
+        row_taps.col[g] = taps.col[g * width]
+        row_taps.ids[g] = g
+    return width
+
+
 def conv2d_backward_data_phase(
     const floating[:, :, :, ::1] dy,      # IN (N, Ho, Wo, K)
     const floating[:, :, :, ::1] wpack,   # IN (C blocks, n taps, K, block width)
@@ -89,7 +115,8 @@ def conv2d_backward_data_phase(
         const floating *wbase = &wpack[0, 0, 0, 0]
         floating *dxbase = &dx[0, 0, 0, 0]
         floating *zeros
-        fc_taps taps
+        fc_taps taps, row_taps
+        int slide_width = 0
         _TileScratch scratch
         long *pix_off
         int *pix_pos
@@ -106,13 +133,15 @@ def conv2d_backward_data_phase(
         k64 = fc_conv_forward_table_f64_for(isa)
     zeros = <floating *> calloc(K, sizeof(floating))
     scratch.memory = NULL
-    taps.off = NULL
-    taps.row = NULL
+    taps.off = row_taps.off = NULL
+    taps.row = row_taps.row = NULL
     try:
         if (zeros == NULL or _scratch_init(&scratch, n_threads, tp_max)
-                or _tap_table(&taps, ntaps, Ho, Wo)):
+                or _tap_table(&taps, ntaps, Ho, Wo) or _tap_table(&row_taps, ntaps, Ho, Wo)):
             raise MemoryError()
         _phase_taps(&taps, &tap_row[0], &tap_col[0], Wo, K, Wj, &left, &right)
+        if nv == 1 and stride_w == 1:
+            slide_width = _phase_row_taps(&row_taps, &taps)
         tiles = _tile_table(Hj, Wj, left, right, tp_max, &n_ptiles)
         if tiles == NULL:
             raise MemoryError()
@@ -137,6 +166,11 @@ def conv2d_backward_data_phase(
                           pix_off, pix_pos, pix_dest)
             for i in range(tp):
                 outs[i] = dxbase + pix_dest[i] + c0 if pix_dest[i] >= 0 else NULL
+            if slide_width and _slide_tile(k32, k64, slide_width, tp, dybase, pix_off, pix_pos,
+                                           &row_taps, K, wbase + cblock * ntaps * K * block,
+                                           block, NULL, False, False, outs,
+                                           min(block, C - c0)):
+                continue
             _forward_tile(k32, k64, nv, tp, dybase, pix_off, pix_pos, &taps, K, zeros,
                           wbase + cblock * ntaps * K * block, block, NULL, False, False, outs,
                           min(block, C - c0))
@@ -145,6 +179,7 @@ def conv2d_backward_data_phase(
         free(scratch.memory)
         free(tiles)
         _free_tap_table(&taps)
+        _free_tap_table(&row_taps)
 
 
 def col2im_add(

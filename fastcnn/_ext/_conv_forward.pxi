@@ -171,6 +171,12 @@ def conv2d_forward(
                 k0 = kblock * block
                 for i in range(tp):
                     outs[i] = obase + pix_dest[i] + k0 if pix_dest[i] >= 0 else NULL
+                if (inside and nv == 1 and stride_w == 1
+                        and _slide_tile(k32, k64, kernel_w, tp, xbase, pix_off, pix_pos,
+                                        taps, C, wbase + kblock * block_stride, ldw,
+                                        bbase + k0, accumulate, relu, outs,
+                                        min(block, K - k0))):
+                    continue
                 _forward_tile(k32, k64, nv, tp, xbase, pix_off, pix_pos, taps,
                               kernel_w * C if inside else C, zeros,
                               wbase + kblock * block_stride, ldw, bbase + k0, accumulate,

@@ -190,8 +190,107 @@ static void FC_NAME(forward_tile)(int nv, int tp, FC_CONV_TILE_PARAMS(FC_T))
 #undef FC_TP_7_TO_12
 }
 
+#if FC_VBYTES == 64
+/* Sliding tile: tp output pixels of one row, one vector of output channels, a kernel
+ * width of S at stride 1 and dilation 1, every tap inside the row (the strips between an
+ * image's border columns). With one vector of channels, the forward tile's broadcasts
+ * each feed a single FMA, and that broadcast rate, not the FMAs, limits it. Here each
+ * input value is broadcast once and feeds the S outputs it reaches: the tp + S - 1 input
+ * pixels of the strip against S weight vectors in registers (tp accumulators + S + 1
+ * registers).
+ *
+ * The arguments are the forward tile's, with the taps one per kernel row (as for its
+ * whole-row tiles) and cin the input channels C: pixel i's input starts at pix_off[0] +
+ * i * C, and the packed weights of kernel row r hold its (s, c) at (r * S + s) * C + c.
+ * Each accumulator adds the same products as the forward tile, in the order (kernel row,
+ * channel, column) instead of (kernel row, column, channel). */
+static inline __attribute__((always_inline)) void FC_NAME(slide_tile_impl)(
+    const int S, const int tp, FC_CONV_TILE_PARAMS(FC_T))
+{
+    typedef FC_NAME(vec) vec;
+    (void)zeros;
+#pragma GCC unroll 16
+    for (int i = 0; i < tp; i++)
+        if (out[i])
+            __builtin_prefetch(out[i], 1, 3);
+    const vec b0 = bias ? FC_NAME(load)(bias) : (vec){0};
+    vec acc[FC_TILE_PIXELS_MAX];
+#pragma GCC unroll 16
+    for (int i = 0; i < tp; i++) {
+        acc[i] = b0;
+        if (accumulate && out[i])
+            acc[i] = FC_NAME(load_part)(out[i], kcount);
+    }
+    for (int t = 0; t < taps->ntaps; t++) {
+        /* the strip is one row: a kernel row is inside for all of its pixels or none */
+        if ((unsigned)(pix_pos[0] + taps->row[t]) >= (unsigned)taps->rows)
+            continue;
+        const FC_T *xr = x + pix_off[0] + taps->off[t];
+        const FC_T *wt = w + (long)taps->ids[t] * S * cin * ldw;
+        for (int c = 0; c < cin; c++) {
+            vec ws[5];
+#pragma GCC unroll 5
+            for (int s = 0; s < S; s++)
+                ws[s] = FC_NAME(load)(wt + ((long)s * cin + c) * ldw);
+            const FC_T *q = xr + c;
+#pragma GCC unroll 24
+            for (int j = 0; j < tp + S - 1; j++) {
+                const FC_T v = *q;
+                q += cin;
+#pragma GCC unroll 5
+                for (int s = 0; s < S; s++)
+                    if (j - s >= 0 && j - s < tp)
+                        acc[j - s] += ws[s] * v;
+            }
+        }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < tp; i++)
+        if (out[i])
+            FC_NAME(store_part)(out[i], acc[i], relu, kcount);
+}
+
+#define FC_SLIDE_FN(S, TP)                                                               \
+    static void FC_NAME(slide_tile_##S##_##TP)(FC_CONV_TILE_PARAMS(FC_T))                \
+    {                                                                                    \
+        FC_NAME(slide_tile_impl)(S, TP, FC_CONV_TILE_ARGS);                              \
+    }
+#define FC_SLIDE_FNS(S) FC_SLIDE_FN(S, 8) FC_SLIDE_FN(S, 9) FC_SLIDE_FN(S, 10)             \
+    FC_SLIDE_FN(S, 11) FC_SLIDE_FN(S, 12) FC_SLIDE_FN(S, 13) FC_SLIDE_FN(S, 14)          \
+    FC_SLIDE_FN(S, 15) FC_SLIDE_FN(S, 16)
+FC_SLIDE_FNS(3)
+FC_SLIDE_FNS(5)
+#undef FC_SLIDE_FN
+#undef FC_SLIDE_FNS
+
+/* The sliding tile for kernel width S (3 or 5) and 8 <= tp <= 16 pixels; 0 when there is
+ * none for (S, tp) (the caller then runs the forward tile). */
+static int FC_NAME(slide_tile)(int S, int tp, FC_CONV_TILE_PARAMS(FC_T))
+{
+#define FC_TP(S, TP)                                                                      \
+    case TP:                                                                              \
+        FC_NAME(slide_tile_##S##_##TP)(FC_CONV_TILE_ARGS);                                \
+        return 1;
+#define FC_TPS(S) FC_TP(S, 8) FC_TP(S, 9) FC_TP(S, 10) FC_TP(S, 11) FC_TP(S, 12)            \
+    FC_TP(S, 13) FC_TP(S, 14) FC_TP(S, 15) FC_TP(S, 16)
+    if (S == 3) {
+        switch (tp) { FC_TPS(3) }
+    } else if (S == 5) {
+        switch (tp) { FC_TPS(5) }
+    }
+    return 0;
+#undef FC_TP
+#undef FC_TPS
+}
+#endif
+
 static const FC_TNAME(fc_conv_forward_table) FC_NAME(fc_conv_forward_table) = {
     .lanes = FC_V,
     .tile_pixels = {FC_NAME(TILE_PIXELS_1), FC_NAME(TILE_PIXELS_2)},
     .tile = FC_NAME(forward_tile),
+#if FC_VBYTES == 64
+    .slide = FC_NAME(slide_tile),
+#else
+    .slide = NULL,
+#endif
 };

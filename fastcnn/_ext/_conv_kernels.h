@@ -62,6 +62,8 @@ typedef struct {
         int lanes;          /* elements per vector */                                    \
         int tile_pixels[2]; /* pixels per tile at nv = 1 and nv = 2 vectors */          \
         void (*tile)(int nv, int tp, FC_CONV_TILE_PARAMS(T));                            \
+        /* one vector of channels, kernel width kw at stride 1: 0 where it has none */    \
+        int (*slide)(int kw, int tp, FC_CONV_TILE_PARAMS(T));                            \
     } fc_conv_forward_table_##S;                                                         \
     typedef struct {                                                                     \
         void (*tile)(int nv, int tc, const T *const *xrows, const T *const *dyrows,      \

@@ -20,10 +20,18 @@ cdef extern from "_conv_kernels.h" nogil:
                      const fc_taps *taps, int cin, const float *zeros, const float *w,
                      long ldw, const float *bias, int accumulate, int relu,
                      float *const *out, int kcount) noexcept nogil
+        int (*slide)(int kw, int tp, const float *x, const long *pix_off, const int *pix_pos,
+                     const fc_taps *taps, int cin, const float *zeros, const float *w,
+                     long ldw, const float *bias, int accumulate, int relu,
+                     float *const *out, int kcount) noexcept nogil
     ctypedef struct fc_conv_forward_table_f64:
         int lanes
         int tile_pixels[2]
         void (*tile)(int nv, int tp, const double *x, const long *pix_off, const int *pix_pos,
+                     const fc_taps *taps, int cin, const double *zeros, const double *w,
+                     long ldw, const double *bias, int accumulate, int relu,
+                     double *const *out, int kcount) noexcept nogil
+        int (*slide)(int kw, int tp, const double *x, const long *pix_off, const int *pix_pos,
                      const fc_taps *taps, int cin, const double *zeros, const double *w,
                      long ldw, const double *bias, int accumulate, int relu,
                      double *const *out, int kcount) noexcept nogil

@@ -25,6 +25,32 @@ cdef inline void _forward_tile(const fc_conv_forward_table_f32 *k32,
                  relu, out, kcount)
 
 
+cdef inline bint _slide_tile(const fc_conv_forward_table_f32 *k32,
+                             const fc_conv_forward_table_f64 *k64, int kernel_w, int tp,
+                             const floating *x, const long *pix_off, const int *pix_pos,
+                             const fc_taps *row_taps, int cin, const floating *w, long ldw,
+                             const floating *bias, bint accumulate, bint relu,
+                             floating *const *out, int kcount) noexcept nogil:
+    """The sliding tile where the instruction set has one for (kernel_w, tp), the tile's
+    pixels are one contiguous run of a row (cin values apart) and every tap lies inside
+    the grid horizontally; False (nothing done) otherwise. ``row_taps`` has one tap per
+    kernel row, reading kernel_w pixels from its column on (no dilation), with that row's
+    kernel_w taps of weights one after another (see slide_tile_impl)."""
+    if (pix_pos[0] != pix_pos[tp - 1]
+            or pix_off[tp - 1] - pix_off[0] != <long> (tp - 1) * cin
+            or pix_pos[tp] + row_taps.col[0] < 0
+            or pix_pos[2 * tp - 1] + row_taps.col[0] + kernel_w > row_taps.cols):
+        return False
+    if floating is float:
+        return k32.slide != NULL and k32.slide(kernel_w, tp, x, pix_off, pix_pos, row_taps,
+                                               cin, NULL, w, ldw, bias, accumulate, relu,
+                                               out, kcount)
+    else:
+        return k64.slide != NULL and k64.slide(kernel_w, tp, x, pix_off, pix_pos, row_taps,
+                                               cin, NULL, w, ldw, bias, accumulate, relu,
+                                               out, kcount)
+
+
 cdef int _tap_table(fc_taps *taps, int ntaps, int rows, int cols) noexcept nogil:
     """Allocate ``taps``' arrays for ntaps taps on a rows x cols grid; -1 if out of memory."""
     taps.ntaps = ntaps

@@ -55,6 +55,14 @@ class ActivationLayer(Layer):
     def pointwise_activation(self):
         return self.kind
 
+    @property
+    def returns_dy(self):
+        return self.kind == "linear" or self.absorbed
+
+    @property
+    def changes_dy(self):
+        return not self.returns_dy
+
     def forward(self, x, run, ws=None):
         x = np.ascontiguousarray(x, dtype=self.dtype)
         if self.kind == "linear" or self.absorbed:

@@ -66,6 +66,7 @@ class BatchNormLayer(Layer):
 
     _cache_names = ("_x", "_y", "_mean", "_inv_std")
     can_fuse_relu = True
+    changes_dy = False
 
     def __init__(self, spec, input_shape, dtype, need_dx, numbering):
         super().__init__(spec, input_shape, dtype, need_dx, numbering)

@@ -149,6 +149,11 @@ class FilterLayer(Layer):
     def folds_affine(self):
         return self.activation == "linear"
 
+    @property
+    def changes_dy(self):
+        # the activation's backward pass runs in place on dy
+        return self.activation != "linear"
+
     def forward_folded(self, x, run, ws, scale, shift, activation):
         """Prediction of ``activation(layer(x) * scale + shift)`` (a BatchNorm and an
         activation after this layer) as one call with the map folded into its weights and

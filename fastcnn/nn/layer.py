@@ -145,6 +145,11 @@ class Layer:
     can_fuse_relu = False
     fused_relu = False
     absorbed = False
+    # Whether backward may change the dy it is given in place (a block that needs dy
+    # afterwards, a residual shortcut, copies it only then), and whether backward returns
+    # that same dy (an identity: the layer before then gets it).
+    changes_dy = True
+    returns_dy = False
 
     def prediction_affine(self):
         return None

@@ -6,7 +6,7 @@ sequential block of layer specs (which may hold blocks themselves) and its outpu
 """
 import numpy as np
 
-from ..ops.activation import activate_inplace, activation_backward_inplace
+from ..ops.activation import activation_backward_inplace, add_activate_into
 from ..ops.workspace import empty
 from ._spec import Spec, build, layer_spec_problem, register
 from .conv import Conv2D
@@ -115,6 +115,10 @@ class ResidualBlock(Layer):
     def flops(self):
         return sum(child.flops() for child in self.children)
 
+    @property
+    def changes_dy(self):
+        return True  # the activation's backward pass runs in place on dy
+
     def describe(self):
         n = len(self.body.children)
         return (f"Residual block: {n} layer{'s' if n > 1 else ''}, {self.spec.shortcut} "
@@ -126,8 +130,8 @@ class ResidualBlock(Layer):
         # backward pass): the sum goes into an array of the block's
         body = run.forward(self.body, x)
         shortcut = x if self.projection is None else run.forward(self.projection, x)
-        y = np.add(body, shortcut, out=empty(ws, "sum", body.shape, self.dtype))
-        y = activate_inplace(y, self.activation, run.n_threads)
+        y = add_activate_into(body, shortcut, self.activation, run.n_threads,
+                              empty(ws, "sum", body.shape, self.dtype))
         if run.training:
             self._y = y
         return y
@@ -142,21 +146,28 @@ class ResidualBlock(Layer):
             y = body(x, ws.child("body"), n_threads)
             shortcut = x if projection is None else projection(x, ws.child("projection"),
                                                                n_threads)
-            y = np.add(y, shortcut, out=ws.empty("sum", y.shape, dtype))
-            return activate_inplace(y, activation, n_threads)
+            return add_activate_into(y, shortcut, activation, n_threads,
+                                     ws.empty("sum", y.shape, dtype))
         return step
 
     def backward(self, dy, run, ws=None):
         dz = own_gradient(dy, self.dtype)
         dz = activation_backward_inplace(dz, self._y, self.activation, run.n_threads)
-        # each branch may change its gradient in place: the shortcut gets its own copy
-        needs_copy = self.need_dx or self.projection is not None
-        d_shortcut = np.array(dz, order="C") if needs_copy else None
-        dx = self.body.backward(dz, run, run.workspace(self.body))
         if self.projection is not None:
-            d_shortcut = self.projection.backward(d_shortcut, run,
-                                                  run.workspace(self.projection))
+            # a 1x1 convolution without activation leaves dz as it is: it goes first, and
+            # the body then takes dz itself
+            d_shortcut = self.projection.backward(dz, run, run.workspace(self.projection))
+            body_dz = dz
+        else:
+            # the identity's gradient is dz: the body gets a copy if it would change it
+            d_shortcut = dz
+            body_dz = dz
+            if self.need_dx and self.body.changes_dy:
+                body_dz = empty(ws, "body_dz", dz.shape, self.dtype)
+                np.copyto(body_dz, dz)
+        dx = self.body.backward(body_dz, run, run.workspace(self.body))
         if not self.need_dx:
             return None
-        return np.add(dx, d_shortcut,
-                      out=empty(ws, "dx", (dz.shape[0],) + self.input_shape, self.dtype))
+        return add_activate_into(dx, d_shortcut, "linear", run.n_threads,
+                                 empty(ws, "dx", (dz.shape[0],) + self.input_shape,
+                                       self.dtype))

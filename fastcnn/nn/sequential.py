@@ -36,6 +36,20 @@ class Sequential(Layer):
     def flops(self):
         return sum(child.flops() for child in self.children)
 
+    @property
+    def changes_dy(self):
+        # dy goes to the last child, and on through children that return it as it is
+        for child in reversed(self.children):
+            if child.changes_dy:
+                return True
+            if not child.returns_dy:
+                return False
+        return False
+
+    @property
+    def returns_dy(self):
+        return all(child.returns_dy for child in self.children)
+
     def forward(self, x, run, ws=None, n_children=None):
         """The output of the first ``n_children`` children (all by default).
 

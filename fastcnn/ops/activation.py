@@ -326,6 +326,17 @@ def activation_backward_inplace(dy, y, kind, n_threads):
     return dy
 
 
+def add_activate_into(a, b, kind, n_threads, out):
+    """out = kind(a + b) for C-contiguous float arrays of one shape and dtype, relu in the
+    same pass as the sum (out may be a or b)."""
+    threads = resolve_threads(n_threads, out.size)
+    _activations.add_forward(a.reshape(-1), b.reshape(-1), out.reshape(-1), kind == "relu",
+                             threads)
+    if kind != "relu":
+        activate_inplace(out, kind, n_threads)
+    return out
+
+
 def activate_into(x, kind, n_threads, ws=None):
     """kind(x) for a C-contiguous float array x, into a workspace array (x is left as it
     is); the identity kinds return x itself."""

@@ -10,7 +10,16 @@ from sklearn.model_selection import train_test_split
 
 from fastcnn import CNNClassifier
 from fastcnn import functional as F
-from fastcnn.layers import Conv2D, Dense, GlobalAvgPool2D, MaxPool2D, Residual
+from fastcnn.layers import (
+    Activation,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    DepthwiseConv2D,
+    GlobalAvgPool2D,
+    MaxPool2D,
+    Residual,
+)
 from fastcnn.nn.network import Network
 from tests.nn.test_network_gradients import _loss_and_grad
 
@@ -74,6 +83,77 @@ def test_gradients_match_finite_differences():
             flat[i] = saved
             assert_allclose(analytic[index].reshape(-1)[i], (up - down) / (2 * eps),
                             rtol=1e-5, atol=1e-8, err_msg=f"parameter array {index}")
+
+
+def _check_gradients(net, x, target, rng, rtol=1e-5):
+    _, d_out = _loss_and_grad(net, x, target, "cross-entropy")
+    net.backward(d_out, n_threads=1)
+    analytic = [g.copy() for g in net.grads]
+    eps = 1e-6
+    for index, p in enumerate(net.params):
+        flat = p.reshape(-1)
+        for i in np.unique(np.r_[0, flat.size - 1, rng.choice(flat.size, min(4, flat.size))]):
+            saved = flat[i]
+            flat[i] = saved + eps
+            up, _ = _loss_and_grad(net, x, target, "cross-entropy")
+            flat[i] = saved - eps
+            down, _ = _loss_and_grad(net, x, target, "cross-entropy")
+            flat[i] = saved
+            assert_allclose(analytic[index].reshape(-1)[i], (up - down) / (2 * eps),
+                            rtol=rtol, atol=1e-8, err_msg=f"parameter array {index}")
+
+
+# bodies whose backward pass changes its gradient in place (so the identity shortcut needs
+# its own copy) and bodies that leave it (so it needs none), ending in BatchNorm, with and
+# without its relu, activation layers, convolutions with and without activation
+BODIES = [
+    [Conv2D(4, 3, padding="same", activation="relu")],
+    [Conv2D(4, 3, padding="same", activation=None), BatchNorm(), Activation("relu")],
+    [Conv2D(4, 3, padding="same", activation=None), BatchNorm()],
+    [Conv2D(4, 3, padding="same", activation=None), Activation("tanh")],
+    [Conv2D(4, 3, padding="same", activation=None), Activation("linear")],
+    [DepthwiseConv2D(3, padding="same", activation=None)],
+    [Residual([Conv2D(4, 1, activation=None)])],
+]
+
+
+@pytest.mark.parametrize("body", BODIES, ids=str)
+def test_identity_shortcut_gradients_whatever_the_body_does_to_its_gradient(body):
+    """The layer before the block gets body's input gradient plus the shortcut's."""
+    net = _net([Conv2D(4, 3, padding="same", activation="tanh"), Residual(body),
+                GlobalAvgPool2D(), Dense(3, activation="linear")], (6, 6, 2))
+    rng = np.random.RandomState(4)
+    _check_gradients(net, rng.standard_normal((4, 6, 6, 2)), rng.randint(0, 3, size=4),
+                     rng)
+
+
+def test_layers_that_say_they_leave_their_gradient_leave_it():
+    """``changes_dy`` False: backward does not write into dy (a residual block then gives
+    the same array to its body and its shortcut)."""
+    specs = [Conv2D(4, 3, padding="same", activation=None), BatchNorm(), Activation("relu"),
+             Conv2D(4, 3, padding="same", activation=None), BatchNorm(),
+             DepthwiseConv2D(3, padding="same", activation=None), Activation("linear"),
+             Residual([Conv2D(4, 3, padding="same", activation=None), BatchNorm()]),
+             Residual([Conv2D(6, 1, stride=2, activation=None)], shortcut="projection"),
+             Conv2D(4, 3, padding="same"), GlobalAvgPool2D(), Dense(3, activation="linear")]
+    for dtype in ("float32", "float64"):
+        net = _net(specs, (6, 6, 4), dtype)
+        x = np.random.default_rng(0).standard_normal((3, 6, 6, 4)).astype(dtype)
+        net.forward(x, training=True, n_threads=1)
+        seen = set()
+        for layer in net.root.walk():
+            if layer is net.root:
+                continue
+            shape = (3,) + tuple(layer.output_shape)
+            dy = np.random.default_rng(1).standard_normal(shape).astype(dtype)
+            given = dy.copy()
+            layer.backward(dy, _run())
+            if not layer.changes_dy:
+                assert_array_equal(dy, given, err_msg=layer.describe())
+            seen.add(layer.changes_dy)
+        assert seen == {True, False}
+    block = net.root.children[8]
+    assert not block.projection.changes_dy and block.changes_dy
 
 
 def test_a_residual_first_layer_needs_no_input_gradient():

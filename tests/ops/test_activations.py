@@ -3,7 +3,9 @@ determinism and validation."""
 import numpy as np
 import pytest
 
+from fastcnn._ext import _activations
 from fastcnn.ops.activation import (
+    add_activate_into,
     relu,
     relu_backward,
     sigmoid,
@@ -101,6 +103,38 @@ def test_activation_backward_matches_reference(forward, backward, reference, sha
     assert dx.dtype == dtype and dx.shape == dy.shape
     np.testing.assert_allclose(dx, reference(dy.astype(np.float64), y.astype(np.float64)),
                                **TOL[dtype])
+
+
+@pytest.mark.parametrize("isa", range(_activations.cpu_isa() + 1))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", [0, 1, 7, 16, 33, 16384, 16385, 40001])
+def test_add_kernel_matches_numpy(size, dtype, isa):
+    """a + b, then the relu (NaN kept, -0 to 0 or kept as numpy's where(v < 0, 0, v)), on
+    every instruction set, into a third array or in place, for any thread count."""
+    rng = np.random.default_rng(size)
+    a, b = (rng.standard_normal(size).astype(dtype) for _ in range(2))
+    if size > 7:
+        a[:3], b[:3] = [np.nan, 1, -np.inf], [1, np.inf, 2]
+    for relu_ in (False, True):
+        total = a + b
+        want = np.where(total < 0, 0, total) if relu_ else total
+        for n_threads in (1, 2, 3):
+            y = np.empty_like(a)
+            _activations.add_forward(a, b, y, relu_, n_threads, isa)
+            np.testing.assert_array_equal(y, want)
+            inplace = a.copy()
+            _activations.add_forward(inplace, b, inplace, relu_, n_threads, isa)
+            np.testing.assert_array_equal(inplace, want)
+
+
+@pytest.mark.parametrize("kind", ["relu", "sigmoid", "tanh", "linear"])
+def test_add_activate_into_applies_the_activation_to_the_sum(kind):
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 3, 5, 4)), rng.standard_normal((2, 3, 5, 4))
+    reference = {"relu": naive_relu, "sigmoid": naive_sigmoid, "tanh": np.tanh,
+                 "linear": lambda v: v}[kind]
+    out = add_activate_into(a, b, kind, 2, np.empty_like(a))
+    np.testing.assert_allclose(out, reference(a + b), **TOL[np.float64])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -160,6 +160,81 @@ def test_every_data_gradient_path_matches_naive(shape, dtype):
                 assert np.array_equal(plan.backward(x, w, dy, True, n_threads)[0], dx)
 
 
+# Shapes whose row strips run the sliding tile (AVX-512, one vector of output channels:
+# K <= 16 in float32, <= 8 in float64; kernel width 3 or 5, stride 1, no dilation; strips
+# of 8 to 16 pixels between the border columns), beside the border tiles and the shapes
+# it leaves to the forward tile (dilation, stride 2, width 4, short strips).
+SLIDE_SHAPES = [
+    (2, 12, 20, 16, 3, 3, 16, 1, 1, 1),
+    (1, 9, 18, 5, 3, 3, 5, 1, 0, 1),
+    (1, 6, 34, 3, 3, 3, 12, 1, "same", 1),
+    (2, 10, 24, 8, 5, 5, 7, 1, 2, 1),
+    (1, 7, 14, 2, 5, 5, 16, 1, "valid", 1),
+    (1, 5, 30, 4, 3, 5, 8, 1, (1, 2), 1),
+    (1, 6, 21, 1, 3, 3, 8, 1, 1, 1),
+    (1, 8, 19, 6, 3, 3, 9, 1, 1, (1, 2)),
+    (1, 8, 19, 6, 3, 3, 9, (1, 2), 1, 1),
+    (1, 5, 20, 3, 3, 4, 6, 1, "same", 1),
+]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SLIDE_SHAPES, ids=str)
+def test_sliding_tile_shapes_match_naive(shape, dtype, isa):
+    """Forward (with bias and relu), and the data gradient through the stride phases,
+    against the naive references; bitwise the same for 1-3 threads."""
+    stride, padding, dilation = shape[7:]
+    x, w, b = random_case(shape, dtype)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, isa=isa)
+    expected = naive_conv2d(x.astype(np.float64), w.astype(np.float64), b, stride, padding,
+                            dilation)
+    for relu in (False, True):
+        y = F.conv2d(x, w, b, activation="relu" if relu else None, **kwargs)
+        np.testing.assert_allclose(y, np.maximum(expected, 0) if relu else expected,
+                                   **TOLERANCE[dtype])
+        for n_threads in (2, 3):
+            assert np.array_equal(F.conv2d(x, w, b, activation="relu" if relu else None,
+                                           n_threads=n_threads, **kwargs), y)
+    (sh, sw), (dh, dw), pads, ho, wo = naive_geometry(x.shape, w.shape, stride, padding,
+                                                      dilation)
+    dy = np.random.default_rng(1).standard_normal((x.shape[0], ho, wo, w.shape[3]))
+    dy = dy.astype(dtype)
+    ex, ew, _ = naive_conv2d_backward(x.astype(np.float64), w.astype(np.float64),
+                                      dy.astype(np.float64), stride, padding, dilation)
+    plan = ConvPlan(x.shape[1:], w.shape, (sh, sw), pads, (dh, dw), dtype, isa,
+                    dx_path="phases")
+    dx, dw_, _ = plan.backward(x, w, dy, True, 1)
+    np.testing.assert_allclose(dx, ex, **TOLERANCE[dtype])
+    np.testing.assert_allclose(dw_, ew, **TOLERANCE[dtype])
+    for n_threads in (2, 3):
+        assert np.array_equal(plan.backward(x, w, dy, True, n_threads)[0], dx)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forward_kernel_accumulates_onto_the_output(dtype, isa):
+    """``accumulate``: out = conv(x, w) + out (no bias), then the relu, on the row strips
+    of the sliding tile and the border tiles alike."""
+    x, w, b = random_case((2, 9, 20, 4, 3, 3, 8), dtype)
+    before = np.random.default_rng(3).standard_normal((2, 9, 20, 8)).astype(dtype)
+    expected = naive_conv2d(x.astype(np.float64), w.astype(np.float64), None, 1, 1, 1)
+    # the weights in blocks of one vector of output channels, zero-padded
+    lanes = _conv.vector_length(isa, np.dtype(dtype).itemsize)
+    n_blocks = -(-8 // lanes)
+    wpack = np.zeros((9, 4, n_blocks * lanes), dtype)
+    wpack[:, :, :8] = w.reshape(9, 4, 8)
+    wpack = np.ascontiguousarray(wpack.reshape(9, 4, n_blocks, lanes).transpose(2, 0, 1, 3))
+    bias = np.zeros(n_blocks * lanes, dtype)
+    for relu in (False, True):
+        out = before.copy()
+        _conv.conv2d_forward(x, wpack, bias, out, 3, 3, 1, 1, 1, 1, 1, 1, relu, isa, 1, lanes,
+                             False, True, 2)
+        want = expected + before
+        np.testing.assert_allclose(out, np.maximum(want, 0) if relu else want,
+                                   **TOLERANCE[dtype])
+
+
 @pytest.mark.parametrize("shape", SHAPES[:12], ids=str)
 def test_weights_outer_loop_order_gives_the_same_results(shape):
     """Dense-sized weights are walked block by block: the same arithmetic, reordered."""
