@@ -52,6 +52,8 @@ cdef extern from "_pool_kernels.h" nogil:
         void (*l2_backward_row)(float *dx, const float *x, Py_ssize_t C, Py_ssize_t Wo,
                                 Py_ssize_t stride_w, const fc_pool_window *w, const float *y,
                                 const float *dy) noexcept nogil
+        void (*max_values_row)(const float *x, Py_ssize_t C, Py_ssize_t Wo, Py_ssize_t stride_w,
+                               const fc_pool_window *w, float *scratch, float *y) noexcept nogil
     ctypedef struct fc_pool_table_f64:
         int lanes
         int narrow_below
@@ -72,6 +74,8 @@ cdef extern from "_pool_kernels.h" nogil:
         void (*l2_backward_row)(double *dx, const double *x, Py_ssize_t C, Py_ssize_t Wo,
                                 Py_ssize_t stride_w, const fc_pool_window *w, const double *y,
                                 const double *dy) noexcept nogil
+        void (*max_values_row)(const double *x, Py_ssize_t C, Py_ssize_t Wo, Py_ssize_t stride_w,
+                               const fc_pool_window *w, double *scratch, double *y) noexcept nogil
     const fc_pool_table_f32 *fc_pool_table_f32_for(int isa)
     const fc_pool_table_f64 *fc_pool_table_f64_for(int isa)
 
@@ -189,6 +193,57 @@ def max_pool2d_forward(
                 k64.max_row(xbase + (n * H + oh * stride_h) * W * C, C, Wo, stride_w, &window,
                             scratch, ybase + row * Wo * C, abase + row * Wo * C,
                             oh * stride_h * W)
+    finally:
+        free(all_scratch)
+        _window_free(&window)
+
+
+def max_pool2d_values_forward(
+    const floating[:, :, :, ::1] x,       # IN (N, H, W, C)
+    floating[:, :, :, ::1] y,             # OUT (N, Ho, Wo, C)
+    int pool_h, int pool_w, int stride_h, int stride_w, int n_threads, int isa=-1,
+):
+    """y = max over each window, as :func:`max_pool2d_forward` gives it, without the
+    positions (prediction: no backward pass to come)."""
+    cdef:
+        Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+        Py_ssize_t Ho = y.shape[1], Wo = y.shape[2]
+        Py_ssize_t n_rows = n_images * Ho
+        Py_ssize_t span = ((Wo - 1) * stride_w + 1) * C
+        Py_ssize_t row, n, oh
+        const floating *xbase
+        floating *ybase
+        floating *scratch
+        floating *all_scratch = NULL
+        fc_pool_window window
+        const fc_pool_table_f32 *k32 = NULL
+        const fc_pool_table_f64 *k64 = NULL
+
+    isa = resolve_isa(isa, _DETECTED_ISA)
+    if floating is float:
+        k32 = fc_pool_table_f32_for(isa)
+    else:
+        k64 = fc_pool_table_f64_for(isa)
+    if n_rows == 0 or Wo == 0 or C == 0:
+        return
+    xbase = &x[0, 0, 0, 0]
+    ybase = &y[0, 0, 0, 0]
+    _window_init(&window, pool_h, pool_w, W, C)
+    try:
+        all_scratch = <floating *> malloc(
+            n_threads * per_thread(span, sizeof(floating)) * sizeof(floating))
+        if all_scratch == NULL:
+            raise MemoryError()
+        for row in prange(n_rows, schedule="static", nogil=True, num_threads=n_threads):
+            n = row // Ho
+            oh = row % Ho
+            scratch = all_scratch + threadid() * per_thread(span, sizeof(floating))
+            if floating is float:
+                k32.max_values_row(xbase + (n * H + oh * stride_h) * W * C, C, Wo, stride_w,
+                                   &window, scratch, ybase + row * Wo * C)
+            else:
+                k64.max_values_row(xbase + (n * H + oh * stride_h) * W * C, C, Wo, stride_w,
+                                   &window, scratch, ybase + row * Wo * C)
     finally:
         free(all_scratch)
         _window_free(&window)

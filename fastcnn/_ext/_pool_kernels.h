@@ -36,6 +36,9 @@ typedef struct {
         void (*l2_backward_row)(T *dx, const T *x, Py_ssize_t C, Py_ssize_t Wo,          \
                                 Py_ssize_t stride_w, const fc_pool_window *w, const T *y, \
                                 const T *dy);                                            \
+        void (*max_values_row)(const T *x, Py_ssize_t C, Py_ssize_t Wo,                   \
+                               Py_ssize_t stride_w, const fc_pool_window *w, T *scratch,  \
+                               T *y);                                                    \
     } fc_pool_table_##S;
 FC_POOL_TABLE_TYPE(f32, float)
 FC_POOL_TABLE_TYPE(f64, double)

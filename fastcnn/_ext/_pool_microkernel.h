@@ -129,6 +129,30 @@ static void FC_NAME(fc_pool_max_row)(const FC_T *x, Py_ssize_t C, Py_ssize_t Wo,
         }
 }
 
+/* Max of each window of one output row, without positions (prediction): the windows at
+ * every column are reduced over one contiguous stretch of ((Wo - 1) * stride_w + 1) * C
+ * elements (in y itself at stride 1, else in scratch, as long), then every stride_w-th is
+ * kept. Window elements in the same order and the same rule as max_row (the first of
+ * equal values, NaN wins and stays), so the same values. */
+static void FC_NAME(fc_pool_max_values_row)(const FC_T *x, Py_ssize_t C, Py_ssize_t Wo,
+                                            Py_ssize_t stride_w, const fc_pool_window *w,
+                                            FC_T *scratch, FC_T *y)
+{
+    Py_ssize_t span = ((Wo - 1) * stride_w + 1) * C;
+    FC_T *restrict best = stride_w == 1 ? y : scratch;
+    __builtin_memcpy(best, x, span * sizeof(FC_T));
+    for (Py_ssize_t k = 1; k < w->n; k++) {
+        const FC_T *restrict v = x + w->offset[k];
+        for (Py_ssize_t t = 0; t < span; t++) {
+            FC_T b = best[t], u = v[t];
+            best[t] = ((b == b) & ((u > b) | (u != u))) ? u : b;
+        }
+    }
+    if (stride_w != 1)
+        for (Py_ssize_t ow = 0; ow < Wo; ow++)
+            __builtin_memcpy(y + ow * C, best + ow * stride_w * C, C * sizeof(FC_T));
+}
+
 /* Mean of one output row. */
 static void FC_NAME(fc_pool_avg_row)(const FC_T *x, Py_ssize_t C, Py_ssize_t Wo,
                                      Py_ssize_t stride_w, const fc_pool_window *w,
@@ -296,6 +320,7 @@ static const FC_TNAME(fc_pool_table) FC_NAME(fc_pool_table) = {
     FC_NAME(fc_pool_global_avg_backward_row),
     FC_NAME(fc_pool_l2_row),
     FC_NAME(fc_pool_l2_backward_row),
+    FC_NAME(fc_pool_max_values_row),
 };
 
 #undef FC_POOL_REL

@@ -150,9 +150,10 @@ class MaxPool2DLayer(Layer):
 
     def forward(self, x, run, ws=None):
         x = np.ascontiguousarray(x, dtype=self.dtype)
+        if not run.training:
+            return self._plan.predict(x, run.n_threads, ws)
         y, argmax = self._plan.forward(x, run.n_threads, ws)
-        if run.training:
-            self._argmax, self._x_shape = argmax, x.shape
+        self._argmax, self._x_shape = argmax, x.shape
         return y
 
     def backward(self, dy, run, ws=None):

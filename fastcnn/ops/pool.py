@@ -419,6 +419,15 @@ class PoolPlan:
         _pool.max_pool2d_forward(x, y, argmax, *self.pool, *self.stride, n_threads)
         return y, argmax
 
+    def predict(self, x, n_threads, ws=None):
+        """y alone (no positions for a backward pass)."""
+        if self.mode == "avg":
+            return self.forward(x, n_threads, ws)[0]
+        n_threads = resolve_threads(n_threads, x.shape[0] * self._work)
+        y = empty(ws, "y", (x.shape[0], *self.output_shape), self.dtype)
+        _pool.max_pool2d_values_forward(x, y, *self.pool, *self.stride, n_threads)
+        return y
+
     def backward(self, dy, x_shape, argmax, n_threads, ws=None):
         n_threads = resolve_threads(n_threads, dy.shape[0] * self._work)
         dx = empty(ws, "dx", x_shape, self.dtype)

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from fastcnn._ext import _pool as _pool_ext
 from fastcnn.ops.pool import (
     avg_pool2d,
     avg_pool2d_backward,
@@ -179,6 +180,29 @@ def test_max_pool_matches_naive(case, dtype):
     dx = max_pool2d_backward(dy, argmax, x.shape, n_threads=2)
     assert dx.dtype == dtype and dx.shape == x.shape
     np.testing.assert_allclose(dx, naive_max_pool_backward(dy, argmax, x.shape), **TOL[dtype])
+
+
+@pytest.mark.parametrize("isa", range(_pool_ext.cpu_isa() + 1))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES + [(3, 24, 24, 6, 2, None), (2, 9, 12, 40, 2, None),
+                                          (2, 8, 8, 17, 3, 2)], ids=_case_id)
+def test_max_pool_values_kernel_matches_naive(case, dtype, isa):
+    """Prediction's max pooling without positions: the naive maximum, with NaN, infinities,
+    ties and signed zeros, for any thread count."""
+    shape, pool, stride = _case_geometry(case)
+    x = _random(shape, dtype)
+    flat = x.reshape(-1)
+    flat[::7] = 0.0
+    flat[3::11] = -0.0
+    flat[5::13] = np.nan
+    flat[1::17] = np.inf
+    flat[2::19] = -np.inf
+    y_ref, _ = naive_max_pool(x, pool, stride)
+    for n_threads in (1, 2, 3):
+        y = np.empty(y_ref.shape, dtype)
+        _pool_ext.max_pool2d_values_forward(x, y, *pool, *stride, n_threads, isa)
+        np.testing.assert_array_equal(y, y_ref)
+        assert np.array_equal(np.signbit(y), np.signbit(y_ref))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
