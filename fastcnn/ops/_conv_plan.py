@@ -100,8 +100,7 @@ def _data_grad_phases(shape_hw, kernel_hw, stride, pads, dilation):
         axes.append(phases)
     for row0, row_taps in axes[0]:
         for col0, col_taps in axes[1]:
-            # within a kernel row, the dy column rises (at stride 1 and no dilation: one
-            # run of columns, which the sliding tile reads as one)
+            # the dy column rising within a kernel row: one run, for the sliding tile
             col_taps = sorted(col_taps, key=lambda tap: tap[1])
             yield row0, col0, [(r, er, s, es) for r, er in row_taps for s, es in col_taps]
 
