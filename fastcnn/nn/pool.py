@@ -148,6 +148,13 @@ class MaxPool2DLayer(Layer):
     def flops(self):
         return math.prod(self.output_shape) * self.pool_size[0] * self.pool_size[1]
 
+    def prediction_step(self, winograd=False):
+        predict = self._plan.predict
+
+        def step(x, ws, n_threads):
+            return predict(x, n_threads, ws)
+        return step
+
     def forward(self, x, run, ws=None):
         x = np.ascontiguousarray(x, dtype=self.dtype)
         if not run.training:

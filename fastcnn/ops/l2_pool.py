@@ -114,6 +114,9 @@ class L2PoolPlan(PoolPlan):
         _pool.l2_pool2d_forward(x, y, *self.pool, *self.stride, n_threads)
         return y
 
+    def predict(self, x, n_threads, ws=None):
+        return self.forward(x, n_threads, ws)
+
     def backward(self, x, y, dy, n_threads, ws=None):
         """dx from the forward input x, its output y and the output's gradient dy."""
         n_threads = resolve_threads(n_threads, 2 * dy.shape[0] * self._work)
