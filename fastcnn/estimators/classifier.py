@@ -10,7 +10,7 @@ from sklearn.metrics import accuracy_score
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 
-from ..nn.losses import softmax_cross_entropy
+from ..nn.losses import softmax_cross_entropy, softmax_inplace
 from ._base import _BaseCNN
 from ._targets import class_sample_weight
 
@@ -288,11 +288,7 @@ class CNNClassifier(ClassifierMixin, TransformerMixin, ClassNamePrefixFeaturesOu
 
     def predict_proba(self, X):
         """Class probabilities for X, shape (n_samples, n_classes), float64."""
-        logits = self._network_output(X).astype(np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        np.exp(logits, out=logits)
-        logits /= logits.sum(axis=1, keepdims=True)
-        return logits
+        return softmax_inplace(self._network_output(X).astype(np.float64), self.n_threads)
 
     def predict_log_proba(self, X):
         """Log of :meth:`predict_proba`."""

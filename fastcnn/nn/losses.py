@@ -1,12 +1,15 @@
-"""The training losses: the data losses (:mod:`fastcnn.ops.loss`) and the L2 penalty.
+"""The training losses: the data losses (:mod:`fastcnn.ops.loss`) and the L2 penalty;
+and the softmax that turns a classifier's outputs into probabilities.
 
 Each data loss returns ``(mean_loss, gradient w.r.t. the network output)``.
 """
 import numpy as np
 
+from ..ops.activation import softmax_inplace
 from ..ops.loss import softmax_cross_entropy, squared_error
 
-__all__ = ["add_l2_gradient", "l2_penalty", "softmax_cross_entropy", "squared_error"]
+__all__ = ["add_l2_gradient", "l2_penalty", "softmax_cross_entropy", "softmax_inplace",
+           "squared_error"]
 
 
 def l2_penalty(weights, alpha, total_weight):

@@ -317,6 +317,12 @@ def activate_inplace(z, kind, n_threads):
     return z
 
 
+def softmax_inplace(z, n_threads):
+    """z = softmax(z) along its rows, for a C-contiguous 2-D float array."""
+    _activations.softmax_forward(z, z, resolve_threads(n_threads, z.size))
+    return z
+
+
 def activation_backward_inplace(dy, y, kind, n_threads):
     """dy = dy * kind'(from the output y), for C-contiguous dy and y of one dtype."""
     if kind in KINDS:
