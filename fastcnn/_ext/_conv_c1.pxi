@@ -181,3 +181,69 @@ def conv2d_backward_weights_c1(
                                 &sums[chunk, r, s0, 0], Lv)
     finally:
         free(all_rows)
+
+
+def conv2d_forward_c1_max_pool(
+    const floating[:, :, ::1] x,          # IN (N, H, W) single-channel images
+    const floating[:, ::1] w,             # IN (R*S, K): w[r * S + s, k]
+    const floating[::1] bias,             # IN (K,)
+    floating[:, :, :, ::1] out,           # OUT (N, Ho // 2, Wo // 2, K)
+    int kernel_h, int kernel_w, int stride_h, int pad_top, int pad_bottom, int pad_left,
+    int pad_right, int dilation_h, int dilation_w, bint relu, int isa, int n_threads,
+):
+    """Single-input-channel convolution with stride 1 along the width (then relu), and the
+    2x2 max pool with stride 2 after it, in one pass (prediction): the same values as
+    conv2d_forward_c1 then max_pool2d_values_forward. One image per task, one pooled row
+    per kernel call. The kernel reads each row in whole vectors: images without padding
+    whose rows hold them are read where they are, others are copied into the thread's
+    scratch, into rows long enough, with their padding (zeroed once: only the image's own
+    pixels are written there)."""
+    cdef:
+        Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2]
+        Py_ssize_t Hp = out.shape[1], Wp = out.shape[2], K = out.shape[3]
+        int lanes = (fc_conv_c1_table_f32_for(isa).pool_lanes if floating is float
+                     else fc_conv_c1_table_f64_for(isa).pool_lanes)
+        Py_ssize_t reach = (2 * Wp + lanes - 1) // lanes * lanes + (kernel_w - 1) * dilation_w
+        bint in_place = (pad_top == 0 and pad_bottom == 0 and pad_left == 0 and pad_right == 0
+                         and reach <= W)
+        Py_ssize_t ld = W if in_place else max(pad_left + W + pad_right, reach)
+        Py_ssize_t rows = pad_top + H + pad_bottom
+        Py_ssize_t scratch = 0 if in_place else per_thread(rows * ld, sizeof(floating))
+        Py_ssize_t n, i, p
+        floating *all_images = NULL
+        floating *image
+        const floating *src
+        const fc_conv_c1_table_f32 *c32 = NULL
+        const fc_conv_c1_table_f64 *c64 = NULL
+
+    if out.size == 0:
+        return
+    if floating is float:
+        c32 = fc_conv_c1_table_f32_for(isa)
+    else:
+        c64 = fc_conv_c1_table_f64_for(isa)
+    if not in_place:
+        all_images = <floating *> calloc(n_threads * scratch, sizeof(floating))
+        if all_images == NULL:
+            raise MemoryError()
+    try:
+        for n in prange(n_images, schedule="static", nogil=True, num_threads=n_threads):
+            if in_place:
+                src = &x[n, 0, 0]
+            else:
+                image = all_images + threadid() * scratch
+                for i in range(H):
+                    memcpy(image + (pad_top + i) * ld + pad_left, &x[n, i, 0],
+                           W * sizeof(floating))
+                src = image
+            for p in range(Hp):
+                if floating is float:
+                    c32.forward_pool(src + 2 * p * stride_h * ld, stride_h * ld,
+                                     dilation_h * ld, kernel_h, kernel_w, dilation_w, &w[0, 0],
+                                     K, &bias[0], relu, Wp, &out[n, p, 0, 0])
+                else:
+                    c64.forward_pool(src + 2 * p * stride_h * ld, stride_h * ld,
+                                     dilation_h * ld, kernel_h, kernel_w, dilation_w, &w[0, 0],
+                                     K, &bias[0], relu, Wp, &out[n, p, 0, 0])
+    finally:
+        free(all_images)

@@ -237,4 +237,6 @@ static const FC_TNAME(fc_conv_c1_table) FC_NAME(fc_conv_c1_table) = {
     .taps = FC_NAME(C1_TAPS),
     .forward = FC_NAME(forward_c1),
     .weight_grad = FC_NAME(weight_grad_c1),
+    .pool_lanes = FC_PL,
+    .forward_pool = FC_NAME(forward_c1_pool),
 };

@@ -2,15 +2,18 @@
  * one table of function pointers per (family, type, instruction set); see _dispatch.h.
  *
  * Four families, one header each: the forward tile (_conv_forward_microkernel.h), the
- * weight-gradient tile (_conv_wgrad_microkernel.h), the single-input-channel row kernels
- * (_conv_c1_microkernel.h) and kernels on contiguous runs (_conv_runs_microkernel.h). They
- * share the vector helpers of _conv_vec.h, and a (type, instruction set) may define those
- * only once per translation unit, so _conv_microkernel.h gathers the families and is
- * instantiated in one pass. */
+ * weight-gradient tile (_conv_wgrad_microkernel.h), the single-input-channel kernels
+ * (_conv_c1_microkernel.h, with the pooled one of _conv_c1_pool_microkernel.h) and kernels
+ * on contiguous runs (_conv_runs_microkernel.h). They share the vector helpers of
+ * _conv_vec.h, and a (type, instruction set) may define those only once per translation
+ * unit, so _conv_microkernel.h gathers the families and is instantiated in one pass. */
 #ifndef FASTCNN_CONV_KERNELS_H
 #define FASTCNN_CONV_KERNELS_H
 
 #include "_dispatch.h"
+#if FC_X86
+#include <immintrin.h> /* the fused single-channel pooling's max */
+#endif
 
 /* The accumulator arrays are sized for the widest instance (AVX-512, one vector of
  * channels); each instance's own tile sizes are in its tables. */
@@ -78,6 +81,10 @@ typedef struct {
                         T *out, long ldo);                                               \
         void (*weight_grad)(int nt, const T *const *xrows, const T *const *dyrows,       \
                             int nrows, long tap_step, long L, T *sums, long lds);        \
+        int pool_lanes; /* output columns per vector of forward_pool */                  \
+        void (*forward_pool)(const T *x, long row_step, long tap_row, int R, int S,      \
+                             int dw, const T *w, int K, const T *bias, int relu, long Wp, \
+                             T *out);                                                    \
     } fc_conv_c1_table_##S;                                                              \
     typedef struct {                                                                     \
         void (*add_run)(T *dst, const T *src, long n);                                   \

@@ -54,6 +54,10 @@ cdef extern from "_conv_kernels.h" nogil:
         void (*weight_grad)(int nt, const float *const *xrows, const float *const *dyrows,
                             int nrows, long tap_step, long L, float *sums,
                             long lds) noexcept nogil
+        int pool_lanes
+        void (*forward_pool)(const float *x, long row_step, long tap_row, int R, int S, int dw,
+                             const float *w, int K, const float *bias, int relu, long Wp,
+                             float *out) noexcept nogil
     ctypedef struct fc_conv_c1_table_f64:
         int rows
         int taps
@@ -63,6 +67,10 @@ cdef extern from "_conv_kernels.h" nogil:
         void (*weight_grad)(int nt, const double *const *xrows, const double *const *dyrows,
                             int nrows, long tap_step, long L, double *sums,
                             long lds) noexcept nogil
+        int pool_lanes
+        void (*forward_pool)(const double *x, long row_step, long tap_row, int R, int S, int dw,
+                             const double *w, int K, const double *bias, int relu, long Wp,
+                             double *out) noexcept nogil
 
     ctypedef struct fc_conv_runs_table_f32:
         void (*add_run)(float *dst, const float *src, long n) noexcept nogil

@@ -5,6 +5,8 @@
 #include "_conv_vec.h"
 #include "_conv_forward_microkernel.h"
 #include "_conv_wgrad_microkernel.h"
+#include "_conv_c1_pool_microkernel.h"
 #include "_conv_c1_microkernel.h"
 #include "_conv_runs_microkernel.h"
 #undef FC_V
+#undef FC_PL

@@ -76,17 +76,22 @@ class Sequential(Layer):
 
     def prediction_steps(self, n_children=None, winograd=False, first=0):
         """The prediction steps of the children from ``first`` to before ``n_children``
-        (all by default), folded as :meth:`forward` folds them."""
+        (all by default), folded as :meth:`forward` folds them, and with a 2x2 max
+        pooling run inside the step of the layer before it where that layer can."""
         children = self.children[first:n_children]
         steps, i = [], 0
         while i < len(children):
             fold = _fold(children, i)
-            if fold is None:
-                steps.append(children[i].prediction_step(winograd))
-                i += 1
+            used, folded = (1, ()) if fold is None else (fold[0], fold[1:])
+            step = None
+            if i + used < len(children) and children[i + used].is_2x2_max_pool:
+                step = children[i].pooled_prediction_step(*folded)
+            if step is None:
+                step = children[i].prediction_step(winograd, *folded)
             else:
-                steps.append(children[i].prediction_step(winograd, *fold[1:]))
-                i += fold[0]
+                used += 1
+            steps.append(step)
+            i += used
         return steps
 
     def prediction_step(self, winograd=False):

@@ -306,6 +306,30 @@ class ConvPlan:
             return out
         return run
 
+    def compile_forward_max_pool(self, w, b, relu):
+        """``run(x, ws, n_threads) -> out``: this convolution with these weights, bias and
+        relu, then a 2x2 max pooling with stride 2, as one kernel that writes only the
+        pooled values (prediction); None where there is no such kernel (more than one
+        input channel, or stride along the width). The values are those of
+        :meth:`forward` then the pooling, bit for bit."""
+        if not self.single_channel or self.ho < 2 or self.wo < 2:
+            return None
+        kh, kw, k = self.kh, self.kw, self.k
+        weight = np.array(w, dtype=self.dtype).reshape(kh * kw, k)
+        bias = np.zeros(k, self.dtype) if b is None else np.array(b, dtype=self.dtype)
+        shape = (self.ho // 2, self.wo // 2, k)
+        args = (kh, kw, self.stride[0], *self.pads, *self.dilation, relu, self.isa)
+        dtype, threads = self.dtype, self.threads
+
+        def run(x, ws, n_threads):
+            n = x.shape[0]
+            out = ws.empty("out", (n,) + shape, dtype)
+            if out.size:
+                _conv.conv2d_forward_c1_max_pool(x.reshape(x.shape[:3]), weight, bias, out,
+                                                 *args, threads(n_threads, n))
+            return out
+        return run
+
     def forward(self, x, w, b, relu, n_threads, ws=None, out=None, packed=None,
                 expanded=None, padded_bias=None, row_patterns=None, winograd=None,
                 bf16_packed=None):

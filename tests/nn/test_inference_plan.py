@@ -117,6 +117,40 @@ def test_single_channel_and_dense_first_layers():
         np.testing.assert_array_equal(out, net.forward(x[:n]))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("first, fused", [
+    ([Conv2D(6, 5)], True),
+    ([Conv2D(5, 3, padding="same", activation=None), BatchNorm(), Activation("relu")], True),
+    ([Conv2D(7, 3, activation=None), BatchNorm()], True),
+    ([Conv2D(3, 3, activation="tanh")], False),
+    ([Conv2D(4, 3, activation=None), BatchNorm(), Activation("sigmoid")], False),
+])
+def test_single_channel_convolution_runs_with_the_max_pooling_after_it(first, fused, dtype):
+    """One step for the first convolution (its folded layers) and the 2x2 pooling where
+    the activation allows, and the network's forward, bit for bit, either way."""
+    specs = first + [MaxPool2D(2), Conv2D(4, 3, padding="same"), MaxPool2D(2),
+                     Dense(3, activation=None)]
+    net = Network(specs, (13, 14, 1), dtype=dtype).initialize(np.random.RandomState(0))
+    rng = np.random.default_rng(1)
+    for layer in net.layers:
+        for a in layer.params + layer.buffers:
+            a[...] = a + 0.3 * rng.standard_normal(a.shape)
+        for a in layer.buffers[1:]:
+            a[...] = np.abs(a) + 0.2
+    net.weights_changed()
+    plan = InferencePlan(net, winograd=False)
+    # the first layer's steps, the pooling's (unless fused), then conv, pool (not fused:
+    # 4 input channels) and the dense layer
+    assert len(plan.image_steps) == (1 if fused else 2) + 2
+    x = rng.standard_normal((7, 13, 14, 1)).astype(dtype)
+    x[0, 3, 4, 0] = np.nan
+    with parallel_grain(1):
+        for n_threads in (1, 2, 3):
+            out = np.empty((7, 3), dtype)
+            plan.run(x, out, n_threads)
+            np.testing.assert_array_equal(out, net.forward(x, n_threads=n_threads))
+
+
 def test_plan_follows_the_weights():
     net = _net("gap", "float32")
     x = np.random.default_rng(4).random((3, 11, 11, 2), dtype=np.float32)

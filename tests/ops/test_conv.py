@@ -7,6 +7,8 @@ from fastcnn import functional as F
 from fastcnn._ext import _conv
 from fastcnn.ops.conv import ConvPlan
 from fastcnn.ops.geometry import int_pair, padding_amounts
+from fastcnn.ops.pool import PoolPlan
+from fastcnn.ops.workspace import GrowingWorkspace
 
 ISAS = list(range(_conv.cpu_isa() + 1))
 TOLERANCE = {np.float32: dict(rtol=2e-4, atol=2e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}
@@ -209,6 +211,77 @@ def test_sliding_tile_shapes_match_naive(shape, dtype, isa):
     np.testing.assert_allclose(dw_, ew, **TOLERANCE[dtype])
     for n_threads in (2, 3):
         assert np.array_equal(plan.backward(x, w, dy, True, n_threads)[0], dx)
+
+
+# (N, H, W, R, S, K, stride_h, padding, dilation): single-channel convolutions with the
+# 2x2 max pooling after them run as one kernel at prediction
+POOLED_SHAPES = [
+    (2, 28, 28, 5, 5, 6, 1, 0, 1),                # LeNet-5's first layer: read in place
+    (1, 9, 11, 3, 3, 1, 1, 1, 1),                 # one filter, batch 1, odd sizes, padding
+    (3, 12, 13, 3, 3, 7, 1, "same", 1),           # two groups of channels (6 + 1)
+    (2, 16, 17, 5, 3, 13, 2, 0, 1),               # stride 2 down the rows, R != S, 3 groups
+    (2, 15, 40, 3, 3, 12, 1, (1, 0, 2, 1), (2, 1)),  # uneven padding, dilation down the rows
+    (1, 8, 8, 1, 1, 16, 1, 0, 1),                 # 1x1
+    (2, 7, 9, 3, 5, 4, 1, 2, (1, 2)),             # dilation along the rows
+    (1, 5, 30, 2, 2, 3, 1, 0, 1),                 # in place, the last strip a partial one
+    (1, 4, 4, 3, 3, 2, 1, 0, 1),                  # a 2x2 output: one pooled pixel
+]
+
+
+def _pooled_case(shape, dtype):
+    """(x, x with NaN and infinities, w, b, pads, dilation): zeros in x (a band of them,
+    with a -0 bias and all-negative weights for the first filter: -0 sums, ties with +0
+    in the pooling)."""
+    n, h, w, r, s, k, sh, padding, dilation = shape
+    x, weights, bias = random_case((n, h, w, 1, r, s, k), dtype)
+    x[:, :2] = 0
+    bias[0] = -0.0
+    weights[..., 0] = -np.abs(weights[..., 0])
+    special = x.copy()
+    special[0, -1, -1, 0], special[-1, h // 2, 0, 0] = np.nan, np.inf
+    special[0, h // 2, w // 2, 0] = -np.inf
+    _, dilation, pads, _, _ = naive_geometry(x.shape, weights.shape, (sh, 1), padding,
+                                             dilation)
+    return x, special, weights, bias, pads, dilation
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", POOLED_SHAPES, ids=str)
+def test_single_channel_convolution_with_its_max_pooling(shape, dtype, isa):
+    """Bitwise the convolution then the pooling (NaN, infinities and signed zeros
+    included), close to the naive references, the same bits for 1-3 threads."""
+    x, special, w, b, pads, dilation = _pooled_case(shape, dtype)
+    sh = shape[6]
+    plan = ConvPlan(x.shape[1:], w.shape, (sh, 1), pads, dilation, dtype, isa)
+    bits = f"u{x.itemsize}"
+    for relu in (False, True):
+        run = plan.compile_forward_max_pool(w, b, relu)
+        for images in (x, special):
+            y = plan.forward(images, w, b, relu, 1)
+            expected = PoolPlan(y.shape[1:], (2, 2), (2, 2), "max", dtype).predict(y, 1)
+            for n_threads in (1, 2, 3):
+                out = run(images, GrowingWorkspace(), n_threads)
+                assert out.shape == expected.shape
+                np.testing.assert_array_equal(out.view(bits), expected.view(bits))
+        out = run(x, GrowingWorkspace(), 1)
+        naive = naive_conv2d(x.astype(np.float64), w.astype(np.float64), b, (sh, 1), pads,
+                             dilation)
+        naive = np.maximum(naive, 0) if relu else naive
+        n, ho, wo, k = out.shape
+        naive = naive[:, :2 * ho, :2 * wo].reshape(n, ho, 2, wo, 2, k).max(axis=(2, 4))
+        np.testing.assert_allclose(out, naive, **TOLERANCE[dtype])
+
+
+def test_max_pool_kernel_needs_a_single_channel_and_a_2x2_output():
+    w = np.ones((3, 3, 2, 4), np.float32)
+    assert ConvPlan((8, 8, 2), w.shape, (1, 1), (0,) * 4, (1, 1), np.float32) \
+        .compile_forward_max_pool(w, None, True) is None
+    w = np.ones((3, 3, 1, 4), np.float32)
+    assert ConvPlan((8, 8, 1), w.shape, (1, 2), (0,) * 4, (1, 1), np.float32) \
+        .compile_forward_max_pool(w, None, True) is None
+    assert ConvPlan((3, 8, 1), w.shape, (1, 1), (0,) * 4, (1, 1), np.float32) \
+        .compile_forward_max_pool(w, None, True) is None
 
 
 @pytest.mark.parametrize("isa", ISAS)
