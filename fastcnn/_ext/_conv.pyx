@@ -23,6 +23,7 @@ from ._openmp cimport per_thread
 # One file per kernel family's drivers; they share this module's namespace, so that the
 # plans in fastcnn.ops reach every kernel as _conv.NAME.
 include "_conv_kernels.pxi"
+include "_pool_kernels.pxi"
 
 TILE_CHANNELS = FC_TILE_CHANNELS
 ISA_NAMES = {0: "baseline (16-byte vectors)", 1: "AVX2+FMA", 2: "AVX-512"}

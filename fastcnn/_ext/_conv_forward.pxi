@@ -187,3 +187,162 @@ def conv2d_forward(
         free(tiles)
         _free_tap_table(&all_taps)
         _free_tap_table(&row_taps)
+
+
+def conv2d_forward_pooled(
+    const floating[:, :, :, :] x,         # IN (N, H, W, C), channels contiguous
+    const floating[:, :, :, ::1] wpack,   # IN (K blocks, R*S, C, block)
+    const floating[::1] bias,             # IN (K blocks * block,), zero-padded
+    floating[:, :, :, ::1] out,           # OUT (N, Ho // 2, Wo // 2, K)
+    Py_ssize_t Ho, Py_ssize_t Wo,         # the convolution's output size
+    int kernel_h, int kernel_w,
+    int stride_h, int stride_w,
+    int pad_top, int pad_left,
+    int dilation_h, int dilation_w,
+    bint relu, bint average, int isa, int nv, int block,
+    int n_threads,
+):
+    """conv2d_forward (then relu) and the 2x2 pooling with stride 2 after it, max or (with
+    ``average``) mean, in one pass (prediction): the same values as the two kernels one
+    after the other, without the convolution's output ever leaving the cache.
+
+    A task is a strip of one pooled row: the two convolution rows under it, each one tile
+    of the forward kernels (written into the thread's scratch, every channel block), then
+    the pooling kernel over the scratch. Strips are of equal, even widths of at most a
+    tile; the last one shifts left to stay whole (its first windows computed twice, the
+    same values written again).
+    """
+    cdef:
+        Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2]
+        int C = x.shape[3]
+        Py_ssize_t xs0 = x.strides[0] // sizeof(floating)
+        Py_ssize_t xs1 = x.strides[1] // sizeof(floating)
+        Py_ssize_t xs2 = x.strides[2] // sizeof(floating)
+        Py_ssize_t Hp = out.shape[1], Wp = out.shape[2], K = out.shape[3]
+        Py_ssize_t n_pixels = Ho * Wo
+        int tp_max = _tile_pixels(isa, nv) // 2 * 2
+        Py_ssize_t n_kblocks = wpack.shape[0]
+        int ntaps = kernel_h * kernel_w
+        long block_stride = ntaps * C * block
+        Py_ssize_t n_strips = (2 * Wp + tp_max - 1) // tp_max
+        # the strips' width: even, at most tp_max
+        int m = <int> (((2 * Wp + n_strips - 1) // n_strips + 1) // 2 * 2)
+        Py_ssize_t n_tasks = n_images * Hp * n_strips
+        Py_ssize_t conv_len = per_thread(2 * m * K, sizeof(floating))
+        Py_ssize_t task, n, p, strip, c0, kblock, k0
+        Py_ssize_t offsets[4]
+        int64_t rel[4]
+        int32_t rel32[4]
+        fc_pool_window window
+        _Tile tile
+        int i, j
+        bint inside
+        const floating *xbase = &x[0, 0, 0, 0]
+        const floating *wbase = &wpack[0, 0, 0, 0]
+        const floating *bbase = &bias[0]
+        floating *zeros
+        floating *conv_all = NULL
+        floating *conv
+        fc_taps all_taps, row_taps
+        const fc_taps *taps
+        _TileScratch scratch
+        long *pix_off
+        int *pix_pos
+        floating **outs
+        long *pix_dest
+        Py_ssize_t ow_lo = (pad_left + stride_w - 1) // stride_w
+        Py_ssize_t ow_hi = (W - 1 - (kernel_w - 1) * dilation_w + pad_left) // stride_w
+        const fc_conv_forward_table_f32 *k32 = NULL
+        const fc_conv_forward_table_f64 *k64 = NULL
+        const fc_pool_table_f32 *p32 = NULL
+        const fc_pool_table_f64 *p64 = NULL
+
+    if n_tasks * K == 0:
+        return
+    if floating is float:
+        k32 = fc_conv_forward_table_f32_for(isa)
+        p32 = fc_pool_table_f32_for(isa)
+    else:
+        k64 = fc_conv_forward_table_f64_for(isa)
+        p64 = fc_pool_table_f64_for(isa)
+    if x.strides[3] != sizeof(floating):
+        raise ValueError("conv2d_forward_pooled needs x's channels contiguous")
+    if W - 1 - (kernel_w - 1) * dilation_w + pad_left < 0:
+        ow_hi = -1
+    ow_lo = min(ow_lo, Wo)
+    ow_hi = max(ow_hi, ow_lo - 1)
+    # the 2x2 window in the scratch's two rows of m pixels
+    for i in range(2):
+        for j in range(2):
+            rel[2 * i + j] = i * m + j
+            rel32[2 * i + j] = <int32_t> rel[2 * i + j]
+            offsets[2 * i + j] = rel[2 * i + j] * K
+    window.n = 4
+    window.offset = offsets
+    window.rel = rel
+    window.rel32 = rel32
+    window.rel32_fits = True
+    zeros = <floating *> calloc(kernel_w * C, sizeof(floating))
+    # each thread's two convolution rows, then the max pool's scratch
+    conv_all = <floating *> malloc(n_threads * 2 * conv_len * sizeof(floating))
+    scratch.memory = NULL
+    all_taps.off = row_taps.off = NULL
+    all_taps.row = row_taps.row = NULL
+    try:
+        if (zeros == NULL or conv_all == NULL or _scratch_init(&scratch, n_threads, tp_max)
+                or _tap_table(&all_taps, ntaps, H, W) or _tap_table(&row_taps, kernel_h, H, W)):
+            raise MemoryError()
+        _forward_taps(&all_taps, &row_taps, kernel_h, kernel_w, dilation_h, dilation_w, xs1,
+                      xs2)
+        for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
+            pix_off = _scratch_offs(&scratch, threadid())
+            pix_pos = _scratch_pos(&scratch, threadid())
+            outs = <floating **> _scratch_outs(&scratch, threadid())
+            pix_dest = _scratch_dest(&scratch, threadid())
+            conv = conv_all + threadid() * 2 * conv_len
+            strip = task % n_strips
+            p = (task // n_strips) % Hp
+            n = task // (n_strips * Hp)
+            c0 = min(strip * m, 2 * Wp - m)
+            for j in range(2):
+                tile.start = (2 * p + j) * Wo + c0
+                tile.step = 1
+                tile.count = m
+                tile.skip = 0
+                inside = _forward_pixels(tile, n, n_pixels, Wo, K, stride_h, stride_w,
+                                         pad_top, pad_left, xs0, xs1, xs2, ow_lo, ow_hi,
+                                         dilation_w == 1 and xs2 == C, pix_off, pix_pos,
+                                         pix_dest)
+                taps = &row_taps if inside else &all_taps
+                for kblock in range(n_kblocks):
+                    k0 = kblock * block
+                    for i in range(m):
+                        outs[i] = conv + (j * m + i) * K + k0
+                    if (inside and nv == 1 and stride_w == 1
+                            and _slide_tile(k32, k64, kernel_w, m, xbase, pix_off, pix_pos,
+                                            taps, C, wbase + kblock * block_stride, block,
+                                            bbase + k0, False, relu, outs,
+                                            min(block, K - k0))):
+                        continue
+                    _forward_tile(k32, k64, nv, m, xbase, pix_off, pix_pos, taps,
+                                  kernel_w * C if inside else C, zeros,
+                                  wbase + kblock * block_stride, block, bbase + k0, False,
+                                  relu, outs, min(block, K - k0))
+            if floating is float:
+                if average:
+                    p32.avg_row(conv, K, m // 2, 2, &window, 4, &out[n, p, c0 // 2, 0])
+                else:
+                    p32.max_values_row(conv, K, m // 2, 2, &window, conv + conv_len,
+                                       &out[n, p, c0 // 2, 0])
+            else:
+                if average:
+                    p64.avg_row(conv, K, m // 2, 2, &window, 4, &out[n, p, c0 // 2, 0])
+                else:
+                    p64.max_values_row(conv, K, m // 2, 2, &window, conv + conv_len,
+                                       &out[n, p, c0 // 2, 0])
+    finally:
+        free(zeros)
+        free(conv_all)
+        free(scratch.memory)
+        _free_tap_table(&all_taps)
+        _free_tap_table(&row_taps)

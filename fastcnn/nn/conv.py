@@ -237,14 +237,19 @@ class Conv2DLayer(FilterLayer):
             self._plan = ConvPlan(self.input_shape, self.weight.shape, self.stride,
                                   self.padding, self.dilation, self.dtype, bf16=True)
 
-    def pooled_prediction_step(self, scale=None, shift=None, activation=None):
+    def pooled_prediction_step(self, mode, winograd=False, scale=None, shift=None,
+                               activation=None):
         if scale is None:
             weight, bias, activation = self.weight, self.bias, self.activation
         else:
             weight, bias = self._folded(scale, shift)
-        if self.spec.groups != 1 or activation not in ("linear", "relu"):
+        # (with more than one input channel the pooled kernel rounds differently: only
+        # where the plan may, with ``winograd``)
+        if (self.spec.groups != 1 or activation not in ("linear", "relu")
+                or not (winograd or self._plan.single_channel)):
             return None
-        return self._plan.compile_forward_max_pool(weight, bias, activation == "relu")
+        return self._plan.compile_forward_pool(weight, bias, activation == "relu", mode,
+                                               winograd)
 
     def init_params(self, rng):
         # fan in and out of one group: the inputs each output sees, the outputs each input

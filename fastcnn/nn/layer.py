@@ -150,17 +150,18 @@ class Layer:
     # that same dy (an identity: the layer before then gets it).
     changes_dy = True
     returns_dy = False
-    # A 2x2 max pooling with stride 2, which the layer before it may run inside its own
-    # prediction step (see :meth:`pooled_prediction_step`).
-    is_2x2_max_pool = False
+    # "max" or "avg" for a 2x2 pooling with stride 2, which the layer before it may run
+    # inside its own prediction step (see :meth:`pooled_prediction_step`).
+    pool_2x2 = None
 
     def prediction_affine(self):
         return None
 
-    def pooled_prediction_step(self, scale=None, shift=None, activation=None):
-        """This layer's prediction step (with the folded map and activation of
-        :meth:`prediction_step`, when given) followed by a 2x2 max pooling with stride 2,
-        as one step with the same results; None where the layer has none."""
+    def pooled_prediction_step(self, mode, winograd=False, scale=None, shift=None,
+                               activation=None):
+        """This layer's prediction step (with what :meth:`prediction_step` takes) followed
+        by a 2x2 pooling with stride 2 (``mode`` "max" or "avg"), as one step with the
+        same results; None where the layer has none."""
         return None
 
     def prediction_step(self, winograd=False):

@@ -140,8 +140,8 @@ class MaxPool2DLayer(Layer):
         self._plan = self._make_plan(pool, stride)
         self.pool_size, self.stride = self._plan.pool, self._plan.stride
         self.output_shape = self._plan.output_shape
-        self.is_2x2_max_pool = (isinstance(self._plan, PoolPlan) and self._mode == "max"
-                                and self.pool_size == self.stride == (2, 2))
+        if type(self._plan) is PoolPlan and self.pool_size == self.stride == (2, 2):
+            self.pool_2x2 = self._mode     # (not L2 pooling)
         self._argmax = self._x_shape = None
 
     def _make_plan(self, pool, stride):

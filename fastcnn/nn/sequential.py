@@ -84,8 +84,9 @@ class Sequential(Layer):
             fold = _fold(children, i)
             used, folded = (1, ()) if fold is None else (fold[0], fold[1:])
             step = None
-            if i + used < len(children) and children[i + used].is_2x2_max_pool:
-                step = children[i].pooled_prediction_step(*folded)
+            pool = children[i + used].pool_2x2 if i + used < len(children) else None
+            if pool is not None:
+                step = children[i].pooled_prediction_step(pool, winograd, *folded)
             if step is None:
                 step = children[i].prediction_step(winograd, *folded)
             else:

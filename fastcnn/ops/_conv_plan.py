@@ -306,27 +306,48 @@ class ConvPlan:
             return out
         return run
 
-    def compile_forward_max_pool(self, w, b, relu):
+    def compile_forward_pool(self, w, b, relu, mode, winograd=False):
         """``run(x, ws, n_threads) -> out``: this convolution with these weights, bias and
-        relu, then a 2x2 max pooling with stride 2, as one kernel that writes only the
-        pooled values (prediction); None where there is no such kernel (more than one
-        input channel, or stride along the width). The values are those of
-        :meth:`forward` then the pooling, bit for bit."""
-        if not self.single_channel or self.ho < 2 or self.wo < 2:
+        relu, then a 2x2 pooling with stride 2 (``mode`` "max" or "avg"), as one kernel
+        that writes only the pooled values (prediction); None where there is none: where
+        Winograd's algorithm (with ``winograd``) or bf16 operands would run the
+        convolution, for a 1x1 with big weights, and for a single input channel but with
+        max pooling. The values are those of :meth:`forward` then the pooling, bit for
+        bit."""
+        if self.ho < 2 or self.wo < 2:
             return None
         kh, kw, k = self.kh, self.kw, self.k
-        weight = np.array(w, dtype=self.dtype).reshape(kh * kw, k)
-        bias = np.zeros(k, self.dtype) if b is None else np.array(b, dtype=self.dtype)
         shape = (self.ho // 2, self.wo // 2, k)
-        args = (kh, kw, self.stride[0], *self.pads, *self.dilation, relu, self.isa)
         dtype, threads = self.dtype, self.threads
+        if self.single_channel:
+            if mode != "max":
+                return None
+            weight = np.array(w, dtype=self.dtype).reshape(kh * kw, k)
+            bias = np.zeros(k, self.dtype) if b is None else np.array(b, dtype=self.dtype)
+            kernel = _conv.conv2d_forward_c1_max_pool
+            args = (kh, kw, self.stride[0], *self.pads, *self.dilation, relu, self.isa)
+
+            def run(x, ws, n_threads):
+                n = x.shape[0]
+                out = ws.empty("out", (n,) + shape, dtype)
+                if out.size:
+                    kernel(x.reshape(x.shape[:3]), weight, bias, out, *args,
+                           threads(n_threads, n))
+                return out
+            return run
+        prepared = self.prepare(w, b, winograd)
+        if "packed" not in prepared:
+            return None
+        wpack, bias = prepared["packed"], prepared["padded_bias"]
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        args = (self.ho, self.wo, kh, kw, sh, sw, self.pads[0], self.pads[2], dh, dw, relu,
+                mode == "avg", self.fwd_isa, self.fwd_nv, self.fwd_block)
 
         def run(x, ws, n_threads):
             n = x.shape[0]
             out = ws.empty("out", (n,) + shape, dtype)
             if out.size:
-                _conv.conv2d_forward_c1_max_pool(x.reshape(x.shape[:3]), weight, bias, out,
-                                                 *args, threads(n_threads, n))
+                _conv.conv2d_forward_pooled(x, wpack, bias, out, *args, threads(n_threads, n))
             return out
         return run
 

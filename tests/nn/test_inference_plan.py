@@ -151,6 +151,30 @@ def test_single_channel_convolution_runs_with_the_max_pooling_after_it(first, fu
             np.testing.assert_array_equal(out, net.forward(x, n_threads=n_threads))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_pooling_runs_inside_the_convolution_before_it(dtype):
+    """With Winograd allowed (the default), a 2x2 pooling after a direct convolution is
+    part of its step, and the results agree with the network's forward to rounding; a
+    bitwise plan keeps them apart."""
+    specs = [Conv2D(6, 3, padding="same"), AvgPool2D(2),
+             Conv2D(8, 3, activation=None), BatchNorm(), Activation("relu"), MaxPool2D(2),
+             Conv2D(32, 3, padding="same"), Conv2D(32, 3, padding="same"), MaxPool2D(2),
+             Conv2D(5, 3, padding="same", activation="tanh"), MaxPool2D(2),
+             Dense(3, activation=None)]
+    net = Network(specs, (30, 31, 3), dtype=dtype).initialize(np.random.RandomState(0))
+    x = np.random.default_rng(6).standard_normal((5, 30, 31, 3)).astype(dtype)
+    expected = net.forward(x)
+    out = np.empty((5, 3), dtype)
+    plan = InferencePlan(net)
+    # conv and avg, conv-bn-relu and max, the two Winograd convolutions, their pool, the
+    # tanh convolution, its pool
+    assert len(plan.image_steps) == 7
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(plan.run(x, out, 2), expected, rtol=tolerance,
+                               atol=tolerance * np.abs(expected).max())
+    assert len(InferencePlan(net, winograd=False).image_steps) == 9
+
+
 def test_plan_follows_the_weights():
     net = _net("gap", "float32")
     x = np.random.default_rng(4).random((3, 11, 11, 2), dtype=np.float32)

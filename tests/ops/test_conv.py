@@ -256,7 +256,7 @@ def test_single_channel_convolution_with_its_max_pooling(shape, dtype, isa):
     plan = ConvPlan(x.shape[1:], w.shape, (sh, 1), pads, dilation, dtype, isa)
     bits = f"u{x.itemsize}"
     for relu in (False, True):
-        run = plan.compile_forward_max_pool(w, b, relu)
+        run = plan.compile_forward_pool(w, b, relu, "max")
         for images in (x, special):
             y = plan.forward(images, w, b, relu, 1)
             expected = PoolPlan(y.shape[1:], (2, 2), (2, 2), "max", dtype).predict(y, 1)
@@ -273,15 +273,75 @@ def test_single_channel_convolution_with_its_max_pooling(shape, dtype, isa):
         np.testing.assert_allclose(out, naive, **TOLERANCE[dtype])
 
 
-def test_max_pool_kernel_needs_a_single_channel_and_a_2x2_output():
-    w = np.ones((3, 3, 2, 4), np.float32)
-    assert ConvPlan((8, 8, 2), w.shape, (1, 1), (0,) * 4, (1, 1), np.float32) \
-        .compile_forward_max_pool(w, None, True) is None
-    w = np.ones((3, 3, 1, 4), np.float32)
-    assert ConvPlan((8, 8, 1), w.shape, (1, 2), (0,) * 4, (1, 1), np.float32) \
-        .compile_forward_max_pool(w, None, True) is None
-    assert ConvPlan((3, 8, 1), w.shape, (1, 1), (0,) * 4, (1, 1), np.float32) \
-        .compile_forward_max_pool(w, None, True) is None
+# (N, H, W, C, R, S, K, stride, padding, dilation): convolutions with the 2x2 pooling
+# after them run as one kernel at prediction
+CONV_POOL_SHAPES = [
+    (2, 8, 8, 6, 5, 5, 16, 1, 0, 1),              # LeNet-5's second layer: sliding tile
+    (1, 16, 16, 3, 5, 5, 16, 1, "same", 1),       # strips of 16, sliding tile at the borders
+    (2, 9, 11, 4, 3, 3, 7, 1, 1, 1),              # partial vector, odd sizes
+    (1, 12, 14, 5, 3, 3, 32, 1, "same", 1),       # two vectors of channels
+    (2, 10, 38, 3, 3, 3, 40, 1, 1, 1),            # two blocks, three strips (the last shifted)
+    (1, 13, 12, 2, 3, 3, 5, 2, (1, 0, 2, 1), 1),  # stride 2, uneven padding
+    (2, 11, 12, 3, 3, 3, 9, 1, 2, 2),             # dilation
+    (1, 5, 6, 8, 1, 1, 12, 1, 0, 1),              # 1x1
+    (1, 6, 9, 1, 3, 3, 4, (1, 2), 0, 1),          # one channel, stride 2 along the width
+    (1, 4, 4, 2, 3, 3, 3, 1, 0, 1),               # a 2x2 output: one pooled pixel
+]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", CONV_POOL_SHAPES, ids=str)
+def test_convolution_with_its_pooling(shape, dtype, isa):
+    """Max and average: the convolution then the pooling to within rounding (its tiles
+    split rows differently; NaN and infinities where they are), close to the naive
+    references, the same bits for 1-3 threads."""
+    stride, padding, dilation = shape[7:]
+    x, w, b = random_case(shape, dtype)
+    x[:, :2] = 0
+    special = x.copy()
+    special[0, -1, -1, 0], special[-1, 3, 0, -1], special[0, 2, 2, 0] = np.nan, np.inf, -1e30
+    stride, dilation, pads, _, _ = naive_geometry(x.shape, w.shape, stride, padding,
+                                                  dilation)
+    plan = ConvPlan(x.shape[1:], w.shape, stride, pads, dilation, dtype, isa)
+    bits = f"u{x.itemsize}"
+    for relu in (False, True):
+        naive = naive_conv2d(x.astype(np.float64), w.astype(np.float64), b, stride, pads,
+                             dilation)
+        naive = np.maximum(naive, 0) if relu else naive
+        n, ho, wo, k = naive.shape
+        windows = naive[:, :ho // 2 * 2, :wo // 2 * 2].reshape(n, ho // 2, 2, wo // 2, 2, k)
+        for mode, reduce in (("max", np.max), ("avg", np.mean)):
+            run = plan.compile_forward_pool(w, b, relu, mode)
+            for images in (x, special):
+                y = plan.forward(images, w, b, relu, 1)
+                expected = PoolPlan(y.shape[1:], (2, 2), (2, 2), mode, dtype).predict(y, 1)
+                out = run(images, GrowingWorkspace(), 1)
+                assert out.shape == expected.shape
+                eps = 4 * np.finfo(dtype).eps
+                scale = np.abs(expected[np.isfinite(expected)]).max(initial=1)
+                np.testing.assert_allclose(out, expected, rtol=eps, atol=eps * scale)
+                for n_threads in (2, 3):
+                    np.testing.assert_array_equal(
+                        run(images, GrowingWorkspace(), n_threads).view(bits), out.view(bits))
+            np.testing.assert_allclose(run(x, GrowingWorkspace(), 1),
+                                       reduce(windows, axis=(2, 4)), **TOLERANCE[dtype])
+
+
+def test_pooled_kernels_only_where_they_apply():
+    def plan(c, stride=(1, 1), h=8, k=4, r=3):
+        return ConvPlan((h, 8, c), (r, r, c, k), stride, (0,) * 4, (1, 1), np.float32)
+
+    def pooled(p, mode="max", winograd=False):
+        w = np.ones((p.kh, p.kw, p.c, p.k), np.float32)
+        return p.compile_forward_pool(w, None, True, mode, winograd)
+
+    assert pooled(plan(1)) is not None and pooled(plan(2), "avg") is not None
+    assert pooled(plan(1), "avg") is None          # the single-channel kernel is max only
+    assert pooled(plan(2, h=3)) is None            # a 1-row output: nothing to pool
+    # Winograd's algorithm runs the convolution where it applies
+    assert pooled(plan(32, k=32, h=12), winograd=True) is None
+    assert pooled(plan(32, k=32, h=12)) is not None
 
 
 @pytest.mark.parametrize("isa", ISAS)
