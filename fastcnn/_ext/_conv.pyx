@@ -14,6 +14,7 @@ shapes again.
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
+from libc.stdint cimport INT32_MAX
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 

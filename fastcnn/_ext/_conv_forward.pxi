@@ -189,6 +189,49 @@ def conv2d_forward(
         _free_tap_table(&row_taps)
 
 
+
+cdef inline void _row_columns(Py_ssize_t W, Py_ssize_t Wo, int kernel_w, int stride_w,
+                              int pad_left, int dilation_w, Py_ssize_t *ow_lo,
+                              Py_ssize_t *ow_hi) noexcept nogil:
+    """The first and last output columns whose whole kernel row is inside the image."""
+    ow_lo[0] = min((pad_left + stride_w - 1) // stride_w, Wo)
+    if W - 1 - (kernel_w - 1) * dilation_w + pad_left < 0:
+        ow_hi[0] = -1
+    else:
+        ow_hi[0] = (W - 1 - (kernel_w - 1) * dilation_w + pad_left) // stride_w
+    ow_hi[0] = max(ow_hi[0], ow_lo[0] - 1)
+
+
+cdef inline Py_ssize_t _pooled_strips(Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t left,
+                                      Py_ssize_t right, int tp_max,
+                                      bint *borders) noexcept nogil:
+    """How _tile_table splits each output row: its strips between ``left`` and ``right``
+    border columns (then ``borders``: those columns are tiles of their own), or across
+    the whole row; 0 where tiles run over the flattened grid."""
+    cdef Py_ssize_t inner = Wo - left - right, n_inner = 0
+    if inner > 0 and left + right > 0:
+        n_inner = _row_strips(inner, tp_max)
+        if n_inner and _row_strips(Ho, tp_max):
+            borders[0] = True
+            return n_inner
+    borders[0] = False
+    return _row_strips(Wo, tp_max)
+
+
+def pooled_forward_applies(Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                           int kernel_w, int stride_w, int pad_left, int dilation_w, int isa,
+                           int nv):
+    """Whether conv2d_forward_pooled can run this convolution: a 2x2 output at least,
+    whose rows split into strips (not tiles over the flattened grid)."""
+    cdef Py_ssize_t ow_lo, ow_hi
+    cdef bint borders
+    cdef int tp_max = _tile_pixels(isa, nv)
+    _row_columns(W, Wo, kernel_w, stride_w, pad_left, dilation_w, &ow_lo, &ow_hi)
+    if Ho < 2 or Wo < 2:
+        return False
+    return _pooled_strips(Ho, Wo, ow_lo, Wo - 1 - ow_hi, tp_max, &borders) > 0
+
+
 def conv2d_forward_pooled(
     const floating[:, :, :, :] x,         # IN (N, H, W, C), channels contiguous
     const floating[:, :, :, ::1] wpack,   # IN (K blocks, R*S, C, block)
@@ -203,14 +246,15 @@ def conv2d_forward_pooled(
     int n_threads,
 ):
     """conv2d_forward (then relu) and the 2x2 pooling with stride 2 after it, max or (with
-    ``average``) mean, in one pass (prediction): the same values as the two kernels one
-    after the other, without the convolution's output ever leaving the cache.
+    ``average``) mean, in one pass (prediction), where pooled_forward_applies: the same
+    values as the two kernels one after the other, the convolution's output never leaving
+    the cache.
 
-    A task is a strip of one pooled row: the two convolution rows under it, each one tile
-    of the forward kernels (written into the thread's scratch, every channel block), then
-    the pooling kernel over the scratch. Strips are of equal, even widths of at most a
-    tile; the last one shifts left to stay whole (its first windows computed twice, the
-    same values written again).
+    A task is a few pooled rows: the convolution rows under them in the thread's scratch,
+    then the pooling kernel over each pair. The rows' pixels go to the forward kernels in the
+    strips of conv2d_forward's tiling (the same tiles, so the same kernels and the same
+    bits); its border columns, which it tiles down the columns, make tiles of their own
+    here (each pixel's taps the same, so again the same bits).
     """
     cdef:
         Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2]
@@ -220,22 +264,25 @@ def conv2d_forward_pooled(
         Py_ssize_t xs2 = x.strides[2] // sizeof(floating)
         Py_ssize_t Hp = out.shape[1], Wp = out.shape[2], K = out.shape[3]
         Py_ssize_t n_pixels = Ho * Wo
-        int tp_max = _tile_pixels(isa, nv) // 2 * 2
+        int tp_max = _tile_pixels(isa, nv)
         Py_ssize_t n_kblocks = wpack.shape[0]
         int ntaps = kernel_h * kernel_w
         long block_stride = ntaps * C * block
-        Py_ssize_t n_strips = (2 * Wp + tp_max - 1) // tp_max
-        # the strips' width: even, at most tp_max
-        int m = <int> (((2 * Wp + n_strips - 1) // n_strips + 1) // 2 * 2)
-        Py_ssize_t n_tasks = n_images * Hp * n_strips
-        Py_ssize_t conv_len = per_thread(2 * m * K, sizeof(floating))
-        Py_ssize_t task, n, p, strip, c0, kblock, k0
+        Py_ssize_t ow_lo, ow_hi, left, right, inner, n_strips, first
+        bint borders
+        Py_ssize_t n_border
+        # pooled rows per task: border tiles as tall as conv2d_forward's
+        Py_ssize_t rows_per_task = max(1, tp_max // 2)
+        Py_ssize_t blocks = (Hp + rows_per_task - 1) // rows_per_task
+        Py_ssize_t n_tasks = n_images * blocks
+        Py_ssize_t conv_len = per_thread(2 * rows_per_task * Wo * K, sizeof(floating))
+        Py_ssize_t task, n, p0, nr, q, strip, kblock, k0, col, row_strips, border
         Py_ssize_t offsets[4]
         int64_t rel[4]
         int32_t rel32[4]
         fc_pool_window window
         _Tile tile
-        int i, j
+        int i, j, tp
         bint inside
         const floating *xbase = &x[0, 0, 0, 0]
         const floating *wbase = &wpack[0, 0, 0, 0]
@@ -250,14 +297,12 @@ def conv2d_forward_pooled(
         int *pix_pos
         floating **outs
         long *pix_dest
-        Py_ssize_t ow_lo = (pad_left + stride_w - 1) // stride_w
-        Py_ssize_t ow_hi = (W - 1 - (kernel_w - 1) * dilation_w + pad_left) // stride_w
         const fc_conv_forward_table_f32 *k32 = NULL
         const fc_conv_forward_table_f64 *k64 = NULL
         const fc_pool_table_f32 *p32 = NULL
         const fc_pool_table_f64 *p64 = NULL
 
-    if n_tasks * K == 0:
+    if n_tasks * Wp * K == 0:
         return
     if floating is float:
         k32 = fc_conv_forward_table_f32_for(isa)
@@ -267,23 +312,28 @@ def conv2d_forward_pooled(
         p64 = fc_pool_table_f64_for(isa)
     if x.strides[3] != sizeof(floating):
         raise ValueError("conv2d_forward_pooled needs x's channels contiguous")
-    if W - 1 - (kernel_w - 1) * dilation_w + pad_left < 0:
-        ow_hi = -1
-    ow_lo = min(ow_lo, Wo)
-    ow_hi = max(ow_hi, ow_lo - 1)
-    # the 2x2 window in the scratch's two rows of m pixels
+    _row_columns(W, Wo, kernel_w, stride_w, pad_left, dilation_w, &ow_lo, &ow_hi)
+    left, right = ow_lo, Wo - 1 - ow_hi
+    n_strips = _pooled_strips(Ho, Wo, left, right, tp_max, &borders)
+    if n_strips == 0:
+        raise ValueError("conv2d_forward_pooled cannot tile this convolution")
+    if not borders:
+        left = right = 0
+    inner = Wo - left - right
+    n_border = 2 * (left + right)
+    # the 2x2 window in the scratch's two rows of Wo pixels
     for i in range(2):
         for j in range(2):
-            rel[2 * i + j] = i * m + j
+            rel[2 * i + j] = i * Wo + j
             rel32[2 * i + j] = <int32_t> rel[2 * i + j]
             offsets[2 * i + j] = rel[2 * i + j] * K
     window.n = 4
     window.offset = offsets
     window.rel = rel
     window.rel32 = rel32
-    window.rel32_fits = True
+    window.rel32_fits = rel[3] <= INT32_MAX
     zeros = <floating *> calloc(kernel_w * C, sizeof(floating))
-    # each thread's two convolution rows, then the max pool's scratch
+    # each thread's convolution rows, then the max pool's scratch
     conv_all = <floating *> malloc(n_threads * 2 * conv_len * sizeof(floating))
     scratch.memory = NULL
     all_taps.off = row_taps.off = NULL
@@ -300,46 +350,70 @@ def conv2d_forward_pooled(
             outs = <floating **> _scratch_outs(&scratch, threadid())
             pix_dest = _scratch_dest(&scratch, threadid())
             conv = conv_all + threadid() * 2 * conv_len
-            strip = task % n_strips
-            p = (task // n_strips) % Hp
-            n = task // (n_strips * Hp)
-            c0 = min(strip * m, 2 * Wp - m)
-            for j in range(2):
-                tile.start = (2 * p + j) * Wo + c0
-                tile.step = 1
-                tile.count = m
-                tile.skip = 0
-                inside = _forward_pixels(tile, n, n_pixels, Wo, K, stride_h, stride_w,
-                                         pad_top, pad_left, xs0, xs1, xs2, ow_lo, ow_hi,
-                                         dilation_w == 1 and xs2 == C, pix_off, pix_pos,
-                                         pix_dest)
+            p0 = (task % blocks) * rows_per_task
+            n = task // blocks
+            nr = min(rows_per_task, Hp - p0)
+            row_strips = 2 * nr * n_strips
+            border = nr * n_border
+            # the strips of each row, then (tiling them apart) the border columns
+            for strip in range(row_strips + (border + tp_max - 1) // tp_max):
+                if strip < row_strips:
+                    j = <int> (strip // n_strips)
+                    first = left + (strip % n_strips) * inner // n_strips
+                    tp = <int> (left + (strip % n_strips + 1) * inner // n_strips - first)
+                    tile.start = (2 * p0 + j) * Wo + first
+                    tile.step = 1
+                    tile.count = tp
+                    tile.skip = 0
+                    inside = _forward_pixels(tile, n, n_pixels, Wo, K, stride_h, stride_w,
+                                             pad_top, pad_left, xs0, xs1, xs2, ow_lo, ow_hi,
+                                             dilation_w == 1 and xs2 == C, pix_off, pix_pos,
+                                             pix_dest)
+                    for i in range(tp):
+                        pix_dest[i] = (j * Wo + first + i) * K
+                else:
+                    # down each border column in turn
+                    first = (strip - row_strips) * tp_max
+                    tp = min(tp_max, <int> (border - first))
+                    for i in range(tp):
+                        j = <int> ((first + i) % (2 * nr))
+                        col = (first + i) // (2 * nr)
+                        col = col if col < left else Wo - right + col - left
+                        pix_pos[i] = <int> ((2 * p0 + j) * stride_h - pad_top)
+                        pix_pos[tp + i] = <int> (col * stride_w - pad_left)
+                        pix_off[i] = n * xs0 + pix_pos[i] * xs1 + pix_pos[tp + i] * xs2
+                        pix_dest[i] = (j * Wo + col) * K
+                    inside = False
                 taps = &row_taps if inside else &all_taps
                 for kblock in range(n_kblocks):
                     k0 = kblock * block
-                    for i in range(m):
-                        outs[i] = conv + (j * m + i) * K + k0
+                    for i in range(tp):
+                        outs[i] = conv + pix_dest[i] + k0
                     if (inside and nv == 1 and stride_w == 1
-                            and _slide_tile(k32, k64, kernel_w, m, xbase, pix_off, pix_pos,
+                            and _slide_tile(k32, k64, kernel_w, tp, xbase, pix_off, pix_pos,
                                             taps, C, wbase + kblock * block_stride, block,
                                             bbase + k0, False, relu, outs,
                                             min(block, K - k0))):
                         continue
-                    _forward_tile(k32, k64, nv, m, xbase, pix_off, pix_pos, taps,
+                    _forward_tile(k32, k64, nv, tp, xbase, pix_off, pix_pos, taps,
                                   kernel_w * C if inside else C, zeros,
                                   wbase + kblock * block_stride, block, bbase + k0, False,
                                   relu, outs, min(block, K - k0))
-            if floating is float:
-                if average:
-                    p32.avg_row(conv, K, m // 2, 2, &window, 4, &out[n, p, c0 // 2, 0])
+            for q in range(nr):
+                if floating is float:
+                    if average:
+                        p32.avg_row(conv + 2 * q * Wo * K, K, Wp, 2, &window, 4,
+                                    &out[n, p0 + q, 0, 0])
+                    else:
+                        p32.max_values_row(conv + 2 * q * Wo * K, K, Wp, 2, &window,
+                                           conv + conv_len, &out[n, p0 + q, 0, 0])
                 else:
-                    p32.max_values_row(conv, K, m // 2, 2, &window, conv + conv_len,
-                                       &out[n, p, c0 // 2, 0])
-            else:
-                if average:
-                    p64.avg_row(conv, K, m // 2, 2, &window, 4, &out[n, p, c0 // 2, 0])
-                else:
-                    p64.max_values_row(conv, K, m // 2, 2, &window, conv + conv_len,
-                                       &out[n, p, c0 // 2, 0])
+                    if average:
+                        p64.avg_row(conv + 2 * q * Wo * K, K, Wp, 2, &window, 4,
+                                    &out[n, p0 + q, 0, 0])
+                    else:
+                        p64.max_values_row(conv + 2 * q * Wo * K, K, Wp, 2, &window,
+                                           conv + conv_len, &out[n, p0 + q, 0, 0])
     finally:
         free(zeros)
         free(conv_all)

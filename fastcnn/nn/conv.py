@@ -243,10 +243,7 @@ class Conv2DLayer(FilterLayer):
             weight, bias, activation = self.weight, self.bias, self.activation
         else:
             weight, bias = self._folded(scale, shift)
-        # (with more than one input channel the pooled kernel rounds differently: only
-        # where the plan may, with ``winograd``)
-        if (self.spec.groups != 1 or activation not in ("linear", "relu")
-                or not (winograd or self._plan.single_channel)):
+        if self.spec.groups != 1 or activation not in ("linear", "relu"):
             return None
         return self._plan.compile_forward_pool(weight, bias, activation == "relu", mode,
                                                winograd)

@@ -13,8 +13,8 @@ reuses them too).
 The plan belongs to one state of the weights: the network drops it whenever they may
 have changed (:meth:`Network.weights_changed <fastcnn.nn.network.Network.weights_changed>`),
 and it is never pickled. Its results are those of ``Network.forward`` at prediction, by
-the same kernels, except where a 3x3 or 5x5 convolution runs by Winograd's algorithm or
-the 2x2 pooling after a convolution runs inside it.
+the same kernels (a 2x2 pooling after a convolution runs inside it, with the same
+results), except where a 3x3 or 5x5 convolution runs by Winograd's algorithm.
 """
 import threading
 
@@ -57,12 +57,9 @@ class InferencePlan:
     With ``winograd`` (the default), the stride-1 3x3 and 5x5 convolutions with enough
     channels for it to pay run by Winograd's algorithm (:mod:`fastcnn.ops._winograd`):
     fewer multiplications, a different rounding (float32 results agree with the direct
-    convolution's to about 1e-6 of their scale); and a 2x2 max or average pooling with
-    stride 2 runs inside the direct convolution before it, whose output then never leaves
-    the cache (the same sums, rounded alike to within a few units in the last place).
-    Without it, the plan's results are bitwise those of ``Network.forward``; that holds
-    for a single-channel convolution with the max pooling after it too, which runs as one
-    kernel either way.
+    convolution's to about 1e-6 of their scale). Without it, the plan's results are
+    bitwise those of ``Network.forward``. Either way a 2x2 pooling with stride 2 runs
+    inside the direct convolution before it, whose output then never leaves the cache.
 
     Thread-safe: each thread runs the same steps in its own buffers.
     """

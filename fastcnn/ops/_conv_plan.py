@@ -311,9 +311,9 @@ class ConvPlan:
         relu, then a 2x2 pooling with stride 2 (``mode`` "max" or "avg"), as one kernel
         that writes only the pooled values (prediction); None where there is none: where
         Winograd's algorithm (with ``winograd``) or bf16 operands would run the
-        convolution, for a 1x1 with big weights, and for a single input channel but with
-        max pooling. The values are those of :meth:`forward` then the pooling, bit for
-        bit."""
+        convolution, for a 1x1 with big weights, for rows too narrow for the kernels'
+        strips, and for a single input channel but with max pooling. The values are those
+        of :meth:`forward` then the pooling, bit for bit."""
         if self.ho < 2 or self.wo < 2:
             return None
         kh, kw, k = self.kh, self.kw, self.k
@@ -336,7 +336,9 @@ class ConvPlan:
                 return out
             return run
         prepared = self.prepare(w, b, winograd)
-        if "packed" not in prepared:
+        if "packed" not in prepared or not _conv.pooled_forward_applies(
+                self.h, self.w, self.ho, self.wo, kw, self.stride[1], self.pads[2],
+                self.dilation[1], self.fwd_isa, self.fwd_nv):
             return None
         wpack, bias = prepared["packed"], prepared["padded_bias"]
         (sh, sw), (dh, dw) = self.stride, self.dilation
