@@ -76,8 +76,8 @@ class Sequential(Layer):
 
     def prediction_steps(self, n_children=None, winograd=False, first=0):
         """The prediction steps of the children from ``first`` to before ``n_children``
-        (all by default), folded as :meth:`forward` folds them, and with a 2x2 max
-        pooling run inside the step of the layer before it where that layer can."""
+        (all by default), folded as :meth:`forward` folds them, and with a 2x2 pooling
+        run inside the step of the layer before it where that layer can."""
         children = self.children[first:n_children]
         steps, i = [], 0
         while i < len(children):

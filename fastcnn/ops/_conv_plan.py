@@ -289,20 +289,25 @@ class ConvPlan:
         with ``winograd``, where it applies)."""
         prepared = self.prepare(w, b, winograd)
         shape = (self.ho, self.wo, self.k)
-        dtype, threads = self.dtype, self.threads
         if "packed" not in prepared:    # the single-channel, sliced, in-place and Winograd
             def run(x, ws, n_threads):  # forms: forward's own dispatch
                 return self.forward(x, w, b, relu, n_threads, ws, **prepared)
             return run
-        kernel = _conv.conv2d_forward
         wpack, bias = prepared["packed"], prepared["padded_bias"]
-        args = self._kernel_args(wpack, relu)
+        return self._kernel_step(_conv.conv2d_forward, (wpack, bias),
+                                 self._kernel_args(wpack, relu), shape)
+
+    def _kernel_step(self, kernel, operands, args, shape, images=None):
+        """``run(x, ws, n_threads) -> out``: ``kernel(images(x), *operands, out, *args,
+        n_threads)`` into a workspace array of (N,) + shape (``images``: x itself)."""
+        dtype, threads = self.dtype, self.threads
 
         def run(x, ws, n_threads):
             n = x.shape[0]
             out = ws.empty("out", (n,) + shape, dtype)
             if out.size:
-                kernel(x, wpack, bias, out, *args, threads(n_threads, n))
+                kernel(x if images is None else images(x), *operands, out, *args,
+                       threads(n_threads, n))
             return out
         return run
 
@@ -318,40 +323,24 @@ class ConvPlan:
             return None
         kh, kw, k = self.kh, self.kw, self.k
         shape = (self.ho // 2, self.wo // 2, k)
-        dtype, threads = self.dtype, self.threads
         if self.single_channel:
             if mode != "max":
                 return None
             weight = np.array(w, dtype=self.dtype).reshape(kh * kw, k)
             bias = np.zeros(k, self.dtype) if b is None else np.array(b, dtype=self.dtype)
-            kernel = _conv.conv2d_forward_c1_max_pool
             args = (kh, kw, self.stride[0], *self.pads, *self.dilation, relu, self.isa)
-
-            def run(x, ws, n_threads):
-                n = x.shape[0]
-                out = ws.empty("out", (n,) + shape, dtype)
-                if out.size:
-                    kernel(x.reshape(x.shape[:3]), weight, bias, out, *args,
-                           threads(n_threads, n))
-                return out
-            return run
+            return self._kernel_step(_conv.conv2d_forward_c1_max_pool, (weight, bias), args,
+                                     shape, lambda x: x.reshape(x.shape[:3]))
         prepared = self.prepare(w, b, winograd)
         if "packed" not in prepared or not _conv.pooled_forward_applies(
                 self.h, self.w, self.ho, self.wo, kw, self.stride[1], self.pads[2],
                 self.dilation[1], self.fwd_isa, self.fwd_nv):
             return None
-        wpack, bias = prepared["packed"], prepared["padded_bias"]
         (sh, sw), (dh, dw) = self.stride, self.dilation
         args = (self.ho, self.wo, kh, kw, sh, sw, self.pads[0], self.pads[2], dh, dw, relu,
                 mode == "avg", self.fwd_isa, self.fwd_nv, self.fwd_block)
-
-        def run(x, ws, n_threads):
-            n = x.shape[0]
-            out = ws.empty("out", (n,) + shape, dtype)
-            if out.size:
-                _conv.conv2d_forward_pooled(x, wpack, bias, out, *args, threads(n_threads, n))
-            return out
-        return run
+        return self._kernel_step(_conv.conv2d_forward_pooled,
+                                 (prepared["packed"], prepared["padded_bias"]), args, shape)
 
     def forward(self, x, w, b, relu, n_threads, ws=None, out=None, packed=None,
                 expanded=None, padded_bias=None, row_patterns=None, winograd=None,
