@@ -361,10 +361,9 @@ def conv2d_forward_pooled(
                     j = <int> (strip // n_strips)
                     first = left + (strip % n_strips) * inner // n_strips
                     tp = <int> (left + (strip % n_strips + 1) * inner // n_strips - first)
-                    tile.start = (2 * p0 + j) * Wo + first
-                    tile.step = 1
-                    tile.count = tp
-                    tile.skip = 0
+                    # (assigned whole: a struct assigned field by field would be shared
+                    # by the threads)
+                    tile = _Tile(start=(2 * p0 + j) * Wo + first, step=1, count=tp, skip=0)
                     inside = _forward_pixels(tile, n, n_pixels, Wo, K, stride_h, stride_w,
                                              pad_top, pad_left, xs0, xs1, xs2, ow_lo, ow_hi,
                                              dilation_w == 1 and xs2 == C, pix_off, pix_pos,
