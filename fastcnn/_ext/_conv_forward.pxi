@@ -116,9 +116,7 @@ def conv2d_forward(
         int *pix_pos
         floating **outs
         long *pix_dest
-        # the first and last output columns whose whole kernel row is inside the image
-        Py_ssize_t ow_lo = (pad_left + stride_w - 1) // stride_w
-        Py_ssize_t ow_hi = (W - 1 - (kernel_w - 1) * dilation_w + pad_left) // stride_w
+        Py_ssize_t ow_lo, ow_hi
         const fc_conv_forward_table_f32 *k32 = NULL
         const fc_conv_forward_table_f64 *k64 = NULL
 
@@ -130,10 +128,7 @@ def conv2d_forward(
         k64 = fc_conv_forward_table_f64_for(isa)
     if x.strides[3] != sizeof(floating):
         raise ValueError("conv2d_forward needs x's channels contiguous")
-    if W - 1 - (kernel_w - 1) * dilation_w + pad_left < 0:
-        ow_hi = -1
-    ow_lo = min(ow_lo, Wo)
-    ow_hi = max(ow_hi, ow_lo - 1)
+    _row_columns(W, Wo, kernel_w, stride_w, pad_left, dilation_w, &ow_lo, &ow_hi)
     zeros = <floating *> calloc(kernel_w * C, sizeof(floating))
     scratch.memory = NULL
     all_taps.off = row_taps.off = NULL
@@ -190,34 +185,6 @@ def conv2d_forward(
 
 
 
-cdef inline void _row_columns(Py_ssize_t W, Py_ssize_t Wo, int kernel_w, int stride_w,
-                              int pad_left, int dilation_w, Py_ssize_t *ow_lo,
-                              Py_ssize_t *ow_hi) noexcept nogil:
-    """The first and last output columns whose whole kernel row is inside the image."""
-    ow_lo[0] = min((pad_left + stride_w - 1) // stride_w, Wo)
-    if W - 1 - (kernel_w - 1) * dilation_w + pad_left < 0:
-        ow_hi[0] = -1
-    else:
-        ow_hi[0] = (W - 1 - (kernel_w - 1) * dilation_w + pad_left) // stride_w
-    ow_hi[0] = max(ow_hi[0], ow_lo[0] - 1)
-
-
-cdef inline Py_ssize_t _pooled_strips(Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t left,
-                                      Py_ssize_t right, int tp_max,
-                                      bint *borders) noexcept nogil:
-    """How _tile_table splits each output row: its strips between ``left`` and ``right``
-    border columns (then ``borders``: those columns are tiles of their own), or across
-    the whole row; 0 where tiles run over the flattened grid."""
-    cdef Py_ssize_t inner = Wo - left - right, n_inner = 0
-    if inner > 0 and left + right > 0:
-        n_inner = _row_strips(inner, tp_max)
-        if n_inner and _row_strips(Ho, tp_max):
-            borders[0] = True
-            return n_inner
-    borders[0] = False
-    return _row_strips(Wo, tp_max)
-
-
 def pooled_forward_applies(Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
                            int kernel_w, int stride_w, int pad_left, int dilation_w, int isa,
                            int nv):
@@ -229,7 +196,7 @@ def pooled_forward_applies(Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t
     _row_columns(W, Wo, kernel_w, stride_w, pad_left, dilation_w, &ow_lo, &ow_hi)
     if Ho < 2 or Wo < 2:
         return False
-    return _pooled_strips(Ho, Wo, ow_lo, Wo - 1 - ow_hi, tp_max, &borders) > 0
+    return _row_layout(Ho, Wo, ow_lo, Wo - 1 - ow_hi, tp_max, &borders) > 0
 
 
 def conv2d_forward_pooled(
@@ -314,7 +281,7 @@ def conv2d_forward_pooled(
         raise ValueError("conv2d_forward_pooled needs x's channels contiguous")
     _row_columns(W, Wo, kernel_w, stride_w, pad_left, dilation_w, &ow_lo, &ow_hi)
     left, right = ow_lo, Wo - 1 - ow_hi
-    n_strips = _pooled_strips(Ho, Wo, left, right, tp_max, &borders)
+    n_strips = _row_layout(Ho, Wo, left, right, tp_max, &borders)
     if n_strips == 0:
         raise ValueError("conv2d_forward_pooled cannot tile this convolution")
     if not borders:

@@ -113,6 +113,35 @@ cdef inline Py_ssize_t _row_strips(Py_ssize_t width, int tp_max) noexcept nogil:
     return n if width // n * 2 >= tp_max else 0
 
 
+cdef inline void _row_columns(Py_ssize_t W, Py_ssize_t Wo, int kernel_w, int stride_w,
+                              int pad_left, int dilation_w, Py_ssize_t *ow_lo,
+                              Py_ssize_t *ow_hi) noexcept nogil:
+    """The first and last output columns whose whole kernel row is inside the image."""
+    ow_lo[0] = min((pad_left + stride_w - 1) // stride_w, Wo)
+    if W - 1 - (kernel_w - 1) * dilation_w + pad_left < 0:
+        ow_hi[0] = -1
+    else:
+        ow_hi[0] = (W - 1 - (kernel_w - 1) * dilation_w + pad_left) // stride_w
+    ow_hi[0] = max(ow_hi[0], ow_lo[0] - 1)
+
+
+cdef inline Py_ssize_t _row_layout(Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t left,
+                                   Py_ssize_t right, int tp_max,
+                                   bint *borders) noexcept nogil:
+    """How _tile_table (and conv2d_forward_pooled) split each output row of an Ho x Wo
+    grid: the number of strips between ``left`` and ``right`` border columns (then
+    ``borders``: those columns are tiles of their own, down the columns), or across the
+    whole row; 0 where tiles run over the flattened grid."""
+    cdef Py_ssize_t inner = Wo - left - right, n_inner = 0
+    if inner > 0 and left + right > 0:
+        n_inner = _row_strips(inner, tp_max)
+        if n_inner and _row_strips(Ho, tp_max):
+            borders[0] = True
+            return n_inner
+    borders[0] = False
+    return _row_strips(Wo, tp_max)
+
+
 cdef struct _Tile:
     Py_ssize_t start   # the first pixel the tile computes
     Py_ssize_t step    # from one of its pixels to the next: 1, or a row (a column tile)
@@ -151,21 +180,21 @@ cdef _Tile *_tile_table(Py_ssize_t height, Py_ssize_t width, Py_ssize_t left,
     """
     cdef Py_ssize_t inner = width - left - right, n_inner = 0, n_down = 0, n_strips, n
     cdef Py_ssize_t i, j, row, col, pixels = height * width
+    cdef bint borders
     cdef _Tile *tiles
-    if inner > 0 and left + right > 0:
-        n_inner = _row_strips(inner, tp_max)
+    n_strips = _row_layout(height, width, left, right, tp_max, &borders)
+    if borders:
+        n_inner = n_strips
         n_down = _row_strips(height, tp_max)
-    if n_inner and n_down:
         n = height * n_inner + (left + right) * n_down
     else:
-        n_strips = _row_strips(width, tp_max)
         n = height * n_strips if n_strips else (pixels + tp_max - 1) // tp_max
     n_tiles[0] = n
     tiles = <_Tile *> malloc(max(n, 1) * sizeof(_Tile))
     if tiles == NULL:
         return NULL
     i = 0
-    if n_inner and n_down:
+    if borders:
         for row in range(height):
             for j in range(n_inner):
                 tiles[i].start = row * width + left + j * inner // n_inner

@@ -11,6 +11,7 @@ import numpy as np
 
 from .._ext import _conv
 from . import _bf16, _winograd
+from ._isa import resolve_isa, vector_plan
 from .geometry import conv_output_hw
 from .threads import resolve_threads
 from .workspace import empty, zeros
@@ -34,43 +35,6 @@ _WEIGHTS_OUTER_BYTES = 1024 * 1024
 # its input channels whose weights take about this many bytes: each slice's weights come
 # from memory once, in order, and stay in cache for every tile.
 _SLICE_WEIGHT_BYTES = 512 * 1024
-
-
-def cpu_isa():
-    """The best SIMD path this CPU has: 0 baseline, 1 AVX2+FMA, 2 AVX-512."""
-    return _conv.cpu_isa()
-
-
-def isa_name(isa):
-    return _conv.ISA_NAMES[isa]
-
-
-def resolve_isa(isa):
-    """The SIMD path to use: the CPU's best, or ``isa`` if the CPU supports it."""
-    best = _conv.cpu_isa()
-    if isa is None:
-        return best
-    if isa not in (0, 1, 2):
-        raise ValueError(f"isa must be None, 0 (baseline), 1 (AVX2) or 2 (AVX-512), got {isa!r}")
-    if isa > best:
-        raise ValueError(
-            f"isa={isa} ({_conv.ISA_NAMES[isa]}) is not supported by this CPU; "
-            f"the best it has is {best} ({_conv.ISA_NAMES[best]})"
-        )
-    return isa
-
-
-def _vector_plan(isa, itemsize, n_out):
-    """Instruction set and vectors per tile row for ``n_out`` output channels.
-
-    Wide layers use two full vectors per tile row; narrow ones step down to a narrower
-    vector so that little of each vector is padding.
-    """
-    if n_out > _conv.vector_length(isa, itemsize):
-        return isa, 2
-    while isa > 0 and n_out <= _conv.vector_length(isa - 1, itemsize):
-        isa -= 1
-    return isa, 1
 
 
 def _pack_blocks(w, taps, block, transpose, ws, name, n_threads):
@@ -140,7 +104,7 @@ class ConvPlan:
                                     (self.kw - 1) * dilation[1] * self.k
                                     + self.row_vector_values)
 
-        self.fwd_isa, self.fwd_nv = _vector_plan(isa, itemsize, self.k)
+        self.fwd_isa, self.fwd_nv = vector_plan(isa, itemsize, self.k)
         self.fwd_block = self.fwd_nv * _conv.vector_length(self.fwd_isa, itemsize)
         self.k_padded = -(-self.k // self.fwd_block) * self.fwd_block
         n_tiles = (self.kh * self.kw * -(-self.c // _conv.TILE_CHANNELS)
@@ -165,7 +129,7 @@ class ConvPlan:
             self.bf16_wgrad_tiles = (self.kh * self.kw * -(-self.c // _conv.TILE_CHANNELS)
                                      * (self.bf16_k_padded // self.bf16_block))
 
-        self.dx_isa, self.dx_nv = _vector_plan(isa, itemsize, self.c)
+        self.dx_isa, self.dx_nv = vector_plan(isa, itemsize, self.c)
         self.dx_block = self.dx_nv * _conv.vector_length(self.dx_isa, itemsize)
         self._all_taps = np.arange(self.kh * self.kw, dtype=np.intc)
         self.phases = []
@@ -194,7 +158,7 @@ class ConvPlan:
             raise ValueError(f"dx_path {dx_path!r} is not one this convolution can use")
         self.dx_path = dx_path
         if dx_path == "rows":
-            self.rows_isa, self.rows_nv = _vector_plan(isa, itemsize, self.kw * self.c)
+            self.rows_isa, self.rows_nv = vector_plan(isa, itemsize, self.kw * self.c)
             self.rows_block = self.rows_nv * _conv.vector_length(self.rows_isa, itemsize)
         if dx_path == "columns":
             n_terms = self.kh * self.kw * self.c

@@ -14,7 +14,7 @@ gradient of the repeated input is summed back over each channel's M copies.
 import numpy as np
 
 from .._ext import _conv, _depthwise
-from ._conv_plan import resolve_isa
+from ._isa import resolve_isa
 from .geometry import conv_output_hw
 from .threads import resolve_threads
 from .workspace import empty

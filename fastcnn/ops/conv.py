@@ -7,8 +7,9 @@ group's channels) and runs it; a network's layers keep one plan per layer instea
 """
 import numpy as np
 
-from ._conv_plan import ConvPlan, cpu_isa, isa_name, resolve_isa
+from ._conv_plan import ConvPlan
 from ._grouped_conv_plan import GroupedConvPlan
+from ._isa import cpu_isa, isa_name, resolve_isa
 from ._validation import as_float_array, check_same_dtype, result_dtype
 from .geometry import (
     checked_conv_geometry,
