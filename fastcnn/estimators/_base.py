@@ -24,6 +24,7 @@ from ..nn import Network, layer_spec_problem, spec_types
 from ..nn import optimizers
 from ..nn.network import storage_dtype
 from ..nn.optimizers import SCHEDULES, SOLVERS, make_optimizer
+from ..ops import _bf16
 from ..ops.threads import effective_n_threads
 from ._blas import single_threaded_blas
 from ._defaults import default_layers
@@ -213,6 +214,8 @@ class _BaseCNN(BaseEstimator):
 
     def _fit_unguarded(self, X, y, incremental, classes, sample_weight):
         first_pass = not hasattr(self, "network_") or (not self.warm_start and not incremental)
+        if self.dtype == "bfloat16":
+            _bf16.require()
         dtype = storage_dtype(self.dtype) if first_pass else self.network_.dtype
         if not first_pass and self.dtype != self.network_.dtype_name:
             raise ValueError(
@@ -459,7 +462,9 @@ def _network_state(network):
 
 def _network_from_state(state):
     """The network that :func:`_network_state` describes, rebuilt from its specs."""
-    network = Network(state["specs"], tuple(state["input_shape"]), dtype=state["dtype"])
+    # a bfloat16 model loaded on a CPU without bf16 predicts on float32 kernels
+    network = Network(state["specs"], tuple(state["input_shape"]), dtype=state["dtype"],
+                      bf16_fallback=True)
     slots = [a for layer in network.root.walk() for a in layer.params + layer.buffers]
     arrays = state["arrays"]
     if len(arrays) != len(slots) or any(

@@ -230,12 +230,12 @@ class Conv2DLayer(FilterLayer):
         self.bias = self._add_param(np.zeros(spec.filters, self.dtype), False)
         self._x = self._y = self._prepared_input = None
 
-    def use_bf16(self):
+    def use_bf16(self, enabled=True):
         """Mixed precision: bf16 operands in the kernels (grouped convolutions and a single
-        input channel keep float32 ones)."""
+        input channel keep float32 ones); ``enabled=False``: back to float32 ones."""
         if self.spec.groups == 1:
             self._plan = ConvPlan(self.input_shape, self.weight.shape, self.stride,
-                                  self.padding, self.dilation, self.dtype, bf16=True)
+                                  self.padding, self.dilation, self.dtype, bf16=enabled)
 
     def pooled_prediction_step(self, mode, winograd=False, scale=None, shift=None,
                                activation=None):

@@ -55,10 +55,11 @@ class DenseLayer(Layer):
         self.on_kernels = self.weight.size >= _DENSE_KERNEL_MIN_WEIGHTS
         self.bf16 = False
 
-    def use_bf16(self):
-        """Mixed precision: bf16 operands on the kernels. Small layers, which train on
-        BLAS for its lower fixed cost per call, keep float32 there."""
-        self.bf16 = True
+    def use_bf16(self, enabled=True):
+        """Mixed precision: bf16 operands on the kernels (``enabled=False``: back to float32
+        ones). Small layers, which train on BLAS for its lower fixed cost per call, keep
+        float32 there."""
+        self.bf16 = bool(enabled)
         self._plans = {}
 
 

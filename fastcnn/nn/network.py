@@ -16,6 +16,7 @@ Examples
 """
 import itertools
 import threading
+import warnings
 
 import numpy as np
 from sklearn.utils import check_random_state
@@ -71,7 +72,7 @@ class Network:
         Draws the random layers' masks (dropout) while training.
     """
 
-    def __init__(self, specs, input_shape, dtype="float32"):
+    def __init__(self, specs, input_shape, dtype="float32", *, bf16_fallback=False):
         problem = layer_spec_problem(specs)
         if problem:
             raise ValueError(problem)
@@ -80,7 +81,7 @@ class Network:
         # "bfloat16" is mixed precision: float32 storage, master weights and everything
         # else, bf16 operands in the convolution and dense kernels
         self.dtype_name = "bfloat16" if str(dtype) == "bfloat16" else str(np.dtype(dtype))
-        if self.dtype_name == "bfloat16":
+        if self.dtype_name == "bfloat16" and not bf16_fallback:
             _bf16.require()
         self.dtype = np.dtype(storage_dtype(dtype))
         self.rng = np.random.default_rng(0)
@@ -88,13 +89,31 @@ class Network:
         self.root = Sequential(self.specs, self.input_shape, self.dtype, need_dx=False,
                                numbering=itertools.count(1))
         self.output_shape = self.root.output_shape
-        if self.dtype_name == "bfloat16":
-            for layer in self.layers:
-                if hasattr(layer, "use_bf16"):
-                    layer.use_bf16()
+        self.bf16_kernels = False
+        self._choose_kernels()
         self._workspaces = Workspaces()
         self._plans = {}
         self._plans_lock = threading.Lock()
+
+    def _choose_kernels(self):
+        """A bfloat16 network's convolution and dense layers on the bf16 kernels where this
+        CPU has AVX512_BF16; where it has not (a model saved on one CPU and loaded on
+        another), on the float32 kernels, with a warning: the same float32 master weights,
+        products unrounded, so predictions differ from the bf16 ones by bf16's rounding."""
+        if self.dtype_name != "bfloat16":
+            return
+        bf16 = _bf16.available()
+        if not bf16:
+            warnings.warn(
+                "this bfloat16 model runs on a CPU without the AVX512_BF16 instructions: it "
+                "predicts with float32 kernels on its float32 weights (predictions differ "
+                "from the bf16 ones by bf16's rounding), and training it further needs a "
+                "CPU with AVX512_BF16",
+                UserWarning, stacklevel=3)
+        for layer in self.layers:
+            if hasattr(layer, "use_bf16"):
+                layer.use_bf16(bf16)
+        self.bf16_kernels = bf16
 
     @property
     def layers(self):
@@ -207,9 +226,12 @@ class Network:
     def __setstate__(self, state):
         # (networks pickled before mixed precision existed have no dtype_name)
         state.setdefault("dtype_name", str(state["dtype"]))
+        state.setdefault("bf16_kernels", state["dtype_name"] == "bfloat16")
         self.__dict__.update(state)
         self._plans = {}
         self._plans_lock = threading.Lock()
+        if self.bf16_kernels != (self.dtype_name == "bfloat16" and _bf16.available()):
+            self._choose_kernels()
 
     def forward(self, x, training=False, n_threads=None, n_layers=None):
         """The output of the first ``n_layers`` top-level layers (all by default) for x.
@@ -217,6 +239,8 @@ class Network:
         ``training=True`` keeps what :meth:`backward` needs and applies dropout. The
         output is a fresh array, never one of the network's reused buffers.
         """
+        if training and self.dtype_name == "bfloat16" and not self.bf16_kernels:
+            _bf16.require()     # a bfloat16 model loaded where bf16 cannot train
         run = Run(training, n_threads, self.rng, self._workspaces.get(training))
         return self.root.forward(x, run, None, n_layers)
 

@@ -1,5 +1,6 @@
 """dtype="bfloat16": mixed-precision training and prediction through the estimators."""
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -158,6 +159,62 @@ def test_missing_instructions_are_a_clear_error(digits, monkeypatch):
         CNNClassifier(dtype="bfloat16", max_iter=1).fit(X_train[:50], y_train[:50])
     import fastcnn
     assert "bf16 no" in fastcnn.config_summary()
+
+
+@needs_bf16
+def test_a_bf16_model_loaded_without_bf16_predicts_in_float32(digits, monkeypatch, tmp_path):
+    """Saved on a CPU with AVX512_BF16, loaded on one without: the model warns, predicts
+    on the float32 kernels exactly as a float32 model with its weights does, and refuses
+    to train, leaving itself as it was."""
+    X_train, X_test, y_train, _ = digits
+    clf = _fit("bfloat16", digits, max_iter=2)
+    on_bf16 = clf.predict_proba(X_test)
+    fp32 = _fit("float32", digits, max_iter=1)
+    fp32.set_weights(clf.get_weights())
+    saved = pickle.dumps(clf)
+    if _has("skops"):
+        from fastcnn.persistence import save
+        save(clf, tmp_path / "bf16.skops")
+
+    monkeypatch.setattr(_bf16, "available", lambda: False)
+    with pytest.warns(UserWarning, match="without the AVX512_BF16.*float32 kernels"):
+        loaded = pickle.loads(saved)
+    assert loaded.network_.dtype_name == "bfloat16" and not loaded.network_.bf16_kernels
+    proba = loaded.predict_proba(X_test)
+    np.testing.assert_array_equal(proba, fp32.predict_proba(X_test))
+    np.testing.assert_array_equal(loaded.predict(X_test), fp32.predict(X_test))
+    np.testing.assert_allclose(proba, on_bf16, atol=0.03)
+    assert not np.array_equal(proba, on_bf16)   # bf16's products were rounded
+    for fit in (lambda: loaded.partial_fit(X_train[:64], y_train[:64]),
+                lambda: loaded.set_params(warm_start=True).fit(X_train, y_train)):
+        with pytest.raises(RuntimeError, match=r"AVX512_BF16.*dtype='float32'"):
+            fit()
+        np.testing.assert_array_equal(loaded.predict_proba(X_test), proba)
+    if _has("skops"):
+        from fastcnn.persistence import load
+        with pytest.warns(UserWarning, match="AVX512_BF16"):
+            again = load(tmp_path / "bf16.skops")
+        np.testing.assert_array_equal(again.predict_proba(X_test), proba)
+    # a network pickled on its own, too; training it is refused
+    with pytest.warns(UserWarning, match="AVX512_BF16"):
+        network = pickle.loads(pickle.dumps(clf.network_))
+    with pytest.raises(RuntimeError, match="AVX512_BF16"):
+        network.forward(X_test[:4].astype(np.float32), training=True)
+
+    monkeypatch.undo()   # back on a CPU with bf16: the bf16 kernels again, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = pickle.loads(pickle.dumps(loaded))
+    assert back.network_.bf16_kernels
+    np.testing.assert_array_equal(back.predict_proba(X_test), on_bf16)
+
+
+def _has(module):
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
 
 
 def test_show_config_reports_bf16(capsys):
