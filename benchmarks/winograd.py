@@ -4,8 +4,8 @@
     python benchmarks/winograd.py --threads 2 --seconds 2
 
 For each layer shape (3x3 and 5x5 filters, 'same' padding, fused relu) the direct kernels
-and the Winograd ones (F(4x4, 3x3), F(2x2, 5x5)) run the same prepared weights, taking
-turns call by call for about ``--seconds``; the time of each is the median of its calls.
+and the Winograd ones (F(4x4, 3x3); F(4x4, 5x5) and F(2x2, 5x5)) run the same weights,
+taking turns call by call for about ``--seconds``; the time of each is the median of its calls.
 GFLOP/s count the direct convolution's multiply-adds for both, so the ratio is the
 speed-up. ``fastcnn.ops._winograd.MIN_CHANNELS`` comes from these figures; the largest
 error against the direct result, relative to its largest value, is printed too. On a CPU
@@ -26,8 +26,8 @@ from inference import interleaved_seconds  # noqa: E402
 SHAPES = [
     (64, 32, 16, 16, 3), (64, 32, 32, 32, 3), (64, 16, 32, 64, 3), (64, 16, 64, 64, 3),
     (64, 8, 128, 128, 3),
-    (32, 32, 16, 32, 5), (32, 16, 32, 32, 5), (32, 16, 32, 64, 5), (32, 16, 64, 64, 5),
-    (32, 8, 128, 128, 5),
+    (32, 32, 16, 16, 5), (32, 32, 16, 32, 5), (32, 16, 32, 32, 5), (32, 16, 32, 64, 5),
+    (32, 16, 64, 64, 5), (32, 8, 128, 128, 5),
 ]
 
 
@@ -49,37 +49,43 @@ def main():
         p = r // 2
         plan = ConvPlan((h, h, c), (r, r, c, k), (1, 1), (p, p, p, p), (1, 1), np.float32)
         direct = plan.prepare(w, b)
-        # set up by hand: below MIN_CHANNELS prepare() would not choose it
-        upack = _winograd.transformed_filter(w, plan.fwd_block, np.float32)
-        group = _winograd.group_tiles(c, upack.shape[1] * plan.fwd_block, 4,
-                                      _conv.winograd_rows(plan.fwd_isa, plan.fwd_nv))
-        winograd = {"winograd": (upack, b, group, _winograd.output_tile(r))}
         y_direct = np.empty((n, h, h, k), np.float32)
-        y_winograd = np.empty_like(y_direct)
-        y_bf16 = np.empty_like(y_direct)
-        calls = [
-            lambda: plan.forward(x, w, b, True, args.threads, out=y_direct, **direct),
-            lambda: plan.forward(x, w, b, True, args.threads, out=y_winograd, **winograd),
-        ]
+        calls = [lambda: plan.forward(x, w, b, True, args.threads, out=y_direct, **direct)]
+        # every Winograd form of this kernel size, set up by hand (below MIN_CHANNELS
+        # prepare() would not choose one)
+        forms = [tile for kernel, tile in sorted(_winograd.FORMS) if kernel == r]
+        outputs = []
+        for tile in forms:
+            upack = _winograd.transformed_filter(w, plan.fwd_block, np.float32, tile)
+            group = _winograd.group_tiles(c, upack.shape[1] * plan.fwd_block, 4,
+                                          _conv.winograd_rows(plan.fwd_isa, plan.fwd_nv),
+                                          _winograd.patch_size(r, tile))
+            prepared = {"winograd": (upack, b, group, tile)}
+            outputs.append(np.empty_like(y_direct))
+            calls.append(lambda prepared=prepared, y=outputs[-1]: plan.forward(
+                x, w, b, True, args.threads, out=y, **prepared))
         if _bf16.available():
             plan16 = ConvPlan((h, h, c), (r, r, c, k), (1, 1), (p, p, p, p), (1, 1),
                               np.float32, bf16=True)
             bf16 = plan16.prepare(w, b)
+            y_bf16 = np.empty_like(y_direct)
             calls.append(lambda: plan16.forward(x, w, b, True, args.threads, out=y_bf16,
                                                 **bf16))
         seconds = interleaved_seconds(calls, args.seconds)
-        t_direct, t_winograd = seconds[:2]
         flops = 2 * n * h * h * r * r * c * k
-        error = np.abs(y_winograd - y_direct).max() / np.abs(y_direct).max()
-        used = "yes" if plan.winograd_eligible else "no"
+        used = (f"F({_winograd.output_tile(r)}x{_winograd.output_tile(r)}, {r}x{r})"
+                if plan.winograd_eligible else "direct")
         line = (f"{r}x{r} {c:3d}->{k:3d} at {h}x{h}, batch {n}: direct "
-                f"{flops / t_direct / 1e9:6.1f} GFLOP/s, Winograd {flops / t_winograd / 1e9:6.1f}"
-                f" ({t_direct / t_winograd:.2f}x), error {error:.1e}, used at prediction: "
-                f"{used}")
-        if len(seconds) > 2:
-            line += (f"; bf16 direct {flops / seconds[2] / 1e9:6.1f} GFLOP/s (Winograd / bf16 "
-                     f"{seconds[2] / t_winograd:.2f}x)")
-        print(line, flush=True)
+                f"{flops / seconds[0] / 1e9:6.1f} GFLOP/s")
+        for i, (tile, y) in enumerate(zip(forms, outputs), 1):
+            error = np.abs(y - y_direct).max() / np.abs(y_direct).max()
+            line += (f"; F({tile}x{tile}, {r}x{r}) {flops / seconds[i] / 1e9:6.1f} "
+                     f"({seconds[0] / seconds[i]:.2f}x, error {error:.1e})")
+        if _bf16.available():
+            fastest = min(seconds[1:1 + len(forms)])
+            line += (f"; bf16 direct {flops / seconds[-1] / 1e9:6.1f} (fastest Winograd / "
+                     f"bf16 {seconds[-1] / fastest:.2f}x)")
+        print(line + f"; used at prediction: {used}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,23 +1,24 @@
-# Included by _conv.pyx: Winograd F(4x4, 3x3) forward convolution (prediction).
+# Included by _conv.pyx: Winograd forward convolution (prediction): F(4x4, 3x3),
+# F(2x2, 5x5) and F(4x4, 5x5).
 
 cdef extern from "_wino_kernels.h" nogil:
     ctypedef struct fc_wino_table_f32:
         int lanes
         int rows[2]
-        void (*input)(const float *d, long ld_row, long C, float *tmp, float *v,
+        void (*input)(const float *d, long ld_row, long C, int alpha, float *tmp, float *v,
                       long ldv) noexcept nogil
         void (*output)(const float *m, long ldm, long K, const float *bias, int relu,
-                       int tile, float *tmp, float *out, long ld_row, int rows,
+                       int tile, int alpha, float *tmp, float *out, long ld_row, int rows,
                        int cols) noexcept nogil
         void (*gemm)(int nv, int tp, const float *v, long C, const float *u, long ldu,
                      float *m, long ldm) noexcept nogil
     ctypedef struct fc_wino_table_f64:
         int lanes
         int rows[2]
-        void (*input)(const double *d, long ld_row, long C, double *tmp, double *v,
+        void (*input)(const double *d, long ld_row, long C, int alpha, double *tmp, double *v,
                       long ldv) noexcept nogil
         void (*output)(const double *m, long ldm, long K, const double *bias, int relu,
-                       int tile, double *tmp, double *out, long ld_row, int rows,
+                       int tile, int alpha, double *tmp, double *out, long ld_row, int rows,
                        int cols) noexcept nogil
         void (*gemm)(int nv, int tp, const double *v, long C, const double *u, long ldu,
                      double *m, long ldm) noexcept nogil
@@ -33,19 +34,20 @@ def winograd_rows(int isa, int nv):
 
 def winograd_forward(
     const floating[:, :, :, ::1] x,       # IN (N, H, W, C)
-    const floating[:, :, :, ::1] upack,   # IN (36, K blocks, C, block): G g G^T, packed
+    const floating[:, :, :, ::1] upack,   # IN (alpha^2, K blocks, C, block): G g G^T
     const floating[::1] bias,             # IN (K,)
     floating[:, :, :, ::1] out,           # OUT (N, Ho, Wo, K)
     int pad_top, int pad_left, bint relu, int isa, int nv, int block, int group,
-    int n_threads, int tile=4,
+    int n_threads, int tile=4, int alpha=6,
 ):
-    """out = conv(x, w) + bias (then relu), stride 1, by Winograd F(4x4, 3x3) (``tile``
-    4, w 3x3) or F(2x2, 5x5) (``tile`` 2, w 5x5).
+    """out = conv(x, w) + bias (then relu), stride 1, by Winograd: F(4x4, 3x3) (``tile``
+    4, ``alpha`` 6, w 3x3), F(2x2, 5x5) (``tile`` 2, ``alpha`` 6, w 5x5) or F(4x4, 5x5)
+    (``tile`` 4, ``alpha`` 8, w 5x5).
 
     The output splits into tile x tile blocks of pixels ("tiles", the last ones in a row
     or column cut short); a task takes ``group`` consecutive tiles and, in its thread's own
-    buffers, transforms their 6x6 input patches (zeros off the image), multiplies each
-    of the 36 transformed positions by its (C, K) transformed filter (a register-tiled
+    buffers, transforms their alpha x alpha input patches (zeros off the image), multiplies
+    each of the alpha^2 transformed positions by its (C, K) transformed filter (a register-tiled
     matrix product, ``block`` output channels at a time), and transforms the products
     back into its output pixels. Each output pixel is computed by one task, in an order fixed
     by the data: the result does not depend on the thread count, nor on the batch.
@@ -64,7 +66,8 @@ def winograd_forward(
         int rows_max = fc_wino_table_f32_for(isa).rows[0 if nv == 1 else 1]
         Py_ssize_t g, t, t0, count, i, n, ti, tj, kb, p0
         int p, r, q, tp, row, col, rows, cols
-        long patch_len = 36 * C, tmp_len = 36 * max(C, K)
+        int positions = alpha * alpha
+        long patch_len = positions * C, tmp_len = positions * max(C, K)
         Py_ssize_t thread_len
         floating *memory = NULL
         floating *mine
@@ -80,6 +83,11 @@ def winograd_forward(
         const fc_wino_table_f32 *w32 = NULL
         const fc_wino_table_f64 *w64 = NULL
 
+    if (tile, alpha) not in ((4, 6), (2, 6), (4, 8)):
+        raise ValueError(f"no Winograd form with {tile}x{tile} tiles of {alpha}x{alpha} patches")
+    if upack.shape[0] != positions:
+        raise ValueError(f"the transformed filter has {upack.shape[0]} positions, not "
+                         f"{positions}: it was made for another Winograd form")
     if n_tiles == 0 or K == 0:
         return
     if floating is float:
@@ -87,8 +95,9 @@ def winograd_forward(
     else:
         w64 = fc_wino_table_f64_for(isa)
     # each thread: a patch, the transforms' scratch, the group's transformed patches
-    # (36 x group x C) and products (36 x group x Kp)
-    thread_len = per_thread(patch_len + tmp_len + 36 * group * (C + Kp), sizeof(floating))
+    # (positions x group x C) and products (positions x group x Kp)
+    thread_len = per_thread(patch_len + tmp_len + positions * group * (C + Kp),
+                            sizeof(floating))
     try:
         memory = <floating *> malloc(n_threads * thread_len * sizeof(floating))
         if memory == NULL:
@@ -98,7 +107,7 @@ def winograd_forward(
             patch = mine
             tmp = patch + patch_len
             v = tmp + tmp_len
-            m = v + 36 * group * C
+            m = v + positions * group * C
             t0 = g * group
             count = min(group, n_tiles - t0)
             # 1. the tiles' input patches, transformed: v[p, i, c]
@@ -109,27 +118,28 @@ def winograd_forward(
                 tj = t % tiles_w
                 row = <int> (tile * ti - pad_top)
                 col = <int> (tile * tj - pad_left)
-                if 0 <= row and row + 6 <= H and 0 <= col and col + 6 <= W:
+                if 0 <= row and row + alpha <= H and 0 <= col and col + alpha <= W:
                     # inside the image: read in place
                     source = xbase + ((n * H + row) * W + col) * C
                     ld_row = W * C
                 else:
-                    for r in range(6):
-                        for q in range(6):
+                    for r in range(alpha):
+                        for q in range(alpha):
                             if 0 <= row + r < H and 0 <= col + q < W:
-                                memcpy(patch + (6 * r + q) * C,
+                                memcpy(patch + (alpha * r + q) * C,
                                        xbase + ((n * H + row + r) * W + col + q) * C,
                                        C * sizeof(floating))
                             else:
-                                memset(patch + (6 * r + q) * C, 0, C * sizeof(floating))
+                                memset(patch + (alpha * r + q) * C, 0,
+                                       C * sizeof(floating))
                     source = patch
-                    ld_row = 6 * C
+                    ld_row = alpha * C
                 if floating is float:
-                    w32.input(source, ld_row, C, tmp, v + i * C, group * C)
+                    w32.input(source, ld_row, C, alpha, tmp, v + i * C, group * C)
                 else:
-                    w64.input(source, ld_row, C, tmp, v + i * C, group * C)
+                    w64.input(source, ld_row, C, alpha, tmp, v + i * C, group * C)
             # 2. per position p: m[p] (count, Kp) = v[p] (count, C) @ u[p] (C, Kp)
-            for p in range(36):
+            for p in range(positions):
                 for kb in range(n_kblocks):
                     p0 = 0
                     while p0 < count:
@@ -152,11 +162,11 @@ def winograd_forward(
                 rows = <int> min(tile, Ho - tile * ti)
                 cols = <int> min(tile, Wo - tile * tj)
                 if floating is float:
-                    w32.output(m + i * Kp, group * Kp, K, &bias[0], relu, tile, tmp,
+                    w32.output(m + i * Kp, group * Kp, K, &bias[0], relu, tile, alpha, tmp,
                                obase + ((n * Ho + tile * ti) * Wo + tile * tj) * K, Wo * K,
                                rows, cols)
                 else:
-                    w64.output(m + i * Kp, group * Kp, K, &bias[0], relu, tile, tmp,
+                    w64.output(m + i * Kp, group * Kp, K, &bias[0], relu, tile, alpha, tmp,
                                obase + ((n * Ho + tile * ti) * Wo + tile * tj) * K, Wo * K,
                                rows, cols)
     finally:

@@ -1,13 +1,15 @@
-/* Winograd F(4x4, 3x3) transforms for float and double at each instruction set, reached
- * through one table of function pointers per (type, instruction set); see _dispatch.h.
+/* Winograd F(4x4, 3x3), F(2x2, 5x5) and F(4x4, 5x5) transforms for float and double at
+ * each instruction set, reached through one table of function pointers per (type,
+ * instruction set); see _dispatch.h.
  *
  * A 3x3, stride-1 convolution computes each 4x4 block of output pixels from the 6x6 input
  * patch under it as A^T [(G g G^T) . (B^T d B)] A (Lavin and Gray, "Fast Algorithms for
  * Convolutional Neural Networks", 2015): the 36 products of the transformed patch with
  * the transformed filter replace 144 multiply-adds per channel pair by 36. A 5x5 one
- * computes 2x2 blocks from the same 6x6 patches, F(2x2, 5x5): 36 instead of 100. These
+ * computes 2x2 blocks from the same 6x6 patches, F(2x2, 5x5): 36 instead of 100, or 4x4
+ * blocks from 8x8 patches, F(4x4, 5x5): 64 instead of 400. These
  * transforms run on whole channel vectors (NHWC keeps a pixel's channels contiguous);
- * the 36 products are matrix products done by the forward tile kernel (see
+ * the alpha^2 products are matrix products done by the forward tile kernel (see
  * _conv_winograd.pxi). The filter transform is done once, in NumPy, when weights are
  * prepared. */
 #ifndef FASTCNN_WINO_KERNELS_H
@@ -19,13 +21,14 @@
     typedef struct {                                                                     \
         int lanes;    /* elements per vector */                                          \
         int rows[2];  /* most rows per gemm call at nv = 1 and nv = 2 vectors */         \
-        /* v[p * ldv + c], p < 36: B^T d B of the patch d[i * ld_row + j * C + c]; tmp    \
-         * holds 36 * C values */                                                        \
-        void (*input)(const T *d, long ld_row, long C, T *tmp, T *v, long ldv);          \
+        /* v[p * ldv + c], p < alpha^2 (alpha 6 or 8): B^T d B of the patch            \
+         * d[i * ld_row + j * C + c]; tmp holds alpha^2 * C values */                   \
+        void (*input)(const T *d, long ld_row, long C, int alpha, T *tmp, T *v,          \
+                      long ldv);                                                         \
         /* out[r * ld_row + q * K + k] for r < rows, q < cols (<= tile, 4 or 2): A^T m A  \
-         * of m[p * ldm + k] plus bias[k], then relu if asked; tmp holds 28 * K values */ \
+         * of m[p * ldm + k] plus bias[k], then relu if asked; tmp holds 36 * K values */ \
         void (*output)(const T *m, long ldm, long K, const T *bias, int relu, int tile,  \
-                       T *tmp, T *out, long ld_row, int rows, int cols);                 \
+                       int alpha, T *tmp, T *out, long ld_row, int rows, int cols);      \
         /* m[i * ldm + j] = sum_c v[i * C + c] u[c * ldu + j], i < tp, j < nv vectors */   \
         void (*gemm)(int nv, int tp, const T *v, long C, const T *u, long ldu, T *m,       \
                      long ldm);                                                          \

@@ -1,5 +1,6 @@
-/* Winograd F(4x4, 3x3) input and output transforms, instantiated by _wino_kernels.h for
- * each (element type, instruction set) through _dispatch_instances.h.
+/* Winograd F(4x4, 3x3), F(2x2, 5x5) and F(4x4, 5x5) input and output transforms,
+ * instantiated by _wino_kernels.h for each (element type, instruction set) through
+ * _dispatch_instances.h.
  *
  * Each is two passes of a one-dimensional transform (columns, then rows) over channel
  * vectors: plain loops over the channels that the compiler vectorises at the instance's
@@ -106,13 +107,125 @@ static inline __attribute__((always_inline)) void FC_NAME(fc_wino_out2_1d)(
         FC_WINO_OUT2_1D(FC_T, a, lda, o, ldo, k);
 }
 
+/* F(4x4, 5x5) computes each 4x4 block from the 8x8 patch under it, on the eight points
+ * 0, 1, -1, 2, -2, 1/2, -1/2 and infinity (every constant below is exact in binary):
+ *   B^T = [-1   0    21/4  0    -21/4  0     1  0]    A^T = [1 1  1 1  1  1    1    0]
+ *         [ 0   1    1    -17/4 -17/4  1     1  0]          [0 1 -1 2 -2  1/2 -1/2  0]
+ *         [ 0  -1    1     17/4 -17/4 -1     1  0]          [0 1  1 4  4  1/4  1/4  0]
+ *         [ 0   1/2  1/4  -5/2  -5/4   2     1  0]          [0 1 -1 8 -8  1/8 -1/8  1]
+ *         [ 0  -1/2  1/4   5/2  -5/4  -2     1  0]
+ *         [ 0   2    4    -5/2  -5     1/2   1  0]
+ *         [ 0  -2    4     5/2  -5    -1/2   1  0]
+ *         [ 0  -1    0     21/4  0    -21/4  0  1]
+ * Rows 2i-1 and 2i (a point and its negative) share their even and odd halves. */
+#define FC_WINO_LOAD8(T, a, lda, i)                                                      \
+    FC_WINO_LOAD6(T, a, lda, i);                                                         \
+    const T a6 = *(const T *)((a) + 6 * (lda) + (i));                                    \
+    const T a7 = *(const T *)((a) + 7 * (lda) + (i))
+
+#define FC_WINO_IN8_1D(T, a, lda, o, ldo, c)                                             \
+    do {                                                                                 \
+        FC_WINO_LOAD8(T, a, lda, c);                                                     \
+        const T e1 = a2 + a6 - (FC_T)4.25 * a4, o1 = a1 + a5 - (FC_T)4.25 * a3;                \
+        const T e2 = (FC_T)0.25 * a2 - (FC_T)1.25 * a4 + a6;                                   \
+        const T o2 = (FC_T)0.5 * a1 - (FC_T)2.5 * a3 + 2 * a5;                                 \
+        const T e3 = 4 * a2 - 5 * a4 + a6, o3 = 2 * a1 - (FC_T)2.5 * a3 + (FC_T)0.5 * a5;      \
+        *(T *)((o) + (c)) = (a6 - a0) + (FC_T)5.25 * (a2 - a4);                             \
+        *(T *)((o) + (ldo) + (c)) = e1 + o1;                                             \
+        *(T *)((o) + 2 * (ldo) + (c)) = e1 - o1;                                         \
+        *(T *)((o) + 3 * (ldo) + (c)) = e2 + o2;                                         \
+        *(T *)((o) + 4 * (ldo) + (c)) = e2 - o2;                                         \
+        *(T *)((o) + 5 * (ldo) + (c)) = e3 + o3;                                         \
+        *(T *)((o) + 6 * (ldo) + (c)) = e3 - o3;                                         \
+        *(T *)((o) + 7 * (ldo) + (c)) = (a7 - a1) + (FC_T)5.25 * (a3 - a5);                 \
+    } while (0)
+
+#define FC_WINO_OUT8_1D(T, a, lda, o, ldo, k)                                            \
+    do {                                                                                 \
+        FC_WINO_LOAD8(T, a, lda, k);                                                     \
+        const T s1 = a1 + a2, d1 = a1 - a2, s2 = a3 + a4, d2 = a3 - a4;                  \
+        const T s3 = a5 + a6, d3 = a5 - a6;                                              \
+        *(T *)((o) + (k)) = a0 + s1 + s2 + s3;                                           \
+        *(T *)((o) + (ldo) + (k)) = d1 + 2 * d2 + (FC_T)0.5 * d3;                           \
+        *(T *)((o) + 2 * (ldo) + (k)) = s1 + 4 * s2 + (FC_T)0.25 * s3;                      \
+        *(T *)((o) + 3 * (ldo) + (k)) = d1 + 8 * d2 + (FC_T)0.125 * d3 + a7;                \
+    } while (0)
+
+static inline __attribute__((always_inline)) void FC_NAME(fc_wino_in8_1d)(
+    const FC_T *a, long lda, FC_T *o, long ldo, long C)
+{
+    long c = 0;
+    for (; c + FC_WV <= C; c += FC_WV)
+        FC_WINO_IN8_1D(FC_NAME(fc_wino_vec), a, lda, o, ldo, c);
+    for (; c < C; c++)
+        FC_WINO_IN8_1D(FC_T, a, lda, o, ldo, c);
+}
+
+static inline __attribute__((always_inline)) void FC_NAME(fc_wino_out8_1d)(
+    const FC_T *a, long lda, FC_T *o, long ldo, long K)
+{
+    long k = 0;
+    for (; k + FC_WV <= K; k += FC_WV)
+        FC_WINO_OUT8_1D(FC_NAME(fc_wino_vec), a, lda, o, ldo, k);
+    for (; k < K; k++)
+        FC_WINO_OUT8_1D(FC_T, a, lda, o, ldo, k);
+}
+
+/* The input transform of an alpha x alpha patch (alpha 6 or 8): v[alpha * i + j] */
+static void FC_NAME(fc_wino_input_any)(const FC_T *d, long ld_row, long C, int alpha,
+                                       FC_T *tmp, FC_T *v, long ldv)
+{
+    if (alpha == 6) {
+        FC_NAME(fc_wino_input)(d, ld_row, C, tmp, v, ldv);
+        return;
+    }
+    for (int j = 0; j < 8; j++)
+        FC_NAME(fc_wino_in8_1d)(d + j * C, ld_row, tmp + j * C, 8 * C, C);
+    for (int i = 0; i < 8; i++)
+        FC_NAME(fc_wino_in8_1d)(tmp + 8 * i * C, C, v + 8 * i * ldv, ldv, C);
+}
+
+/* Bias, then relu if asked, on the q < cols pixels y[q * K] of one output row. */
+static inline __attribute__((always_inline)) void FC_NAME(fc_wino_store)(
+    const FC_T *y, long K, const FC_T *bias, int relu, FC_T *o, int cols)
+{
+    typedef FC_NAME(fc_wino_vec) vec;
+    typedef __typeof__((vec){0} < (vec){0}) mask;
+    for (int q = 0; q < cols; q++, o += K) {
+        const FC_T *yq = y + q * K;
+        long k = 0;
+        for (; k + FC_WV <= K; k += FC_WV) {
+            vec z = *(const vec *)(yq + k) + *(const vec *)(bias + k);
+            if (relu)     /* what is not below zero stays, NaN included */
+                z = (vec)((mask)z & ~(z < 0));
+            *(vec *)(o + k) = z;
+        }
+        for (; k < K; k++) {
+            const FC_T z = yq[k] + bias[k];
+            o[k] = relu && z < 0 ? 0 : z;
+        }
+    }
+}
+
+/* Output transform of F(4x4, 5x5), from 8x8 products. */
+static void FC_NAME(fc_wino_output8)(const FC_T *m, long ldm, long K, const FC_T *bias,
+                                     int relu, FC_T *tmp, FC_T *out, long ld_row, int rows,
+                                     int cols)
+{
+    FC_T *y = tmp + 32 * K;
+    for (int j = 0; j < 8; j++)
+        FC_NAME(fc_wino_out8_1d)(m + j * ldm, 8 * ldm, tmp + j * K, 8 * K, K);
+    for (int r = 0; r < rows; r++) {
+        FC_NAME(fc_wino_out8_1d)(tmp + 8 * r * K, K, y, K, K);
+        FC_NAME(fc_wino_store)(y, K, bias, relu, out + r * ld_row, cols);
+    }
+}
+
 /* Output transform of F(tile x tile, r x r), tile 4 (r = 3) or 2 (r = 5). */
 static void FC_NAME(fc_wino_output)(const FC_T *m, long ldm, long K, const FC_T *bias,
                                     int relu, int tile, FC_T *tmp, FC_T *out, long ld_row,
                                     int rows, int cols)
 {
-    typedef FC_NAME(fc_wino_vec) vec;
-    typedef __typeof__((vec){0} < (vec){0}) mask;
     FC_T *y = tmp + 24 * K;
     /* columns: tmp[(6 * r + j) * K] = (A^T m[:, j])[r] */
     for (int j = 0; j < 6; j++) {
@@ -127,22 +240,20 @@ static void FC_NAME(fc_wino_output)(const FC_T *m, long ldm, long K, const FC_T 
             FC_NAME(fc_wino_out_1d)(tmp + 6 * r * K, K, y, K, K);
         else
             FC_NAME(fc_wino_out2_1d)(tmp + 6 * r * K, K, y, K, K);
-        for (int q = 0; q < cols; q++) {
-            FC_T *o = out + r * ld_row + q * K;
-            const FC_T *yq = y + q * K;
-            long k = 0;
-            for (; k + FC_WV <= K; k += FC_WV) {
-                vec z = *(const vec *)(yq + k) + *(const vec *)(bias + k);
-                if (relu)     /* what is not below zero stays, NaN included */
-                    z = (vec)((mask)z & ~(z < 0));
-                *(vec *)(o + k) = z;
-            }
-            for (; k < K; k++) {
-                const FC_T z = yq[k] + bias[k];
-                o[k] = relu && z < 0 ? 0 : z;
-            }
-        }
+        FC_NAME(fc_wino_store)(y, K, bias, relu, out + r * ld_row, cols);
     }
+}
+
+/* Output transform of any form: alpha 8 is F(4x4, 5x5); alpha 6 is F(4x4, 3x3) (tile 4)
+ * or F(2x2, 5x5) (tile 2). */
+static void FC_NAME(fc_wino_output_any)(const FC_T *m, long ldm, long K, const FC_T *bias,
+                                        int relu, int tile, int alpha, FC_T *tmp, FC_T *out,
+                                        long ld_row, int rows, int cols)
+{
+    if (alpha == 8)
+        FC_NAME(fc_wino_output8)(m, ldm, K, bias, relu, tmp, out, ld_row, rows, cols);
+    else
+        FC_NAME(fc_wino_output)(m, ldm, K, bias, relu, tile, tmp, out, ld_row, rows, cols);
 }
 
 /* The products at one transformed position: m (tp, nv vectors) = v (tp, C) @ u (C, nv
@@ -220,8 +331,8 @@ static void FC_NAME(fc_wino_gemm)(int nv, int tp, const FC_T *v, long C, const F
 static const FC_TNAME(fc_wino_table) FC_NAME(fc_wino_table) = {
     FC_WV,
     {FC_WINO_ROWS1, FC_WINO_ROWS2},
-    FC_NAME(fc_wino_input),
-    FC_NAME(fc_wino_output),
+    FC_NAME(fc_wino_input_any),
+    FC_NAME(fc_wino_output_any),
     FC_NAME(fc_wino_gemm),
 };
 
@@ -233,3 +344,6 @@ static const FC_TNAME(fc_wino_table) FC_NAME(fc_wino_table) = {
 #undef FC_WINO_IN_1D
 #undef FC_WINO_OUT_1D
 #undef FC_WINO_OUT2_1D
+#undef FC_WINO_LOAD8
+#undef FC_WINO_IN8_1D
+#undef FC_WINO_OUT8_1D

@@ -211,7 +211,7 @@ class ConvPlan:
     @property
     def winograd_eligible(self):
         """Whether :meth:`prepare` can set this convolution up for Winograd: F(4x4, 3x3)
-        or F(2x2, 5x5)."""
+        or F(4x4, 5x5)."""
         return _winograd.eligible((self.kh, self.kw), self.stride, self.dilation, self.c,
                                   self.k)
 
@@ -224,17 +224,19 @@ class ConvPlan:
         algorithm instead, to within rounding.
         """
         kh, kw, k = self.kh, self.kw, self.k
-        # A bf16 plan runs F(4x4, 3x3) in float32 too: its products are fewer, and faster
-        # here than bf16 ones; bf16 direct beats F(2x2, 5x5) (benchmarks/winograd.py).
-        if self.bf16 and not (winograd and self.winograd_eligible and kh == 3):
+        # A bf16 plan runs Winograd in float32 too: its products are fewer, and faster
+        # here than bf16 ones (benchmarks/winograd.py).
+        if self.bf16 and not (winograd and self.winograd_eligible):
             return {"bf16_packed": self._bf16_weights(w, b)}
         if winograd and self.winograd_eligible:
             bias = np.zeros(k, self.dtype) if b is None else np.ascontiguousarray(b, self.dtype)
-            upack = _winograd.transformed_filter(w, self.fwd_block, self.dtype)
+            tile = _winograd.output_tile(kh)
+            upack = _winograd.transformed_filter(w, self.fwd_block, self.dtype, tile)
             group = _winograd.group_tiles(self.c, upack.shape[1] * self.fwd_block,
                                           self.dtype.itemsize,
-                                          _conv.winograd_rows(self.fwd_isa, self.fwd_nv))
-            return {"winograd": (upack, bias, group, _winograd.output_tile(kh))}
+                                          _conv.winograd_rows(self.fwd_isa, self.fwd_nv),
+                                          _winograd.patch_size(kh, tile))
+            return {"winograd": (upack, bias, group, tile)}
         if self.single_channel:
             bias = self._bias(b, None)
             return {"row_patterns": (self._row_pattern(w.reshape(kh * kw, k)),
@@ -329,7 +331,7 @@ class ConvPlan:
             upack, bias, group, tile = winograd
             _conv.winograd_forward(x, upack, bias, out, self.pads[0], self.pads[2], relu,
                                    self.fwd_isa, self.fwd_nv, self.fwd_block, group, n_threads,
-                                   tile)
+                                   tile, _winograd.patch_size(kh, tile))
             return out
         if self.bf16:
             return self._forward_bf16(x, w, b, relu, n_threads, ws, out, bf16_packed)

@@ -3,10 +3,13 @@
 A 3x3, stride-1, undilated convolution computes each 4x4 block of output pixels from the
 6x6 input patch under it as ``A^T [(G g G^T) * (B^T d B)] A``, F(4x4, 3x3): per pair of
 channels, 36 multiplications instead of 144 (Lavin and Gray, 2015). A 5x5 one computes
-2x2 blocks from the same 6x6 patches, F(2x2, 5x5): 36 instead of 100. Both use the same
-six interpolation points (0, 1, -1, 2, -2 and infinity), so the same input transform.
+4x4 blocks from 8x8 patches, F(4x4, 5x5): 64 instead of 400, on the eight points 0, 1,
+-1, 2, -2, 1/2, -1/2 and infinity. F(2x2, 5x5), 2x2 blocks from 6x6 patches (36 instead
+of 100), shares F(4x4, 3x3)'s six points and input transform; it is kept for comparison
+(``benchmarks/winograd.py``): F(4x4, 5x5) has fewer products and less transform work per
+output pixel, and float32 errors of the same size.
 
-The input and output transforms and the 36 matrix products run in
+The input and output transforms and the alpha x alpha matrix products run in
 ``_conv.winograd_forward``; the filter transform
 ``G g G^T`` is done here, once, when a prediction step prepares its weights. Rounding
 differs from the direct convolution's (float32 results agree to about 1e-6 of their
@@ -51,15 +54,47 @@ AT5 = np.array([
     [1, 1, 1, 1, 1, 0],
     [0, 1, -1, 2, -2, 1],
 ], dtype=float)
-# kernel size -> (G, output tile)
-_FORMS = {3: (G, 4), 5: (G5, 2)}
+# F(4x4, 5x5) on the points 0, 1, -1, 2, -2, 1/2, -1/2, infinity (Cook-Toom: row j of
+# B^T holds the coefficients of prod_{l != j} (x - p_l), of G p_j^k / prod_{l != j} (p_j
+# - p_l); infinity's rows keep the highest power)
+BT8 = np.array([
+    [-1, 0, 21 / 4, 0, -21 / 4, 0, 1, 0],
+    [0, 1, 1, -17 / 4, -17 / 4, 1, 1, 0],
+    [0, -1, 1, 17 / 4, -17 / 4, -1, 1, 0],
+    [0, 1 / 2, 1 / 4, -5 / 2, -5 / 4, 2, 1, 0],
+    [0, -1 / 2, 1 / 4, 5 / 2, -5 / 4, -2, 1, 0],
+    [0, 2, 4, -5 / 2, -5, 1 / 2, 1, 0],
+    [0, -2, 4, 5 / 2, -5, -1 / 2, 1, 0],
+    [0, -1, 0, 21 / 4, 0, -21 / 4, 0, 1],
+])
+G45 = np.array([
+    [-1, 0, 0, 0, 0],
+    [-2 / 9, -2 / 9, -2 / 9, -2 / 9, -2 / 9],
+    [-2 / 9, 2 / 9, -2 / 9, 2 / 9, -2 / 9],
+    [1 / 90, 1 / 45, 2 / 45, 4 / 45, 8 / 45],
+    [1 / 90, -1 / 45, 2 / 45, -4 / 45, 8 / 45],
+    [32 / 45, 16 / 45, 8 / 45, 4 / 45, 2 / 45],
+    [32 / 45, -16 / 45, 8 / 45, -4 / 45, 2 / 45],
+    [0, 0, 0, 0, 1],
+])
+AT8 = np.array([
+    [1, 1, 1, 1, 1, 1, 1, 0],
+    [0, 1, -1, 2, -2, 1 / 2, -1 / 2, 0],
+    [0, 1, 1, 4, 4, 1 / 4, 1 / 4, 0],
+    [0, 1, -1, 8, -8, 1 / 8, -1 / 8, 1],
+])
+# (kernel size, output tile) -> (G, B^T, A^T); the tile each kernel size runs with
+FORMS = {(3, 4): (G, BT, AT), (5, 2): (G5, BT, AT5), (5, 4): (G45, BT8, AT8)}
+_TILES = {3: 4, 5: 4}
 
 # The fewest (input, output) channels for which the transforms' cost (per channel, not
 # per channel pair) is small next to the products saved, per kernel size. Measured with
-# benchmarks/winograd.py against the direct kernels, one core (an Intel Xeon, family 6
-# model 207): 3x3 16->16 0.97x, 32->32 1.48x, 64->64 1.89x; 5x5 (whose transforms serve 4
-# outputs, not 16) 32->32 1.05x, 32->64 1.13x, 128->128 1.90x.
-MIN_CHANNELS = {3: (32, 32), 5: (32, 64)}
+# benchmarks/winograd.py against the direct kernels, one core of an AMD EPYC Zen 4
+# (benchmarks/reference/winograd.txt and an ad-hoc run for the narrowest): 3x3 16->16
+# 1.08x (0.93x on 2 threads), 32->32 1.89x, 64->64 2.34x; 5x5 by F(4x4, 5x5) 8->16
+# 0.96x, 16->8 1.48x, 16->16 1.63x, 16->32 2.26x, 32->32 2.82x, 64->64 3.59x (F(2x2, 5x5):
+# 0.48x, 0.84x, 0.95x, 1.19x, 1.47x, 1.89x).
+MIN_CHANNELS = {3: (32, 32), 5: (16, 8)}
 # A task's transformed patches and products take about this many bytes (its thread's
 # share of the core's L2 cache), whatever the channel counts.
 _GROUP_BYTES = 384 * 1024
@@ -68,32 +103,39 @@ _GROUP_BYTES = 384 * 1024
 def eligible(kernel_hw, stride, dilation, c, k):
     """Whether a convolution of this geometry runs by Winograd at prediction."""
     kh, kw = kernel_hw
-    if kh != kw or kh not in _FORMS or tuple(stride) != (1, 1) or tuple(dilation) != (1, 1):
+    if kh != kw or kh not in _TILES or tuple(stride) != (1, 1) or tuple(dilation) != (1, 1):
         return False
     min_c, min_k = MIN_CHANNELS[kh]
     return c >= min_c and k >= min_k
 
 
 def output_tile(kernel_size):
-    """Output pixels per tile side: 4 for 3x3 filters, 2 for 5x5."""
-    return _FORMS[kernel_size][1]
+    """Output pixels per tile side that a kernel size runs with (4 for 3x3 and 5x5)."""
+    return _TILES[kernel_size]
 
 
-def transformed_filter(w, block, dtype):
-    """w (R, R, C, K), R 3 or 5, as G w G^T, (36, K blocks, C, block), zero-padded in K,
-    computed in double and rounded once to ``dtype``."""
+def patch_size(kernel_size, tile):
+    """The side of the input patch under a tile: alpha = tile + kernel size - 1."""
+    return tile + kernel_size - 1
+
+
+def transformed_filter(w, block, dtype, tile=None):
+    """w (R, R, C, K), R 3 or 5, as G w G^T, (alpha^2, K blocks, C, block), zero-padded
+    in K, computed in double and rounded once to ``dtype``; ``tile`` (default
+    :func:`output_tile`) picks the form."""
     r, _, c, k = w.shape
-    g = _FORMS[r][0]
-    u = np.einsum("ar,rsck,bs->abck", g, w.astype(np.float64), g).reshape(36, c, k)
+    g = FORMS[r, tile or output_tile(r)][0]
+    positions = g.shape[0] ** 2
+    u = np.einsum("ar,rsck,bs->abck", g, w.astype(np.float64), g).reshape(positions, c, k)
     n_blocks = -(-k // block)
-    padded = np.zeros((36, c, n_blocks * block))
+    padded = np.zeros((positions, c, n_blocks * block))
     padded[..., :k] = u
-    packed = padded.reshape(36, c, n_blocks, block).transpose(0, 2, 1, 3)
+    packed = padded.reshape(positions, c, n_blocks, block).transpose(0, 2, 1, 3)
     return np.ascontiguousarray(packed, dtype=dtype)
 
 
-def group_tiles(c, k_padded, itemsize, tile_pixels):
+def group_tiles(c, k_padded, itemsize, tile_pixels, alpha=6):
     """Tiles per task: a multiple of the forward kernel's pixels per tile, at least one."""
-    per_tile = 36 * (c + k_padded) * itemsize
+    per_tile = alpha * alpha * (c + k_padded) * itemsize
     tiles = max(1, _GROUP_BYTES // per_tile // tile_pixels) * tile_pixels
     return int(tiles)

@@ -144,27 +144,30 @@ def test_prepared_weights_give_the_forward_bits():
     assert np.array_equal(run(x, GrowingWorkspace(), 2), plan.forward(x, w, b, True, 2))
 
 
-def test_prediction_runs_3x3_winograd_in_float32():
-    """F(4x4, 3x3)'s float32 products beat bf16 ones: a bf16 plan prepared for prediction
-    runs it, exactly as a float32 plan does; elsewhere (5x5 too) bf16."""
-    shape = (2, 12, 12, 32, 3, 3, 32, 1, 1, 1)
+@pytest.mark.parametrize("shape", [(2, 12, 12, 32, 3, 3, 32, 1, 1, 1),
+                                   (2, 12, 12, 16, 5, 5, 24, 1, 2, 1)])
+def test_prediction_runs_winograd_in_float32(shape):
+    """Winograd's float32 products (F(4x4, 3x3), F(4x4, 5x5)) beat bf16 ones: a bf16 plan
+    prepared for prediction runs them, exactly as a float32 plan does; where Winograd
+    does not apply, bf16."""
+    from fastcnn.ops.workspace import GrowingWorkspace
     x, w, b = random_case(shape, np.float32)
     plan16, plan32 = _plan(x, w, shape), _plan(x, w, shape, bf16=False)
     assert plan16.winograd_eligible
-    from fastcnn.ops.workspace import GrowingWorkspace
     y16 = plan16.compile_forward(w, b, True, winograd=True)(x, GrowingWorkspace(), 2)
     y32 = plan32.compile_forward(w, b, True, winograd=True)(x, GrowingWorkspace(), 2)
     assert np.array_equal(y16, y32)
     direct = plan16.compile_forward(w, b, True, winograd=False)(x, GrowingWorkspace(), 2)
     assert np.array_equal(direct, plan16.forward(x, w, b, True, 2))
     assert not np.array_equal(direct, y32)
-    # 5x5: bf16 direct is the faster, so it stays
-    shape = (2, 12, 12, 32, 5, 5, 64, 1, 2, 1)
+    # too few channels for Winograd: bf16 direct stays
+    shape = shape[:3] + (8,) + shape[4:]
     x, w, b = random_case(shape, np.float32)
     plan16 = _plan(x, w, shape)
-    assert plan16.winograd_eligible
+    assert not plan16.winograd_eligible
     y = plan16.compile_forward(w, b, True, winograd=True)(x, GrowingWorkspace(), 2)
     assert np.array_equal(y, plan16.forward(x, w, b, True, 2))
+    assert not np.array_equal(y, _plan(x, w, shape, bf16=False).forward(x, w, b, True, 2))
 
 
 def test_nan_and_inf_propagate():

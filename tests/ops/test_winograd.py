@@ -1,4 +1,5 @@
-"""Winograd F(4x4, 3x3) and F(2x2, 5x5) forward convolution against the naive one."""
+"""Winograd F(4x4, 3x3), F(4x4, 5x5) and F(2x2, 5x5) forward convolution against the
+naive one."""
 import numpy as np
 import pytest
 
@@ -28,6 +29,8 @@ SHAPES = [
     (2, 9, 7, 33, 65, "same", 5),
     (1, 12, 11, 64, 64, "valid", 5),
     (2, 8, 8, 40, 72, (1, 3, 2, 0), 5),
+    (2, 11, 10, 16, 8, (2, 1, 2, 3), 5),
+    (1, 4, 7, 17, 24, "same", 5),
 ]
 
 
@@ -49,15 +52,16 @@ def _winograd_plan(shape, dtype, isa=None):
     return plan, prepared, x, weight, bias, pads
 
 
-@pytest.mark.parametrize("r, g, at", [(3, _winograd.G, _winograd.AT),
-                                      (5, _winograd.G5, _winograd.AT5)])
-def test_transform_matrices_compute_a_correlation(r, g, at):
-    # the slow form of the algorithm: A^T [(G g G^T) * (B^T d B)] A on one 6x6 patch
+@pytest.mark.parametrize("r, m", sorted(_winograd.FORMS))
+def test_transform_matrices_compute_a_correlation(r, m):
+    # the slow form of the algorithm: A^T [(G g G^T) * (B^T d B)] A on one alpha x alpha
+    # patch
+    g, bt, at = _winograd.FORMS[r, m]
+    alpha = _winograd.patch_size(r, m)
+    assert g.shape == (alpha, r) and bt.shape == (alpha, alpha) and at.shape == (m, alpha)
     rng = np.random.default_rng(0)
-    d, w = rng.standard_normal((6, 6)), rng.standard_normal((r, r))
-    bt = _winograd.BT
+    d, w = rng.standard_normal((alpha, alpha)), rng.standard_normal((r, r))
     y = at @ ((g @ w @ g.T) * (bt @ d @ bt.T)) @ at.T
-    m = 7 - r
     direct = np.array([[np.sum(d[i:i + r, j:j + r] * w) for j in range(m)] for i in range(m)])
     np.testing.assert_allclose(y, direct, rtol=1e-12, atol=1e-12)
 
@@ -108,8 +112,8 @@ def test_group_sizes_do_not_change_the_result():
     ((3, 5), (1, 1), (1, 1), 32, 32),
     ((3, 3), (2, 2), (1, 1), 32, 32),
     ((5, 5), (1, 1), (2, 2), 32, 64),
-    ((5, 5), (1, 1), (1, 1), 16, 64),
-    ((5, 5), (1, 1), (1, 1), 64, 32),
+    ((5, 5), (1, 1), (1, 1), 8, 64),
+    ((5, 5), (1, 1), (1, 1), 64, 4),
     ((3, 3), (1, 1), (2, 2), 32, 32),
     ((3, 3), (1, 1), (1, 1), 3, 32),
     ((3, 3), (1, 1), (1, 1), 32, 8),
@@ -131,3 +135,30 @@ def test_nan_propagates_within_its_tile():
     y = plan.forward(x, None, None, False, 1, **prepared)
     assert np.isnan(y[0, :4, :4]).all()
     assert np.isfinite(y[0, 4:]).all() and np.isfinite(y[0, :, 4:]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("r, tile", sorted(_winograd.FORMS))
+@pytest.mark.parametrize("shape", [(2, 9, 7, 33, 65, "same"), (1, 6, 11, 32, 16, (0, 2, 1, 3)),
+                                   (1, 1, 2, 1, 1, "same")])
+def test_every_form_matches_the_naive_convolution(shape, r, tile, dtype):
+    # each (kernel size, tile) form run by hand, small channel counts included
+    x, weight, bias, pads = _case(shape + (r,), dtype)
+    plan = ConvPlan(x.shape[1:], weight.shape, (1, 1), pads, (1, 1), dtype)
+    upack = _winograd.transformed_filter(weight, plan.fwd_block, dtype, tile)
+    alpha = _winograd.patch_size(r, tile)
+    assert upack.shape[0] == alpha * alpha
+    expected = naive_conv2d(x.astype(np.float64), weight.astype(np.float64),
+                            bias.astype(np.float64), (1, 1), pads, (1, 1))
+    out = np.empty(expected.shape, dtype)
+    for group in (1, 7):
+        _conv.winograd_forward(x, upack, bias, out, pads[0], pads[2], False, plan.fwd_isa,
+                               plan.fwd_nv, plan.fwd_block, group, 2, tile, alpha)
+        np.testing.assert_allclose(out, expected, rtol=0,
+                                   atol=TOLERANCE[dtype] * np.abs(expected).max())
+    with pytest.raises(ValueError, match="positions"):   # the other patch size
+        _conv.winograd_forward(x, upack, bias, out, pads[0], pads[2], False, plan.fwd_isa,
+                               plan.fwd_nv, plan.fwd_block, 1, 1, 4, 14 - alpha)
+    with pytest.raises(ValueError, match="no Winograd form"):
+        _conv.winograd_forward(x, upack, bias, out, pads[0], pads[2], False, plan.fwd_isa,
+                               plan.fwd_nv, plan.fwd_block, 1, 1, 3, alpha)
