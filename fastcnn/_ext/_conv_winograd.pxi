@@ -38,11 +38,16 @@ def winograd_forward(
     const floating[::1] bias,             # IN (K,)
     floating[:, :, :, ::1] out,           # OUT (N, Ho, Wo, K)
     int pad_top, int pad_left, bint relu, int isa, int nv, int block, int group,
-    int n_threads, int tile=4, int alpha=6,
+    int n_threads, int tile=4, int alpha=6, int pool=0,
 ):
     """out = conv(x, w) + bias (then relu), stride 1, by Winograd: F(4x4, 3x3) (``tile``
     4, ``alpha`` 6, w 3x3), F(2x2, 5x5) (``tile`` 2, ``alpha`` 6, w 5x5) or F(4x4, 5x5)
     (``tile`` 4, ``alpha`` 8, w 5x5).
+
+    With ``pool`` 1 (max) or 2 (mean), a 2x2 pooling with stride 2 follows, and ``out``
+    is the pooled (N, Ho // 2, Wo // 2, K): each tile's pixels go to the thread's scratch
+    and the pooling kernels (``_pool_kernels.h``) write its pooled ones, bit for bit the
+    two steps' values (a 4x4 or 2x2 tile holds whole 2x2 windows).
 
     The output splits into tile x tile blocks of pixels ("tiles", the last ones in a row
     or column cut short); a task takes ``group`` consecutive tiles and, in its thread's own
@@ -55,7 +60,10 @@ def winograd_forward(
     cdef:
         Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2]
         long C = x.shape[3]
-        Py_ssize_t Ho = out.shape[1], Wo = out.shape[2]
+        # pooled: the convolution's rows and columns under the pooled ones
+        Py_ssize_t Ho = out.shape[1] * (2 if pool else 1)
+        Py_ssize_t Wo = out.shape[2] * (2 if pool else 1)
+        Py_ssize_t Hp = out.shape[1], Wp = out.shape[2], half = tile // 2
         long K = out.shape[3]
         Py_ssize_t n_kblocks = upack.shape[1]
         long Kp = n_kblocks * block
@@ -77,6 +85,15 @@ def winograd_forward(
         floating *tmp
         floating *v
         floating *m
+        floating *pconv
+        floating *dest
+        Py_ssize_t offsets[4]
+        int64_t rel[4]
+        int32_t rel32[4]
+        fc_pool_window window
+        const fc_pool_table_f32 *p32 = NULL
+        const fc_pool_table_f64 *p64 = NULL
+        long tile_len = tile * tile * K
         const floating *xbase = &x[0, 0, 0, 0]
         const floating *ubase = &upack[0, 0, 0, 0]
         floating *obase = &out[0, 0, 0, 0]
@@ -88,16 +105,32 @@ def winograd_forward(
     if upack.shape[0] != positions:
         raise ValueError(f"the transformed filter has {upack.shape[0]} positions, not "
                          f"{positions}: it was made for another Winograd form")
+    if pool not in (0, 1, 2):
+        raise ValueError(f"pool is 0 (none), 1 (max) or 2 (mean), not {pool}")
     if n_tiles == 0 or K == 0:
         return
     if floating is float:
         w32 = fc_wino_table_f32_for(isa)
+        p32 = fc_pool_table_f32_for(isa)
     else:
         w64 = fc_wino_table_f64_for(isa)
+        p64 = fc_pool_table_f64_for(isa)
+    # the 2x2 window in a tile of the scratch (tile pixels a row)
+    for r in range(2):
+        for q in range(2):
+            rel[2 * r + q] = r * tile + q
+            rel32[2 * r + q] = <int32_t> rel[2 * r + q]
+            offsets[2 * r + q] = rel[2 * r + q] * K
+    window.n = 4
+    window.offset = offsets
+    window.rel = rel
+    window.rel32 = rel32
+    window.rel32_fits = True
     # each thread: a patch, the transforms' scratch, the group's transformed patches
-    # (positions x group x C) and products (positions x group x Kp)
-    thread_len = per_thread(patch_len + tmp_len + positions * group * (C + Kp),
-                            sizeof(floating))
+    # (positions x group x C) and products (positions x group x Kp); pooled, a tile's
+    # pixels and the max pool's scratch
+    thread_len = per_thread(patch_len + tmp_len + positions * group * (C + Kp)
+                            + (tile_len + tile * K if pool else 0), sizeof(floating))
     try:
         memory = <floating *> malloc(n_threads * thread_len * sizeof(floating))
         if memory == NULL:
@@ -108,6 +141,7 @@ def winograd_forward(
             tmp = patch + patch_len
             v = tmp + tmp_len
             m = v + positions * group * C
+            pconv = m + positions * group * Kp
             t0 = g * group
             count = min(group, n_tiles - t0)
             # 1. the tiles' input patches, transformed: v[p, i, c]
@@ -161,14 +195,39 @@ def winograd_forward(
                 tj = t % tiles_w
                 rows = <int> min(tile, Ho - tile * ti)
                 cols = <int> min(tile, Wo - tile * tj)
+                if pool == 0:
+                    if floating is float:
+                        w32.output(m + i * Kp, group * Kp, K, &bias[0], relu, tile, alpha,
+                                   tmp, obase + ((n * Ho + tile * ti) * Wo + tile * tj) * K,
+                                   Wo * K, rows, cols)
+                    else:
+                        w64.output(m + i * Kp, group * Kp, K, &bias[0], relu, tile, alpha,
+                                   tmp, obase + ((n * Ho + tile * ti) * Wo + tile * tj) * K,
+                                   Wo * K, rows, cols)
+                    continue
+                # pooled: the tile in the scratch, then its windows (rows, cols even)
                 if floating is float:
                     w32.output(m + i * Kp, group * Kp, K, &bias[0], relu, tile, alpha, tmp,
-                               obase + ((n * Ho + tile * ti) * Wo + tile * tj) * K, Wo * K,
-                               rows, cols)
+                               pconv, tile * K, rows, cols)
                 else:
                     w64.output(m + i * Kp, group * Kp, K, &bias[0], relu, tile, alpha, tmp,
-                               obase + ((n * Ho + tile * ti) * Wo + tile * tj) * K, Wo * K,
-                               rows, cols)
+                               pconv, tile * K, rows, cols)
+                for q in range(rows // 2):
+                    dest = obase + ((n * Hp + half * ti + q) * Wp + half * tj) * K
+                    if floating is float:
+                        if pool == 2:
+                            p32.avg_row(pconv + 2 * q * tile * K, K, cols // 2, 2, &window,
+                                        4, dest)
+                        else:
+                            p32.max_values_row(pconv + 2 * q * tile * K, K, cols // 2, 2,
+                                               &window, pconv + tile_len, dest)
+                    else:
+                        if pool == 2:
+                            p64.avg_row(pconv + 2 * q * tile * K, K, cols // 2, 2, &window,
+                                        4, dest)
+                        else:
+                            p64.max_values_row(pconv + 2 * q * tile * K, K, cols // 2, 2,
+                                               &window, pconv + tile_len, dest)
     finally:
         free(memory)
 

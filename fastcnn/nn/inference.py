@@ -61,7 +61,8 @@ class InferencePlan:
     fewer multiplications, a different rounding (float32 results agree with the direct
     convolution's to about 1e-6 of their scale). Without it, the plan's results are
     bitwise those of ``Network.forward``. Either way a 2x2 pooling with stride 2 runs
-    inside the direct convolution before it, whose output then never leaves the cache.
+    inside the convolution before it (direct or Winograd), whose output then never leaves
+    the cache.
 
     Thread-safe: each thread runs the same steps in its own buffers.
     """

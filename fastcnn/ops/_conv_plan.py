@@ -7,6 +7,8 @@ per call after validating its arguments; the network's layers build one per laye
 reuse it for every batch. Plans trust their inputs: C-contiguous arrays of the plan's
 dtype and shapes, as the callers guarantee.
 """
+import functools
+
 import numpy as np
 
 from .._ext import _conv
@@ -229,14 +231,8 @@ class ConvPlan:
         if self.bf16 and not (winograd and self.winograd_eligible):
             return {"bf16_packed": self._bf16_weights(w, b)}
         if winograd and self.winograd_eligible:
-            bias = np.zeros(k, self.dtype) if b is None else np.ascontiguousarray(b, self.dtype)
-            tile = _winograd.output_tile(kh)
-            upack = _winograd.transformed_filter(w, self.fwd_block, self.dtype, tile)
-            group = _winograd.group_tiles(self.c, upack.shape[1] * self.fwd_block,
-                                          self.dtype.itemsize,
-                                          _conv.winograd_rows(self.fwd_isa, self.fwd_nv),
-                                          _winograd.patch_size(kh, tile))
-            return {"winograd": (upack, bias, group, tile)}
+            rows = _conv.winograd_rows(self.fwd_isa, self.fwd_nv)
+            return {"winograd": _winograd.prepare(w, b, self.fwd_block, self.dtype, rows)}
         if self.single_channel:
             bias = self._bias(b, None)
             return {"row_patterns": (self._row_pattern(w.reshape(kh * kw, k)),
@@ -281,10 +277,10 @@ class ConvPlan:
         """``run(x, ws, n_threads) -> out``: this convolution with these weights, bias and
         relu, then a 2x2 pooling with stride 2 (``mode`` "max" or "avg"), as one kernel
         that writes only the pooled values (prediction); None where there is none: where
-        Winograd's algorithm (with ``winograd``) or bf16 operands would run the
-        convolution, for a 1x1 with big weights, for rows too narrow for the kernels'
-        strips, and for a single input channel but with max pooling. The values are those
-        of :meth:`forward` then the pooling, bit for bit."""
+        bf16 operands would run the convolution, for a 1x1 with big weights, for rows too
+        narrow for the kernels' strips, and for a single input channel but with max
+        pooling. The values are those of :meth:`forward` (by Winograd's algorithm, with
+        ``winograd``, where it applies) then the pooling, bit for bit."""
         if self.ho < 2 or self.wo < 2:
             return None
         kh, kw, k = self.kh, self.kw, self.k
@@ -298,6 +294,11 @@ class ConvPlan:
             return self._kernel_step(_conv.conv2d_forward_c1_max_pool, (weight, bias), args,
                                      shape, lambda x: x.reshape(x.shape[:3]))
         prepared = self.prepare(w, b, winograd)
+        if "winograd" in prepared:
+            args = (self.pads[0], self.pads[2], relu, self.fwd_isa, self.fwd_nv,
+                    self.fwd_block)
+            return self._kernel_step(functools.partial(_winograd.run, pool=mode),
+                                     (prepared["winograd"],), args, shape)
         if "packed" not in prepared or not _conv.pooled_forward_applies(
                 self.h, self.w, self.ho, self.wo, kw, self.stride[1], self.pads[2],
                 self.dilation[1], self.fwd_isa, self.fwd_nv):
@@ -328,11 +329,8 @@ class ConvPlan:
         kh, kw, k = self.kh, self.kw, self.k
         sh, (dh, dw) = self.stride[0], self.dilation
         if winograd is not None:
-            upack, bias, group, tile = winograd
-            _conv.winograd_forward(x, upack, bias, out, self.pads[0], self.pads[2], relu,
-                                   self.fwd_isa, self.fwd_nv, self.fwd_block, group, n_threads,
-                                   tile, _winograd.patch_size(kh, tile))
-            return out
+            return _winograd.run(x, winograd, out, self.pads[0], self.pads[2], relu,
+                                 self.fwd_isa, self.fwd_nv, self.fwd_block, n_threads)
         if self.bf16:
             return self._forward_bf16(x, w, b, relu, n_threads, ws, out, bf16_packed)
         if self.single_channel and packed is None:

@@ -18,6 +18,8 @@ none: a sample's prediction never depends on the batch it comes in.
 """
 import numpy as np
 
+from .._ext import _conv
+
 # G of F(4x4, 3x3) and of F(2x2, 5x5)
 G = np.array([
     [1 / 4, 0, 0],
@@ -139,3 +141,30 @@ def group_tiles(c, k_padded, itemsize, tile_pixels, alpha=6):
     per_tile = alpha * alpha * (c + k_padded) * itemsize
     tiles = max(1, _GROUP_BYTES // per_tile // tile_pixels) * tile_pixels
     return int(tiles)
+
+
+def prepare(w, b, block, dtype, rows):
+    """What :func:`run` takes for weights w (R, R, C, K) and bias b (or None): the
+    transformed filter, the bias, tiles per task (a multiple of ``rows``, the product
+    kernel's rows per call) and the output tile."""
+    r, _, c, k = w.shape
+    dtype = np.dtype(dtype)
+    tile = output_tile(r)
+    upack = transformed_filter(w, block, dtype, tile)
+    group = group_tiles(c, upack.shape[1] * block, dtype.itemsize, rows, patch_size(r, tile))
+    bias = np.zeros(k, dtype) if b is None else np.ascontiguousarray(b, dtype)
+    return upack, bias, group, tile
+
+
+_POOLS = {None: 0, "max": 1, "avg": 2}
+
+
+def run(x, prepared, out, pad_top, pad_left, relu, isa, nv, block, n_threads, pool=None):
+    """out = the convolution of x (N, H, W, C) by :func:`prepare`'s weights (then relu),
+    and with ``pool`` ("max" or "avg") the 2x2 pooling with stride 2 after it, in one
+    pass: ``out`` is then the pooled (N, Ho // 2, Wo // 2, K)."""
+    upack, bias, group, tile = prepared
+    alpha = int(round(upack.shape[0] ** 0.5))
+    _conv.winograd_forward(x, upack, bias, out, pad_top, pad_left, relu, isa, nv, block,
+                           group, n_threads, tile, alpha, _POOLS[pool])
+    return out

@@ -5,6 +5,7 @@ from fastcnn._ext._openmp import openmp_enabled
 
 from fastcnn import functional as F
 from fastcnn._ext import _conv
+from fastcnn.ops import _bf16
 from fastcnn.ops.conv import ConvPlan
 from fastcnn.ops.geometry import int_pair, padding_amounts
 from fastcnn.ops.pool import PoolPlan
@@ -336,9 +337,14 @@ def test_pooled_kernels_only_where_they_apply():
     # rows too narrow for strips: the convolution's tiles run over the flattened grid
     assert ConvPlan((9, 4, 2), (3, 3, 2, 4), (1, 1), (1,) * 4, (1, 1), np.float32) \
         .compile_forward_pool(np.ones((3, 3, 2, 4), np.float32), None, True, "max") is None
-    # Winograd's algorithm runs the convolution where it applies
-    assert pooled(plan(32, k=32, h=12), winograd=True) is None
+    # where Winograd's algorithm runs the convolution, it has a pooled form of its own
+    # (tests/ops/test_winograd.py); bf16 operands have none
+    assert pooled(plan(32, k=32, h=12), winograd=True) is not None
     assert pooled(plan(32, k=32, h=12)) is not None
+    if _bf16.available():
+        bf16 = ConvPlan((8, 8, 4), (3, 3, 4, 4), (1, 1), (0,) * 4, (1, 1), np.float32,
+                        bf16=True)
+        assert pooled(bf16) is None and pooled(bf16, winograd=True) is None
 
 
 @pytest.mark.parametrize("isa", ISAS)

@@ -162,3 +162,48 @@ def test_every_form_matches_the_naive_convolution(shape, r, tile, dtype):
     with pytest.raises(ValueError, match="no Winograd form"):
         _conv.winograd_forward(x, upack, bias, out, pads[0], pads[2], False, plan.fwd_isa,
                                plan.fwd_nv, plan.fwd_block, 1, 1, 3, alpha)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 16, 16, 32, 64, "same"), (1, 9, 11, 33, 40, "same"),
+                                   (2, 7, 6, 32, 32, (0, 1, 1, 2)), (1, 2, 3, 32, 32, "same"),
+                                   (2, 13, 10, 16, 24, "same", 5), (1, 6, 9, 20, 8, "valid", 5)])
+def test_winograd_with_its_pooling(shape, dtype):
+    """Max and average after Winograd in one pass: bitwise Winograd then the pooling (NaN
+    and infinities included), for 1-3 threads, every form; close to the naive result."""
+    from fastcnn.ops.pool import PoolPlan
+    from fastcnn.ops.workspace import GrowingWorkspace
+    plan, prepared, x, weight, bias, pads = _winograd_plan(shape, dtype)
+    special = x.copy()
+    special[0, -1, -1, 0], special[-1, 1, 0, -1], special[0, 0, 1, 2] = np.nan, np.inf, -1e30
+    bits = f"u{x.itemsize}"
+    naive = naive_conv2d(x.astype(np.float64), weight.astype(np.float64),
+                         bias.astype(np.float64), (1, 1), pads, (1, 1))
+    n, ho, wo, k = naive.shape
+    windows = naive[:, :ho // 2 * 2, :wo // 2 * 2].reshape(n, ho // 2, 2, wo // 2, 2, k)
+    r = weight.shape[0]
+    for mode, pool, reduce in (("max", 1, np.max), ("avg", 2, np.mean)):
+        for relu in (False, True):
+            run = plan.compile_forward_pool(weight, bias, relu, mode, winograd=True)
+            for images in (x, special):
+                y = plan.forward(images, None, None, relu, 1, **prepared)
+                expected = PoolPlan(y.shape[1:], (2, 2), (2, 2), mode, dtype).predict(y, 1)
+                for n_threads in (1, 2, 3):
+                    out = run(images, GrowingWorkspace(), n_threads)
+                    assert out.shape == expected.shape
+                    np.testing.assert_array_equal(out.view(bits), expected.view(bits))
+        np.testing.assert_allclose(run(x, GrowingWorkspace(), 1),
+                                   reduce(np.maximum(windows, 0), axis=(2, 4)), rtol=0,
+                                   atol=TOLERANCE[dtype] * np.abs(naive).max())
+        # every form of this kernel size, through the driver
+        for tile in [t for kernel, t in _winograd.FORMS if kernel == r]:
+            upack = _winograd.transformed_filter(weight, plan.fwd_block, dtype, tile)
+            alpha = _winograd.patch_size(r, tile)
+            y = np.empty(naive.shape, dtype)
+            _conv.winograd_forward(x, upack, bias, y, pads[0], pads[2], False, plan.fwd_isa,
+                                   plan.fwd_nv, plan.fwd_block, 3, 2, tile, alpha)
+            expected = PoolPlan(y.shape[1:], (2, 2), (2, 2), mode, dtype).predict(y, 1)
+            out = np.empty(expected.shape, dtype)
+            _conv.winograd_forward(x, upack, bias, out, pads[0], pads[2], False, plan.fwd_isa,
+                                   plan.fwd_nv, plan.fwd_block, 3, 2, tile, alpha, pool)
+            np.testing.assert_array_equal(out.view(bits), expected.view(bits))
