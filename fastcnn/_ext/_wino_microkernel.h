@@ -24,48 +24,53 @@
 #define FC_WV ((int)(FC_VBYTES / sizeof(FC_T)))
 typedef FC_T FC_NAME(fc_wino_vec) __attribute__((vector_size(FC_VBYTES), aligned(sizeof(FC_T))));
 
+/* NAME(a, lda, o, ldo, n): the one-dimensional transform TRANSFORM on channels 0..n-1,
+ * whole vectors then one element at a time */
+#define FC_WINO_1D(NAME, TRANSFORM)                                                     \
+    static inline __attribute__((always_inline)) void FC_NAME(NAME)(                    \
+        const FC_T *a, long lda, FC_T *o, long ldo, long n)                             \
+    {                                                                                   \
+        long i = 0;                                                                     \
+        for (; i + FC_WV <= n; i += FC_WV)                                              \
+            TRANSFORM(FC_NAME(fc_wino_vec), a, lda, o, ldo, i);                         \
+        for (; i < n; i++)                                                              \
+            TRANSFORM(FC_T, a, lda, o, ldo, i);                                         \
+    }
+
 /* The one-dimensional transforms on one vector of channels (or one element: T is the
  * vector type or FC_T). Written on explicit vectors: the auto-vectoriser does not prove
  * the six output streams apart and falls back to scalar code. */
 /* a0..a5: the six vectors (or elements) a[j * lda + i], j < 6 */
-#define FC_WINO_LOAD6(T, a, lda, i)                                                      \
-    const T a0 = *(const T *)((a) + (i)), a1 = *(const T *)((a) + (lda) + (i));          \
-    const T a2 = *(const T *)((a) + 2 * (lda) + (i));                                    \
-    const T a3 = *(const T *)((a) + 3 * (lda) + (i));                                    \
-    const T a4 = *(const T *)((a) + 4 * (lda) + (i));                                    \
+#define FC_WINO_LOAD6(T, a, lda, i)                                                     \
+    const T a0 = *(const T *)((a) + (i)), a1 = *(const T *)((a) + (lda) + (i));         \
+    const T a2 = *(const T *)((a) + 2 * (lda) + (i));                                   \
+    const T a3 = *(const T *)((a) + 3 * (lda) + (i));                                   \
+    const T a4 = *(const T *)((a) + 4 * (lda) + (i));                                   \
     const T a5 = *(const T *)((a) + 5 * (lda) + (i))
 
-#define FC_WINO_IN_1D(T, a, lda, o, ldo, c)                                              \
-    do {                                                                                 \
-        FC_WINO_LOAD6(T, a, lda, c);                                                     \
-        *(T *)((o) + (c)) = 4 * a0 - 5 * a2 + a4;                                        \
-        *(T *)((o) + (ldo) + (c)) = -4 * (a1 + a2) + (a3 + a4);                          \
-        *(T *)((o) + 2 * (ldo) + (c)) = 4 * (a1 - a2) + (a4 - a3);                       \
-        *(T *)((o) + 3 * (ldo) + (c)) = 2 * (a3 - a1) + (a4 - a2);                       \
-        *(T *)((o) + 4 * (ldo) + (c)) = 2 * (a1 - a3) + (a4 - a2);                       \
-        *(T *)((o) + 5 * (ldo) + (c)) = 4 * a1 - 5 * a3 + a5;                            \
+#define FC_WINO_IN_1D(T, a, lda, o, ldo, c)                                             \
+    do {                                                                                \
+        FC_WINO_LOAD6(T, a, lda, c);                                                    \
+        *(T *)((o) + (c)) = 4 * a0 - 5 * a2 + a4;                                       \
+        *(T *)((o) + (ldo) + (c)) = -4 * (a1 + a2) + (a3 + a4);                         \
+        *(T *)((o) + 2 * (ldo) + (c)) = 4 * (a1 - a2) + (a4 - a3);                      \
+        *(T *)((o) + 3 * (ldo) + (c)) = 2 * (a3 - a1) + (a4 - a2);                      \
+        *(T *)((o) + 4 * (ldo) + (c)) = 2 * (a1 - a3) + (a4 - a2);                      \
+        *(T *)((o) + 5 * (ldo) + (c)) = 4 * a1 - 5 * a3 + a5;                           \
     } while (0)
 
-#define FC_WINO_OUT_1D(T, a, lda, o, ldo, k)                                             \
-    do {                                                                                 \
-        FC_WINO_LOAD6(T, a, lda, k);                                                     \
-        const T s12 = a1 + a2, d12 = a1 - a2, s34 = a3 + a4, d34 = a3 - a4;              \
-        *(T *)((o) + (k)) = a0 + s12 + s34;                                              \
-        *(T *)((o) + (ldo) + (k)) = d12 + 2 * d34;                                       \
-        *(T *)((o) + 2 * (ldo) + (k)) = s12 + 4 * s34;                                   \
-        *(T *)((o) + 3 * (ldo) + (k)) = d12 + 8 * d34 + a5;                              \
+#define FC_WINO_OUT_1D(T, a, lda, o, ldo, k)                                            \
+    do {                                                                                \
+        FC_WINO_LOAD6(T, a, lda, k);                                                    \
+        const T s12 = a1 + a2, d12 = a1 - a2, s34 = a3 + a4, d34 = a3 - a4;             \
+        *(T *)((o) + (k)) = a0 + s12 + s34;                                             \
+        *(T *)((o) + (ldo) + (k)) = d12 + 2 * d34;                                      \
+        *(T *)((o) + 2 * (ldo) + (k)) = s12 + 4 * s34;                                  \
+        *(T *)((o) + 3 * (ldo) + (k)) = d12 + 8 * d34 + a5;                             \
     } while (0)
 
 /* o[i * ldo + c] = (B^T a)[i] for the six vectors a[j * lda + c] */
-static inline __attribute__((always_inline)) void FC_NAME(fc_wino_in_1d)(
-    const FC_T *a, long lda, FC_T *o, long ldo, long C)
-{
-    long c = 0;
-    for (; c + FC_WV <= C; c += FC_WV)
-        FC_WINO_IN_1D(FC_NAME(fc_wino_vec), a, lda, o, ldo, c);
-    for (; c < C; c++)
-        FC_WINO_IN_1D(FC_T, a, lda, o, ldo, c);
-}
+FC_WINO_1D(fc_wino_in_1d, FC_WINO_IN_1D)
 
 static void FC_NAME(fc_wino_input)(const FC_T *d, long ld_row, long C, FC_T *tmp, FC_T *v,
                                    long ldv)
@@ -79,33 +84,17 @@ static void FC_NAME(fc_wino_input)(const FC_T *d, long ld_row, long C, FC_T *tmp
 }
 
 /* o[i * ldo + k] = (A^T a)[i], i < 4, for the six vectors a[j * lda + k] */
-static inline __attribute__((always_inline)) void FC_NAME(fc_wino_out_1d)(
-    const FC_T *a, long lda, FC_T *o, long ldo, long K)
-{
-    long k = 0;
-    for (; k + FC_WV <= K; k += FC_WV)
-        FC_WINO_OUT_1D(FC_NAME(fc_wino_vec), a, lda, o, ldo, k);
-    for (; k < K; k++)
-        FC_WINO_OUT_1D(FC_T, a, lda, o, ldo, k);
-}
+FC_WINO_1D(fc_wino_out_1d, FC_WINO_OUT_1D)
 
 /* The same for F(2x2, 5x5): A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 1], two rows out */
-#define FC_WINO_OUT2_1D(T, a, lda, o, ldo, k)                                            \
-    do {                                                                                 \
-        FC_WINO_LOAD6(T, a, lda, k);                                                     \
-        *(T *)((o) + (k)) = a0 + (a1 + a2) + (a3 + a4);                                  \
-        *(T *)((o) + (ldo) + (k)) = (a1 - a2) + 2 * (a3 - a4) + a5;                      \
+#define FC_WINO_OUT2_1D(T, a, lda, o, ldo, k)                                           \
+    do {                                                                                \
+        FC_WINO_LOAD6(T, a, lda, k);                                                    \
+        *(T *)((o) + (k)) = a0 + (a1 + a2) + (a3 + a4);                                 \
+        *(T *)((o) + (ldo) + (k)) = (a1 - a2) + 2 * (a3 - a4) + a5;                     \
     } while (0)
 
-static inline __attribute__((always_inline)) void FC_NAME(fc_wino_out2_1d)(
-    const FC_T *a, long lda, FC_T *o, long ldo, long K)
-{
-    long k = 0;
-    for (; k + FC_WV <= K; k += FC_WV)
-        FC_WINO_OUT2_1D(FC_NAME(fc_wino_vec), a, lda, o, ldo, k);
-    for (; k < K; k++)
-        FC_WINO_OUT2_1D(FC_T, a, lda, o, ldo, k);
-}
+FC_WINO_1D(fc_wino_out2_1d, FC_WINO_OUT2_1D)
 
 /* F(4x4, 5x5) computes each 4x4 block from the 8x8 patch under it, on the eight points
  * 0, 1, -1, 2, -2, 1/2, -1/2 and infinity (every constant below is exact in binary):
@@ -118,58 +107,42 @@ static inline __attribute__((always_inline)) void FC_NAME(fc_wino_out2_1d)(
  *         [ 0  -2    4     5/2  -5    -1/2   1  0]
  *         [ 0  -1    0     21/4  0    -21/4  0  1]
  * Rows 2i-1 and 2i (a point and its negative) share their even and odd halves. */
-#define FC_WINO_LOAD8(T, a, lda, i)                                                      \
-    FC_WINO_LOAD6(T, a, lda, i);                                                         \
-    const T a6 = *(const T *)((a) + 6 * (lda) + (i));                                    \
+#define FC_WINO_LOAD8(T, a, lda, i)                                                     \
+    FC_WINO_LOAD6(T, a, lda, i);                                                        \
+    const T a6 = *(const T *)((a) + 6 * (lda) + (i));                                   \
     const T a7 = *(const T *)((a) + 7 * (lda) + (i))
 
-#define FC_WINO_IN8_1D(T, a, lda, o, ldo, c)                                             \
-    do {                                                                                 \
-        FC_WINO_LOAD8(T, a, lda, c);                                                     \
-        const T e1 = a2 + a6 - (FC_T)4.25 * a4, o1 = a1 + a5 - (FC_T)4.25 * a3;                \
-        const T e2 = (FC_T)0.25 * a2 - (FC_T)1.25 * a4 + a6;                                   \
-        const T o2 = (FC_T)0.5 * a1 - (FC_T)2.5 * a3 + 2 * a5;                                 \
-        const T e3 = 4 * a2 - 5 * a4 + a6, o3 = 2 * a1 - (FC_T)2.5 * a3 + (FC_T)0.5 * a5;      \
-        *(T *)((o) + (c)) = (a6 - a0) + (FC_T)5.25 * (a2 - a4);                             \
-        *(T *)((o) + (ldo) + (c)) = e1 + o1;                                             \
-        *(T *)((o) + 2 * (ldo) + (c)) = e1 - o1;                                         \
-        *(T *)((o) + 3 * (ldo) + (c)) = e2 + o2;                                         \
-        *(T *)((o) + 4 * (ldo) + (c)) = e2 - o2;                                         \
-        *(T *)((o) + 5 * (ldo) + (c)) = e3 + o3;                                         \
-        *(T *)((o) + 6 * (ldo) + (c)) = e3 - o3;                                         \
-        *(T *)((o) + 7 * (ldo) + (c)) = (a7 - a1) + (FC_T)5.25 * (a3 - a5);                 \
+#define FC_WINO_IN8_1D(T, a, lda, o, ldo, c)                                            \
+    do {                                                                                \
+        FC_WINO_LOAD8(T, a, lda, c);                                                    \
+        const T e1 = a2 + a6 - (FC_T)4.25 * a4, o1 = a1 + a5 - (FC_T)4.25 * a3;         \
+        const T e2 = (FC_T)0.25 * a2 - (FC_T)1.25 * a4 + a6;                            \
+        const T o2 = (FC_T)0.5 * a1 - (FC_T)2.5 * a3 + 2 * a5;                          \
+        const T e3 = 4 * a2 - 5 * a4 + a6, o3 = 2 * a1 - (FC_T)2.5 * a3 + (FC_T)0.5 * a5; \
+        *(T *)((o) + (c)) = (a6 - a0) + (FC_T)5.25 * (a2 - a4);                         \
+        *(T *)((o) + (ldo) + (c)) = e1 + o1;                                            \
+        *(T *)((o) + 2 * (ldo) + (c)) = e1 - o1;                                        \
+        *(T *)((o) + 3 * (ldo) + (c)) = e2 + o2;                                        \
+        *(T *)((o) + 4 * (ldo) + (c)) = e2 - o2;                                        \
+        *(T *)((o) + 5 * (ldo) + (c)) = e3 + o3;                                        \
+        *(T *)((o) + 6 * (ldo) + (c)) = e3 - o3;                                        \
+        *(T *)((o) + 7 * (ldo) + (c)) = (a7 - a1) + (FC_T)5.25 * (a3 - a5);             \
     } while (0)
 
-#define FC_WINO_OUT8_1D(T, a, lda, o, ldo, k)                                            \
-    do {                                                                                 \
-        FC_WINO_LOAD8(T, a, lda, k);                                                     \
-        const T s1 = a1 + a2, d1 = a1 - a2, s2 = a3 + a4, d2 = a3 - a4;                  \
-        const T s3 = a5 + a6, d3 = a5 - a6;                                              \
-        *(T *)((o) + (k)) = a0 + s1 + s2 + s3;                                           \
-        *(T *)((o) + (ldo) + (k)) = d1 + 2 * d2 + (FC_T)0.5 * d3;                           \
-        *(T *)((o) + 2 * (ldo) + (k)) = s1 + 4 * s2 + (FC_T)0.25 * s3;                      \
-        *(T *)((o) + 3 * (ldo) + (k)) = d1 + 8 * d2 + (FC_T)0.125 * d3 + a7;                \
+#define FC_WINO_OUT8_1D(T, a, lda, o, ldo, k)                                           \
+    do {                                                                                \
+        FC_WINO_LOAD8(T, a, lda, k);                                                    \
+        const T s1 = a1 + a2, d1 = a1 - a2, s2 = a3 + a4, d2 = a3 - a4;                 \
+        const T s3 = a5 + a6, d3 = a5 - a6;                                             \
+        *(T *)((o) + (k)) = a0 + s1 + s2 + s3;                                          \
+        *(T *)((o) + (ldo) + (k)) = d1 + 2 * d2 + (FC_T)0.5 * d3;                       \
+        *(T *)((o) + 2 * (ldo) + (k)) = s1 + 4 * s2 + (FC_T)0.25 * s3;                  \
+        *(T *)((o) + 3 * (ldo) + (k)) = d1 + 8 * d2 + (FC_T)0.125 * d3 + a7;            \
     } while (0)
 
-static inline __attribute__((always_inline)) void FC_NAME(fc_wino_in8_1d)(
-    const FC_T *a, long lda, FC_T *o, long ldo, long C)
-{
-    long c = 0;
-    for (; c + FC_WV <= C; c += FC_WV)
-        FC_WINO_IN8_1D(FC_NAME(fc_wino_vec), a, lda, o, ldo, c);
-    for (; c < C; c++)
-        FC_WINO_IN8_1D(FC_T, a, lda, o, ldo, c);
-}
+FC_WINO_1D(fc_wino_in8_1d, FC_WINO_IN8_1D)
 
-static inline __attribute__((always_inline)) void FC_NAME(fc_wino_out8_1d)(
-    const FC_T *a, long lda, FC_T *o, long ldo, long K)
-{
-    long k = 0;
-    for (; k + FC_WV <= K; k += FC_WV)
-        FC_WINO_OUT8_1D(FC_NAME(fc_wino_vec), a, lda, o, ldo, k);
-    for (; k < K; k++)
-        FC_WINO_OUT8_1D(FC_T, a, lda, o, ldo, k);
-}
+FC_WINO_1D(fc_wino_out8_1d, FC_WINO_OUT8_1D)
 
 /* The input transform of an alpha x alpha patch (alpha 6 or 8): v[alpha * i + j] */
 static void FC_NAME(fc_wino_input_any)(const FC_T *d, long ld_row, long C, int alpha,
@@ -297,9 +270,9 @@ static inline __attribute__((always_inline)) void FC_NAME(fc_wino_gemm_impl)(
     }
 }
 
-#define FC_WINO_CASE(NV, TP)                                                             \
-    case TP:                                                                             \
-        FC_NAME(fc_wino_gemm_impl)(NV, TP, v, C, u, ldu, m, ldm);                        \
+#define FC_WINO_CASE(NV, TP)                                                            \
+    case TP:                                                                            \
+        FC_NAME(fc_wino_gemm_impl)(NV, TP, v, C, u, ldu, m, ldm);                       \
         return;
 
 static void FC_NAME(fc_wino_gemm)(int nv, int tp, const FC_T *v, long C, const FC_T *u,
@@ -347,3 +320,4 @@ static const FC_TNAME(fc_wino_table) FC_NAME(fc_wino_table) = {
 #undef FC_WINO_LOAD8
 #undef FC_WINO_IN8_1D
 #undef FC_WINO_OUT8_1D
+#undef FC_WINO_1D
