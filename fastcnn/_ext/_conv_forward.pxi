@@ -244,10 +244,7 @@ def conv2d_forward_pooled(
         Py_ssize_t n_tasks = n_images * blocks
         Py_ssize_t conv_len = per_thread(2 * rows_per_task * Wo * K, sizeof(floating))
         Py_ssize_t task, n, p0, nr, q, strip, kblock, k0, col, row_strips, border
-        Py_ssize_t offsets[4]
-        int64_t rel[4]
-        int32_t rel32[4]
-        fc_pool_window window
+        _Window2x2 window
         _Tile tile
         int i, j, tp
         bint inside
@@ -288,17 +285,7 @@ def conv2d_forward_pooled(
         left = right = 0
     inner = Wo - left - right
     n_border = 2 * (left + right)
-    # the 2x2 window in the scratch's two rows of Wo pixels
-    for i in range(2):
-        for j in range(2):
-            rel[2 * i + j] = i * Wo + j
-            rel32[2 * i + j] = <int32_t> rel[2 * i + j]
-            offsets[2 * i + j] = rel[2 * i + j] * K
-    window.n = 4
-    window.offset = offsets
-    window.rel = rel
-    window.rel32 = rel32
-    window.rel32_fits = rel[3] <= INT32_MAX
+    _window_2x2(&window, Wo, K)     # in the scratch's rows of Wo pixels
     zeros = <floating *> calloc(kernel_w * C, sizeof(floating))
     # each thread's convolution rows, then the max pool's scratch
     conv_all = <floating *> malloc(n_threads * 2 * conv_len * sizeof(floating))
@@ -366,20 +353,8 @@ def conv2d_forward_pooled(
                                   wbase + kblock * block_stride, block, bbase + k0, False,
                                   relu, outs, min(block, K - k0))
             for q in range(nr):
-                if floating is float:
-                    if average:
-                        p32.avg_row(conv + 2 * q * Wo * K, K, Wp, 2, &window, 4,
-                                    &out[n, p0 + q, 0, 0])
-                    else:
-                        p32.max_values_row(conv + 2 * q * Wo * K, K, Wp, 2, &window,
-                                           conv + conv_len, &out[n, p0 + q, 0, 0])
-                else:
-                    if average:
-                        p64.avg_row(conv + 2 * q * Wo * K, K, Wp, 2, &window, 4,
-                                    &out[n, p0 + q, 0, 0])
-                    else:
-                        p64.max_values_row(conv + 2 * q * Wo * K, K, Wp, 2, &window,
-                                           conv + conv_len, &out[n, p0 + q, 0, 0])
+                _pool_2x2_row(p32, p64, average, conv + 2 * q * Wo * K, K, Wp, &window.window,
+                              conv + conv_len, &out[n, p0 + q, 0, 0])
     finally:
         free(zeros)
         free(conv_all)

@@ -1,6 +1,7 @@
 # Included by _conv.pyx: what the forward pass and the data gradient share to describe
 # work to the forward tile kernel (tap tables, per-thread pixel scratch, the tiling of an
-# output grid), and the packing of weights into output-channel blocks.
+# output grid), and the packing of weights into output-channel blocks; and what the two
+# pooled forward drivers (direct and Winograd) share to pool their scratch.
 
 
 cdef inline int _tile_pixels(int isa, int nv) noexcept nogil:
@@ -267,3 +268,44 @@ def pack_weights(
                 src = &w[taps[t], a, first]
                 for j in range(width):
                     dst[a * block + j] = src[j]
+
+
+cdef struct _Window2x2:
+    # a 2x2 pooling window over a scratch, its arrays with it
+    fc_pool_window window
+    Py_ssize_t offsets[4]
+    int64_t rel[4]
+    int32_t rel32[4]
+
+
+cdef void _window_2x2(_Window2x2 *w, Py_ssize_t width, Py_ssize_t C) noexcept nogil:
+    """The 2x2 window in rows of ``width`` pixels of C values each (a thread's scratch)."""
+    cdef int i, j
+    for i in range(2):
+        for j in range(2):
+            w.rel[2 * i + j] = i * width + j
+            w.rel32[2 * i + j] = <int32_t> w.rel[2 * i + j]
+            w.offsets[2 * i + j] = w.rel[2 * i + j] * C
+    w.window.n = 4
+    w.window.offset = w.offsets
+    w.window.rel = w.rel
+    w.window.rel32 = w.rel32
+    w.window.rel32_fits = w.rel[3] <= INT32_MAX
+
+
+cdef inline void _pool_2x2_row(const fc_pool_table_f32 *p32, const fc_pool_table_f64 *p64,
+                               bint average, const floating *x, Py_ssize_t C, Py_ssize_t Wp,
+                               const fc_pool_window *window, floating *scratch,
+                               floating *y) noexcept nogil:
+    """y (Wp pixels of C values) = the 2x2, stride-2 max or mean of the two rows under it
+    at x, by the pooling layer's own kernels (``scratch``: the max pool's, a row of x)."""
+    if floating is float:
+        if average:
+            p32.avg_row(x, C, Wp, 2, window, 4, y)
+        else:
+            p32.max_values_row(x, C, Wp, 2, window, scratch, y)
+    else:
+        if average:
+            p64.avg_row(x, C, Wp, 2, window, 4, y)
+        else:
+            p64.max_values_row(x, C, Wp, 2, window, scratch, y)

@@ -86,11 +86,7 @@ def winograd_forward(
         floating *v
         floating *m
         floating *pconv
-        floating *dest
-        Py_ssize_t offsets[4]
-        int64_t rel[4]
-        int32_t rel32[4]
-        fc_pool_window window
+        _Window2x2 window
         const fc_pool_table_f32 *p32 = NULL
         const fc_pool_table_f64 *p64 = NULL
         long tile_len = tile * tile * K
@@ -115,17 +111,7 @@ def winograd_forward(
     else:
         w64 = fc_wino_table_f64_for(isa)
         p64 = fc_pool_table_f64_for(isa)
-    # the 2x2 window in a tile of the scratch (tile pixels a row)
-    for r in range(2):
-        for q in range(2):
-            rel[2 * r + q] = r * tile + q
-            rel32[2 * r + q] = <int32_t> rel[2 * r + q]
-            offsets[2 * r + q] = rel[2 * r + q] * K
-    window.n = 4
-    window.offset = offsets
-    window.rel = rel
-    window.rel32 = rel32
-    window.rel32_fits = True
+    _window_2x2(&window, tile, K)   # in a tile of the scratch (tile pixels a row)
     # each thread: a patch, the transforms' scratch, the group's transformed patches
     # (positions x group x C) and products (positions x group x Kp); pooled, a tile's
     # pixels and the max pool's scratch
@@ -213,21 +199,9 @@ def winograd_forward(
                     w64.output(m + i * Kp, group * Kp, K, &bias[0], relu, tile, alpha, tmp,
                                pconv, tile * K, rows, cols)
                 for q in range(rows // 2):
-                    dest = obase + ((n * Hp + half * ti + q) * Wp + half * tj) * K
-                    if floating is float:
-                        if pool == 2:
-                            p32.avg_row(pconv + 2 * q * tile * K, K, cols // 2, 2, &window,
-                                        4, dest)
-                        else:
-                            p32.max_values_row(pconv + 2 * q * tile * K, K, cols // 2, 2,
-                                               &window, pconv + tile_len, dest)
-                    else:
-                        if pool == 2:
-                            p64.avg_row(pconv + 2 * q * tile * K, K, cols // 2, 2, &window,
-                                        4, dest)
-                        else:
-                            p64.max_values_row(pconv + 2 * q * tile * K, K, cols // 2, 2,
-                                               &window, pconv + tile_len, dest)
+                    _pool_2x2_row(p32, p64, pool == 2, pconv + 2 * q * tile * K, K, cols // 2,
+                                  &window.window, pconv + tile_len,
+                                  obase + ((n * Hp + half * ti + q) * Wp + half * tj) * K)
     finally:
         free(memory)
 

@@ -255,16 +255,10 @@ def test_single_channel_convolution_with_its_max_pooling(shape, dtype, isa):
     x, special, w, b, pads, dilation = _pooled_case(shape, dtype)
     sh = shape[6]
     plan = ConvPlan(x.shape[1:], w.shape, (sh, 1), pads, dilation, dtype, isa)
-    bits = f"u{x.itemsize}"
     for relu in (False, True):
         run = plan.compile_forward_pool(w, b, relu, "max")
         for images in (x, special):
-            y = plan.forward(images, w, b, relu, 1)
-            expected = PoolPlan(y.shape[1:], (2, 2), (2, 2), "max", dtype).predict(y, 1)
-            for n_threads in (1, 2, 3):
-                out = run(images, GrowingWorkspace(), n_threads)
-                assert out.shape == expected.shape
-                np.testing.assert_array_equal(out.view(bits), expected.view(bits))
+            assert_pooled_bitwise(run, images, plan.forward(images, w, b, relu, 1), "max")
         out = run(x, GrowingWorkspace(), 1)
         naive = naive_conv2d(x.astype(np.float64), w.astype(np.float64), b, (sh, 1), pads,
                              dilation)
@@ -303,7 +297,6 @@ def test_convolution_with_its_pooling(shape, dtype, isa):
     stride, dilation, pads, _, _ = naive_geometry(x.shape, w.shape, stride, padding,
                                                   dilation)
     plan = ConvPlan(x.shape[1:], w.shape, stride, pads, dilation, dtype, isa)
-    bits = f"u{x.itemsize}"
     for relu in (False, True):
         naive = naive_conv2d(x.astype(np.float64), w.astype(np.float64), b, stride, pads,
                              dilation)
@@ -313,14 +306,20 @@ def test_convolution_with_its_pooling(shape, dtype, isa):
         for mode, reduce in (("max", np.max), ("avg", np.mean)):
             run = plan.compile_forward_pool(w, b, relu, mode)
             for images in (x, special):
-                y = plan.forward(images, w, b, relu, 1)
-                expected = PoolPlan(y.shape[1:], (2, 2), (2, 2), mode, dtype).predict(y, 1)
-                for n_threads in (1, 2, 3):
-                    out = run(images, GrowingWorkspace(), n_threads)
-                    assert out.shape == expected.shape
-                    np.testing.assert_array_equal(out.view(bits), expected.view(bits))
+                assert_pooled_bitwise(run, images, plan.forward(images, w, b, relu, 1), mode)
             np.testing.assert_allclose(run(x, GrowingWorkspace(), 1),
                                        reduce(windows, axis=(2, 4)), **TOLERANCE[dtype])
+
+
+def assert_pooled_bitwise(run, images, y, mode):
+    """A pooled step's output for images, on 1-3 threads, is bit for bit y (the
+    convolution's output) then the pooling layer's kernel."""
+    expected = PoolPlan(y.shape[1:], (2, 2), (2, 2), mode, y.dtype).predict(y, 1)
+    bits = f"u{y.itemsize}"
+    for n_threads in (1, 2, 3):
+        out = run(images, GrowingWorkspace(), n_threads)
+        assert out.shape == expected.shape
+        np.testing.assert_array_equal(out.view(bits), expected.view(bits))
 
 
 def test_pooled_kernels_only_where_they_apply():

@@ -9,7 +9,7 @@ from fastcnn.ops.conv import ConvPlan
 from fastcnn.ops.geometry import padding_amounts
 from fastcnn.ops.threads import parallel_grain
 
-from test_conv import naive_conv2d
+from test_conv import assert_pooled_bitwise, naive_conv2d
 
 ISAS = list(range(_conv.cpu_isa() + 1))
 TOLERANCE = {np.float32: 2e-5, np.float64: 1e-12}
@@ -186,12 +186,9 @@ def test_winograd_with_its_pooling(shape, dtype):
         for relu in (False, True):
             run = plan.compile_forward_pool(weight, bias, relu, mode, winograd=True)
             for images in (x, special):
-                y = plan.forward(images, None, None, relu, 1, **prepared)
-                expected = PoolPlan(y.shape[1:], (2, 2), (2, 2), mode, dtype).predict(y, 1)
-                for n_threads in (1, 2, 3):
-                    out = run(images, GrowingWorkspace(), n_threads)
-                    assert out.shape == expected.shape
-                    np.testing.assert_array_equal(out.view(bits), expected.view(bits))
+                assert_pooled_bitwise(run, images,
+                                      plan.forward(images, None, None, relu, 1, **prepared),
+                                      mode)
         np.testing.assert_allclose(run(x, GrowingWorkspace(), 1),
                                    reduce(np.maximum(windows, 0), axis=(2, 4)), rtol=0,
                                    atol=TOLERANCE[dtype] * np.abs(naive).max())
