@@ -198,9 +198,31 @@ def conv2d_forward_c1_max_pool(
     whose rows hold them are read where they are, others are copied into the thread's
     scratch, into rows long enough, with their padding (zeroed once: only the image's own
     pixels are written there)."""
+    cdef _ConvArgs a
+    _input_args(&a, x.shape[0], x.shape[1], x.shape[2], 1)
+    a.Hp, a.Wp, a.K = out.shape[1], out.shape[2], out.shape[3]
+    a.kernel_h, a.kernel_w, a.stride_h = kernel_h, kernel_w, stride_h
+    a.pad_top, a.pad_bottom, a.pad_left, a.pad_right = pad_top, pad_bottom, pad_left, pad_right
+    a.dilation_h, a.dilation_w, a.relu, a.isa = dilation_h, dilation_w, relu, isa
+    if out.size == 0:
+        return
+    if _c1_max_pool_run(&a, &x[0, 0, 0], &w[0, 0], &bias[0], &out[0, 0, 0, 0], n_threads):
+        raise MemoryError()
+
+
+cdef int _c1_max_pool_run(const _ConvArgs *a, const floating *x, const floating *w,
+                          const floating *bias, floating *out, int n_threads) noexcept nogil:
+    """conv2d_forward_c1_max_pool on the arrays at these addresses, as ``a`` describes them
+    (a non-empty output): 0, or -1 where memory ran out."""
     cdef:
-        Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2]
-        Py_ssize_t Hp = out.shape[1], Wp = out.shape[2], K = out.shape[3]
+        Py_ssize_t n_images = a.n_images, H = a.H, W = a.W
+        Py_ssize_t Hp = a.Hp, Wp = a.Wp, K = a.K
+        int kernel_h = a.kernel_h, kernel_w = a.kernel_w, stride_h = a.stride_h
+        int pad_top = a.pad_top, pad_bottom = a.pad_bottom
+        int pad_left = a.pad_left, pad_right = a.pad_right
+        int dilation_h = a.dilation_h, dilation_w = a.dilation_w
+        bint relu = a.relu
+        int isa = a.isa
         int lanes = (fc_conv_c1_table_f32_for(isa).pool_lanes if floating is float
                      else fc_conv_c1_table_f64_for(isa).pool_lanes)
         Py_ssize_t reach = (2 * Wp + lanes - 1) // lanes * lanes + (kernel_w - 1) * dilation_w
@@ -216,8 +238,6 @@ def conv2d_forward_c1_max_pool(
         const fc_conv_c1_table_f32 *c32 = NULL
         const fc_conv_c1_table_f64 *c64 = NULL
 
-    if out.size == 0:
-        return
     if floating is float:
         c32 = fc_conv_c1_table_f32_for(isa)
     else:
@@ -225,25 +245,24 @@ def conv2d_forward_c1_max_pool(
     if not in_place:
         all_images = <floating *> calloc(n_threads * scratch, sizeof(floating))
         if all_images == NULL:
-            raise MemoryError()
-    try:
-        for n in prange(n_images, schedule="static", nogil=True, num_threads=n_threads):
-            if in_place:
-                src = &x[n, 0, 0]
+            return -1
+    for n in prange(n_images, schedule="static", nogil=True, num_threads=n_threads):
+        if in_place:
+            src = x + n * H * W
+        else:
+            image = all_images + threadid() * scratch
+            for i in range(H):
+                memcpy(image + (pad_top + i) * ld + pad_left, x + (n * H + i) * W,
+                       W * sizeof(floating))
+            src = image
+        for p in range(Hp):
+            if floating is float:
+                c32.forward_pool(src + 2 * p * stride_h * ld, stride_h * ld,
+                                 dilation_h * ld, kernel_h, kernel_w, dilation_w, w,
+                                 K, bias, relu, Wp, out + (n * Hp + p) * Wp * K)
             else:
-                image = all_images + threadid() * scratch
-                for i in range(H):
-                    memcpy(image + (pad_top + i) * ld + pad_left, &x[n, i, 0],
-                           W * sizeof(floating))
-                src = image
-            for p in range(Hp):
-                if floating is float:
-                    c32.forward_pool(src + 2 * p * stride_h * ld, stride_h * ld,
-                                     dilation_h * ld, kernel_h, kernel_w, dilation_w, &w[0, 0],
-                                     K, &bias[0], relu, Wp, &out[n, p, 0, 0])
-                else:
-                    c64.forward_pool(src + 2 * p * stride_h * ld, stride_h * ld,
-                                     dilation_h * ld, kernel_h, kernel_w, dilation_w, &w[0, 0],
-                                     K, &bias[0], relu, Wp, &out[n, p, 0, 0])
-    finally:
-        free(all_images)
+                c64.forward_pool(src + 2 * p * stride_h * ld, stride_h * ld,
+                                 dilation_h * ld, kernel_h, kernel_w, dilation_w, w,
+                                 K, bias, relu, Wp, out + (n * Hp + p) * Wp * K)
+    free(all_images)
+    return 0

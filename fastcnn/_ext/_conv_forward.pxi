@@ -79,35 +79,59 @@ def conv2d_forward(
     image horizontally (no horizontal dilation, pixels contiguous), every kernel row as one
     tap of S*C contiguous values.
     """
+    cdef _ConvArgs a
+    if x.strides[3] != sizeof(floating):
+        raise ValueError("conv2d_forward needs x's channels contiguous")
+    a.n_images, a.H, a.W, a.C = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    a.xs0 = x.strides[0] // sizeof(floating)
+    a.xs1 = x.strides[1] // sizeof(floating)
+    a.xs2 = x.strides[2] // sizeof(floating)
+    a.Ho, a.Wo, a.K = out.shape[1], out.shape[2], out.shape[3]
+    a.n_kblocks = wpack.shape[0] if wpack.shape[3] == block else wpack.shape[3] // block
+    a.w_last = wpack.shape[3]
+    a.kernel_h, a.kernel_w, a.stride_h, a.stride_w = kernel_h, kernel_w, stride_h, stride_w
+    a.pad_top, a.pad_left, a.dilation_h, a.dilation_w = pad_top, pad_left, dilation_h, dilation_w
+    a.relu, a.isa, a.nv, a.block = relu, isa, nv, block
+    a.weights_outer, a.accumulate = weights_outer, accumulate
+    if a.n_images * a.Ho * a.Wo * a.n_kblocks == 0:
+        return
+    if _forward_run(&a, &x[0, 0, 0, 0], &wpack[0, 0, 0, 0], &bias[0], &out[0, 0, 0, 0],
+                    n_threads):
+        raise MemoryError()
+
+
+cdef int _forward_run(const _ConvArgs *a, const floating *xbase, const floating *wbase,
+                      const floating *bbase, floating *obase, int n_threads) noexcept nogil:
+    """conv2d_forward on the arrays at these addresses, as ``a`` describes them (a
+    non-empty output): 0, or -1 where memory ran out."""
     cdef:
-        Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2]
-        int C = x.shape[3]
-        # x's strides in elements: image, row, pixel
-        Py_ssize_t xs0 = x.strides[0] // sizeof(floating)
-        Py_ssize_t xs1 = x.strides[1] // sizeof(floating)
-        Py_ssize_t xs2 = x.strides[2] // sizeof(floating)
-        Py_ssize_t Ho = out.shape[1], Wo = out.shape[2], K = out.shape[3]
+        Py_ssize_t n_images = a.n_images, H = a.H, W = a.W
+        int C = <int> a.C
+        Py_ssize_t xs0 = a.xs0, xs1 = a.xs1, xs2 = a.xs2
+        Py_ssize_t Ho = a.Ho, Wo = a.Wo, K = a.K
+        int kernel_h = a.kernel_h, kernel_w = a.kernel_w
+        int stride_h = a.stride_h, stride_w = a.stride_w
+        int pad_top = a.pad_top, pad_left = a.pad_left
+        int dilation_h = a.dilation_h, dilation_w = a.dilation_w
+        bint relu = a.relu, weights_outer = a.weights_outer, accumulate = a.accumulate
+        int isa = a.isa, nv = a.nv, block = a.block
         Py_ssize_t n_pixels = Ho * Wo
         int tp_max = _tile_pixels(isa, nv)
         int tp
-        bint packed = wpack.shape[3] == block
-        Py_ssize_t n_kblocks = wpack.shape[0] if packed else wpack.shape[3] // block
+        bint packed = a.w_last == block
+        Py_ssize_t n_kblocks = a.n_kblocks
         int ntaps = kernel_h * kernel_w
         int patch_len = ntaps * C
         # a weight row's stride, and the distance from one block to the next
-        long ldw = block if packed else wpack.shape[3]
+        long ldw = block if packed else a.w_last
         long block_stride = patch_len * block if packed else block
         Py_ssize_t n_ptiles, n_tasks
         Py_ssize_t task, n, ptile, kblock, kblock_first, kblock_end
         Py_ssize_t k0
         _Tile *tiles = NULL
         _Tile tile
-        int i
+        int i, status = 0
         bint inside
-        const floating *xbase = &x[0, 0, 0, 0]
-        const floating *wbase = &wpack[0, 0, 0, 0]
-        const floating *bbase = &bias[0]
-        floating *obase = &out[0, 0, 0, 0]
         floating *zeros
         fc_taps all_taps, row_taps
         const fc_taps *taps
@@ -120,26 +144,22 @@ def conv2d_forward(
         const fc_conv_forward_table_f32 *k32 = NULL
         const fc_conv_forward_table_f64 *k64 = NULL
 
-    if n_images * n_pixels * n_kblocks == 0:
-        return
     if floating is float:
         k32 = fc_conv_forward_table_f32_for(isa)
     else:
         k64 = fc_conv_forward_table_f64_for(isa)
-    if x.strides[3] != sizeof(floating):
-        raise ValueError("conv2d_forward needs x's channels contiguous")
     _row_columns(W, Wo, kernel_w, stride_w, pad_left, dilation_w, &ow_lo, &ow_hi)
     zeros = <floating *> calloc(kernel_w * C, sizeof(floating))
     scratch.memory = NULL
     all_taps.off = row_taps.off = NULL
     all_taps.row = row_taps.row = NULL
-    try:
-        # columns ow < ow_lo and ow > ow_hi have kernel rows reaching off the image
-        tiles = _tile_table(Ho, Wo, ow_lo, Wo - 1 - ow_hi, tp_max, &n_ptiles)
-        if (zeros == NULL or _scratch_init(&scratch, n_threads, tp_max)
-                or tiles == NULL
-                or _tap_table(&all_taps, ntaps, H, W) or _tap_table(&row_taps, kernel_h, H, W)):
-            raise MemoryError()
+    # columns ow < ow_lo and ow > ow_hi have kernel rows reaching off the image
+    tiles = _tile_table(Ho, Wo, ow_lo, Wo - 1 - ow_hi, tp_max, &n_ptiles)
+    if (zeros == NULL or _scratch_init(&scratch, n_threads, tp_max)
+            or tiles == NULL
+            or _tap_table(&all_taps, ntaps, H, W) or _tap_table(&row_taps, kernel_h, H, W)):
+        status = -1
+    else:
         n_tasks = n_images * n_ptiles * (n_kblocks if weights_outer else 1)
         _forward_taps(&all_taps, &row_taps, kernel_h, kernel_w, dilation_h, dilation_w, xs1,
                       xs2)
@@ -176,12 +196,12 @@ def conv2d_forward(
                               kernel_w * C if inside else C, zeros,
                               wbase + kblock * block_stride, ldw, bbase + k0, accumulate,
                               relu, outs, min(block, K - k0))
-    finally:
-        free(zeros)
-        free(scratch.memory)
-        free(tiles)
-        _free_tap_table(&all_taps)
-        _free_tap_table(&row_taps)
+    free(zeros)
+    free(scratch.memory)
+    free(tiles)
+    _free_tap_table(&all_taps)
+    _free_tap_table(&row_taps)
+    return status
 
 
 
@@ -223,16 +243,49 @@ def conv2d_forward_pooled(
     bits); its border columns, which it tiles down the columns, make tiles of their own
     here (each pixel's taps the same, so again the same bits).
     """
+    cdef _ConvArgs a
+    cdef int status
+    if x.strides[3] != sizeof(floating):
+        raise ValueError("conv2d_forward_pooled needs x's channels contiguous")
+    a.n_images, a.H, a.W, a.C = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    a.xs0 = x.strides[0] // sizeof(floating)
+    a.xs1 = x.strides[1] // sizeof(floating)
+    a.xs2 = x.strides[2] // sizeof(floating)
+    a.Ho, a.Wo, a.Hp, a.Wp, a.K = Ho, Wo, out.shape[1], out.shape[2], out.shape[3]
+    a.n_kblocks, a.w_last = wpack.shape[0], wpack.shape[3]
+    a.kernel_h, a.kernel_w, a.stride_h, a.stride_w = kernel_h, kernel_w, stride_h, stride_w
+    a.pad_top, a.pad_left, a.dilation_h, a.dilation_w = pad_top, pad_left, dilation_h, dilation_w
+    a.relu, a.average, a.isa, a.nv, a.block = relu, average, isa, nv, block
+    if a.n_images * a.Hp * a.Wp * a.K == 0:
+        return
+    status = _forward_pooled_run(&a, &x[0, 0, 0, 0], &wpack[0, 0, 0, 0], &bias[0],
+                                 &out[0, 0, 0, 0], n_threads)
+    if status == -2:
+        raise ValueError("conv2d_forward_pooled cannot tile this convolution")
+    if status:
+        raise MemoryError()
+
+
+cdef int _forward_pooled_run(const _ConvArgs *a, const floating *xbase, const floating *wbase,
+                             const floating *bbase, floating *obase,
+                             int n_threads) noexcept nogil:
+    """conv2d_forward_pooled on the arrays at these addresses, as ``a`` describes them (a
+    non-empty output): 0, -1 where memory ran out, -2 for rows that do not split into
+    strips."""
     cdef:
-        Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2]
-        int C = x.shape[3]
-        Py_ssize_t xs0 = x.strides[0] // sizeof(floating)
-        Py_ssize_t xs1 = x.strides[1] // sizeof(floating)
-        Py_ssize_t xs2 = x.strides[2] // sizeof(floating)
-        Py_ssize_t Hp = out.shape[1], Wp = out.shape[2], K = out.shape[3]
+        Py_ssize_t n_images = a.n_images, H = a.H, W = a.W
+        int C = <int> a.C
+        Py_ssize_t xs0 = a.xs0, xs1 = a.xs1, xs2 = a.xs2
+        Py_ssize_t Ho = a.Ho, Wo = a.Wo, Hp = a.Hp, Wp = a.Wp, K = a.K
+        int kernel_h = a.kernel_h, kernel_w = a.kernel_w
+        int stride_h = a.stride_h, stride_w = a.stride_w
+        int pad_top = a.pad_top, pad_left = a.pad_left
+        int dilation_h = a.dilation_h, dilation_w = a.dilation_w
+        bint relu = a.relu, average = a.average
+        int isa = a.isa, nv = a.nv, block = a.block
         Py_ssize_t n_pixels = Ho * Wo
         int tp_max = _tile_pixels(isa, nv)
-        Py_ssize_t n_kblocks = wpack.shape[0]
+        Py_ssize_t n_kblocks = a.n_kblocks
         int ntaps = kernel_h * kernel_w
         long block_stride = ntaps * C * block
         Py_ssize_t ow_lo, ow_hi, left, right, inner, n_strips, first
@@ -246,11 +299,8 @@ def conv2d_forward_pooled(
         Py_ssize_t task, n, p0, nr, q, strip, kblock, k0, col, row_strips, border
         _Window2x2 window
         _Tile tile
-        int i, j, tp
+        int i, j, tp, status = 0
         bint inside
-        const floating *xbase = &x[0, 0, 0, 0]
-        const floating *wbase = &wpack[0, 0, 0, 0]
-        const floating *bbase = &bias[0]
         floating *zeros
         floating *conv_all = NULL
         floating *conv
@@ -266,21 +316,17 @@ def conv2d_forward_pooled(
         const fc_pool_table_f32 *p32 = NULL
         const fc_pool_table_f64 *p64 = NULL
 
-    if n_tasks * Wp * K == 0:
-        return
     if floating is float:
         k32 = fc_conv_forward_table_f32_for(isa)
         p32 = fc_pool_table_f32_for(isa)
     else:
         k64 = fc_conv_forward_table_f64_for(isa)
         p64 = fc_pool_table_f64_for(isa)
-    if x.strides[3] != sizeof(floating):
-        raise ValueError("conv2d_forward_pooled needs x's channels contiguous")
     _row_columns(W, Wo, kernel_w, stride_w, pad_left, dilation_w, &ow_lo, &ow_hi)
     left, right = ow_lo, Wo - 1 - ow_hi
     n_strips = _row_layout(Ho, Wo, left, right, tp_max, &borders)
     if n_strips == 0:
-        raise ValueError("conv2d_forward_pooled cannot tile this convolution")
+        return -2
     if not borders:
         left = right = 0
     inner = Wo - left - right
@@ -292,10 +338,10 @@ def conv2d_forward_pooled(
     scratch.memory = NULL
     all_taps.off = row_taps.off = NULL
     all_taps.row = row_taps.row = NULL
-    try:
-        if (zeros == NULL or conv_all == NULL or _scratch_init(&scratch, n_threads, tp_max)
-                or _tap_table(&all_taps, ntaps, H, W) or _tap_table(&row_taps, kernel_h, H, W)):
-            raise MemoryError()
+    if (zeros == NULL or conv_all == NULL or _scratch_init(&scratch, n_threads, tp_max)
+            or _tap_table(&all_taps, ntaps, H, W) or _tap_table(&row_taps, kernel_h, H, W)):
+        status = -1
+    else:
         _forward_taps(&all_taps, &row_taps, kernel_h, kernel_w, dilation_h, dilation_w, xs1,
                       xs2)
         for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
@@ -354,10 +400,10 @@ def conv2d_forward_pooled(
                                   relu, outs, min(block, K - k0))
             for q in range(nr):
                 _pool_2x2_row(p32, p64, average, conv + 2 * q * Wo * K, K, Wp, &window.window,
-                              conv + conv_len, &out[n, p0 + q, 0, 0])
-    finally:
-        free(zeros)
-        free(conv_all)
-        free(scratch.memory)
-        _free_tap_table(&all_taps)
-        _free_tap_table(&row_taps)
+                              conv + conv_len, obase + ((n * Hp + p0 + q) * Wp) * K)
+    free(zeros)
+    free(conv_all)
+    free(scratch.memory)
+    _free_tap_table(&all_taps)
+    _free_tap_table(&row_taps)
+    return status

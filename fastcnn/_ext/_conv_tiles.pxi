@@ -309,3 +309,29 @@ cdef inline void _pool_2x2_row(const fc_pool_table_f32 *p32, const fc_pool_table
             p64.avg_row(x, C, Wp, 2, window, 4, y)
         else:
             p64.max_values_row(x, C, Wp, 2, window, scratch, y)
+
+
+cdef struct _ConvArgs:
+    # A forward convolution kernel's arguments but its arrays (the def wrappers fill it
+    # from theirs; the compiled inference program, _conv_program.pxi, keeps one per step).
+    # The input, (n_images, H, W, C) at element strides xs0 (image), xs1 (row), xs2 (pixel)
+    Py_ssize_t n_images, H, W, C, xs0, xs1, xs2
+    # the convolution's output (Ho, Wo, K) per image, and the pooled one's (Hp, Wp)
+    Py_ssize_t Ho, Wo, K, Hp, Wp
+    # the weights' blocks of output channels, and the length of their last axis
+    Py_ssize_t n_kblocks, w_last
+    int kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right
+    int dilation_h, dilation_w
+    bint relu, average, weights_outer, accumulate
+    int isa, nv, block
+    # Winograd: tiles per task, output tile, patch size, pooling (0 none, 1 max, 2 mean)
+    int group, tile, alpha, pool
+
+
+cdef inline void _input_args(_ConvArgs *a, Py_ssize_t n_images, Py_ssize_t H, Py_ssize_t W,
+                             Py_ssize_t C) noexcept nogil:
+    """The input's shape in ``a``, C-contiguous."""
+    a.n_images, a.H, a.W, a.C = n_images, H, W, C
+    a.xs2 = C
+    a.xs1 = W * C
+    a.xs0 = H * W * C

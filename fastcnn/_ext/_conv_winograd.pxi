@@ -57,15 +57,42 @@ def winograd_forward(
     back into its output pixels. Each output pixel is computed by one task, in an order fixed
     by the data: the result does not depend on the thread count, nor on the batch.
     """
+    cdef _ConvArgs a
+    if (tile, alpha) not in ((4, 6), (2, 6), (4, 8)):
+        raise ValueError(f"no Winograd form with {tile}x{tile} tiles of {alpha}x{alpha} patches")
+    if upack.shape[0] != alpha * alpha:
+        raise ValueError(f"the transformed filter has {upack.shape[0]} positions, not "
+                         f"{alpha * alpha}: it was made for another Winograd form")
+    if pool not in (0, 1, 2):
+        raise ValueError(f"pool is 0 (none), 1 (max) or 2 (mean), not {pool}")
+    _input_args(&a, x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    a.Hp, a.Wp, a.K, a.n_kblocks = out.shape[1], out.shape[2], out.shape[3], upack.shape[1]
+    a.Ho = a.Hp * (2 if pool else 1)
+    a.Wo = a.Wp * (2 if pool else 1)
+    a.pad_top, a.pad_left, a.relu, a.isa, a.nv, a.block = pad_top, pad_left, relu, isa, nv, block
+    a.group, a.tile, a.alpha, a.pool = group, tile, alpha, pool
+    if a.n_images * a.Ho * a.Wo * a.K == 0:
+        return
+    if _winograd_run(&a, &x[0, 0, 0, 0], &upack[0, 0, 0, 0], &bias[0], &out[0, 0, 0, 0],
+                     n_threads):
+        raise MemoryError()
+
+
+cdef int _winograd_run(const _ConvArgs *a, const floating *xbase, const floating *ubase,
+                       const floating *bias, floating *obase, int n_threads) noexcept nogil:
+    """winograd_forward on the arrays at these addresses, as ``a`` describes them (a valid
+    form, a non-empty output): 0, or -1 where memory ran out."""
     cdef:
-        Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2]
-        long C = x.shape[3]
-        # pooled: the convolution's rows and columns under the pooled ones
-        Py_ssize_t Ho = out.shape[1] * (2 if pool else 1)
-        Py_ssize_t Wo = out.shape[2] * (2 if pool else 1)
-        Py_ssize_t Hp = out.shape[1], Wp = out.shape[2], half = tile // 2
-        long K = out.shape[3]
-        Py_ssize_t n_kblocks = upack.shape[1]
+        Py_ssize_t N = a.n_images, H = a.H, W = a.W
+        long C = a.C
+        Py_ssize_t Ho = a.Ho, Wo = a.Wo
+        int tile = a.tile, alpha = a.alpha, pool = a.pool, group = a.group
+        int pad_top = a.pad_top, pad_left = a.pad_left
+        bint relu = a.relu
+        int isa = a.isa, nv = a.nv, block = a.block
+        Py_ssize_t Hp = a.Hp, Wp = a.Wp, half = tile // 2
+        long K = a.K
+        Py_ssize_t n_kblocks = a.n_kblocks
         long Kp = n_kblocks * block
         Py_ssize_t tiles_h = (Ho + tile - 1) // tile, tiles_w = (Wo + tile - 1) // tile
         Py_ssize_t per_image = tiles_h * tiles_w
@@ -90,21 +117,9 @@ def winograd_forward(
         const fc_pool_table_f32 *p32 = NULL
         const fc_pool_table_f64 *p64 = NULL
         long tile_len = tile * tile * K
-        const floating *xbase = &x[0, 0, 0, 0]
-        const floating *ubase = &upack[0, 0, 0, 0]
-        floating *obase = &out[0, 0, 0, 0]
         const fc_wino_table_f32 *w32 = NULL
         const fc_wino_table_f64 *w64 = NULL
 
-    if (tile, alpha) not in ((4, 6), (2, 6), (4, 8)):
-        raise ValueError(f"no Winograd form with {tile}x{tile} tiles of {alpha}x{alpha} patches")
-    if upack.shape[0] != positions:
-        raise ValueError(f"the transformed filter has {upack.shape[0]} positions, not "
-                         f"{positions}: it was made for another Winograd form")
-    if pool not in (0, 1, 2):
-        raise ValueError(f"pool is 0 (none), 1 (max) or 2 (mean), not {pool}")
-    if n_tiles == 0 or K == 0:
-        return
     if floating is float:
         w32 = fc_wino_table_f32_for(isa)
         p32 = fc_pool_table_f32_for(isa)
@@ -117,91 +132,90 @@ def winograd_forward(
     # pixels and the max pool's scratch
     thread_len = per_thread(patch_len + tmp_len + positions * group * (C + Kp)
                             + (tile_len + tile * K if pool else 0), sizeof(floating))
-    try:
-        memory = <floating *> malloc(n_threads * thread_len * sizeof(floating))
-        if memory == NULL:
-            raise MemoryError()
-        for g in prange(n_groups, schedule="static", nogil=True, num_threads=n_threads):
-            mine = memory + threadid() * thread_len
-            patch = mine
-            tmp = patch + patch_len
-            v = tmp + tmp_len
-            m = v + positions * group * C
-            pconv = m + positions * group * Kp
-            t0 = g * group
-            count = min(group, n_tiles - t0)
-            # 1. the tiles' input patches, transformed: v[p, i, c]
-            for i in range(count):
-                t = t0 + i
-                n = t // per_image
-                ti = (t % per_image) // tiles_w
-                tj = t % tiles_w
-                row = <int> (tile * ti - pad_top)
-                col = <int> (tile * tj - pad_left)
-                if 0 <= row and row + alpha <= H and 0 <= col and col + alpha <= W:
-                    # inside the image: read in place
-                    source = xbase + ((n * H + row) * W + col) * C
-                    ld_row = W * C
-                else:
-                    for r in range(alpha):
-                        for q in range(alpha):
-                            if 0 <= row + r < H and 0 <= col + q < W:
-                                memcpy(patch + (alpha * r + q) * C,
-                                       xbase + ((n * H + row + r) * W + col + q) * C,
-                                       C * sizeof(floating))
-                            else:
-                                memset(patch + (alpha * r + q) * C, 0,
-                                       C * sizeof(floating))
-                    source = patch
-                    ld_row = alpha * C
-                if floating is float:
-                    w32.input(source, ld_row, C, alpha, tmp, v + i * C, group * C)
-                else:
-                    w64.input(source, ld_row, C, alpha, tmp, v + i * C, group * C)
-            # 2. per position p: m[p] (count, Kp) = v[p] (count, C) @ u[p] (C, Kp)
-            for p in range(positions):
-                for kb in range(n_kblocks):
-                    p0 = 0
-                    while p0 < count:
-                        tp = <int> min(rows_max, count - p0)
-                        if floating is float:
-                            w32.gemm(nv, tp, v + (p * group + p0) * C, C,
-                                     ubase + (p * n_kblocks + kb) * C * block, block,
-                                     m + (p * group + p0) * Kp + kb * block, Kp)
+    memory = <floating *> malloc(n_threads * thread_len * sizeof(floating))
+    if memory == NULL:
+        return -1
+    for g in prange(n_groups, schedule="static", nogil=True, num_threads=n_threads):
+        mine = memory + threadid() * thread_len
+        patch = mine
+        tmp = patch + patch_len
+        v = tmp + tmp_len
+        m = v + positions * group * C
+        pconv = m + positions * group * Kp
+        t0 = g * group
+        count = min(group, n_tiles - t0)
+        # 1. the tiles' input patches, transformed: v[p, i, c]
+        for i in range(count):
+            t = t0 + i
+            n = t // per_image
+            ti = (t % per_image) // tiles_w
+            tj = t % tiles_w
+            row = <int> (tile * ti - pad_top)
+            col = <int> (tile * tj - pad_left)
+            if 0 <= row and row + alpha <= H and 0 <= col and col + alpha <= W:
+                # inside the image: read in place
+                source = xbase + ((n * H + row) * W + col) * C
+                ld_row = W * C
+            else:
+                for r in range(alpha):
+                    for q in range(alpha):
+                        if 0 <= row + r < H and 0 <= col + q < W:
+                            memcpy(patch + (alpha * r + q) * C,
+                                   xbase + ((n * H + row + r) * W + col + q) * C,
+                                   C * sizeof(floating))
                         else:
-                            w64.gemm(nv, tp, v + (p * group + p0) * C, C,
-                                     ubase + (p * n_kblocks + kb) * C * block, block,
-                                     m + (p * group + p0) * Kp + kb * block, Kp)
-                        p0 = p0 + tp
-            # 3. the products transformed back into the output pixels
-            for i in range(count):
-                t = t0 + i
-                n = t // per_image
-                ti = (t % per_image) // tiles_w
-                tj = t % tiles_w
-                rows = <int> min(tile, Ho - tile * ti)
-                cols = <int> min(tile, Wo - tile * tj)
-                if pool == 0:
+                            memset(patch + (alpha * r + q) * C, 0,
+                                   C * sizeof(floating))
+                source = patch
+                ld_row = alpha * C
+            if floating is float:
+                w32.input(source, ld_row, C, alpha, tmp, v + i * C, group * C)
+            else:
+                w64.input(source, ld_row, C, alpha, tmp, v + i * C, group * C)
+        # 2. per position p: m[p] (count, Kp) = v[p] (count, C) @ u[p] (C, Kp)
+        for p in range(positions):
+            for kb in range(n_kblocks):
+                p0 = 0
+                while p0 < count:
+                    tp = <int> min(rows_max, count - p0)
                     if floating is float:
-                        w32.output(m + i * Kp, group * Kp, K, &bias[0], relu, tile, alpha,
-                                   tmp, obase + ((n * Ho + tile * ti) * Wo + tile * tj) * K,
-                                   Wo * K, rows, cols)
+                        w32.gemm(nv, tp, v + (p * group + p0) * C, C,
+                                 ubase + (p * n_kblocks + kb) * C * block, block,
+                                 m + (p * group + p0) * Kp + kb * block, Kp)
                     else:
-                        w64.output(m + i * Kp, group * Kp, K, &bias[0], relu, tile, alpha,
-                                   tmp, obase + ((n * Ho + tile * ti) * Wo + tile * tj) * K,
-                                   Wo * K, rows, cols)
-                    continue
-                # pooled: the tile in the scratch, then its windows (rows, cols even)
+                        w64.gemm(nv, tp, v + (p * group + p0) * C, C,
+                                 ubase + (p * n_kblocks + kb) * C * block, block,
+                                 m + (p * group + p0) * Kp + kb * block, Kp)
+                    p0 = p0 + tp
+        # 3. the products transformed back into the output pixels
+        for i in range(count):
+            t = t0 + i
+            n = t // per_image
+            ti = (t % per_image) // tiles_w
+            tj = t % tiles_w
+            rows = <int> min(tile, Ho - tile * ti)
+            cols = <int> min(tile, Wo - tile * tj)
+            if pool == 0:
                 if floating is float:
-                    w32.output(m + i * Kp, group * Kp, K, &bias[0], relu, tile, alpha, tmp,
-                               pconv, tile * K, rows, cols)
+                    w32.output(m + i * Kp, group * Kp, K, bias, relu, tile, alpha,
+                               tmp, obase + ((n * Ho + tile * ti) * Wo + tile * tj) * K,
+                               Wo * K, rows, cols)
                 else:
-                    w64.output(m + i * Kp, group * Kp, K, &bias[0], relu, tile, alpha, tmp,
-                               pconv, tile * K, rows, cols)
-                for q in range(rows // 2):
-                    _pool_2x2_row(p32, p64, pool == 2, pconv + 2 * q * tile * K, K, cols // 2,
-                                  &window.window, pconv + tile_len,
-                                  obase + ((n * Hp + half * ti + q) * Wp + half * tj) * K)
-    finally:
-        free(memory)
+                    w64.output(m + i * Kp, group * Kp, K, bias, relu, tile, alpha,
+                               tmp, obase + ((n * Ho + tile * ti) * Wo + tile * tj) * K,
+                               Wo * K, rows, cols)
+                continue
+            # pooled: the tile in the scratch, then its windows (rows, cols even)
+            if floating is float:
+                w32.output(m + i * Kp, group * Kp, K, bias, relu, tile, alpha, tmp,
+                           pconv, tile * K, rows, cols)
+            else:
+                w64.output(m + i * Kp, group * Kp, K, bias, relu, tile, alpha, tmp,
+                           pconv, tile * K, rows, cols)
+            for q in range(rows // 2):
+                _pool_2x2_row(p32, p64, pool == 2, pconv + 2 * q * tile * K, K, cols // 2,
+                              &window.window, pconv + tile_len,
+                              obase + ((n * Hp + half * ti + q) * Wp + half * tj) * K)
+    free(memory)
+    return 0
 

@@ -333,30 +333,12 @@ def global_avg_pool2d_forward(
     int n_threads, int isa=-1,
 ):
     """y[n, c] = mean of x[n, :, :, c], summed in double precision pixel by pixel."""
-    cdef:
-        Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
-        Py_ssize_t n_pixels = H * W
-        Py_ssize_t n
-        const floating *xbase = NULL
-        floating *ybase
-        const fc_pool_table_f32 *k32 = NULL
-        const fc_pool_table_f64 *k64 = NULL
-
+    cdef Py_ssize_t n_images = x.shape[0], C = x.shape[3]
     isa = resolve_isa(isa, _DETECTED_ISA)
-    if floating is float:
-        k32 = fc_pool_table_f32_for(isa)
-    else:
-        k64 = fc_pool_table_f64_for(isa)
     if n_images == 0 or C == 0:
         return
-    if n_pixels > 0:
-        xbase = &x[0, 0, 0, 0]
-    ybase = &y[0, 0]
-    for n in prange(n_images, schedule="static", nogil=True, num_threads=n_threads):
-        if floating is float:
-            k32.global_avg(xbase + n * n_pixels * C, n_pixels, C, ybase + n * C)
-        else:
-            k64.global_avg(xbase + n * n_pixels * C, n_pixels, C, ybase + n * C)
+    _global_avg_images(&x[0, 0, 0, 0] if x.shape[1] * x.shape[2] > 0 else NULL, &y[0, 0],
+                       n_images, x.shape[1] * x.shape[2], C, isa, n_threads)
 
 
 def global_avg_pool2d_backward(

@@ -56,3 +56,21 @@ cdef extern from "_pool_kernels.h" nogil:
                                const fc_pool_window *w, double *scratch, double *y) noexcept nogil
     const fc_pool_table_f32 *fc_pool_table_f32_for(int isa)
     const fc_pool_table_f64 *fc_pool_table_f64_for(int isa)
+
+
+cdef inline void _global_avg_images(const floating *x, floating *y, Py_ssize_t n_images,
+                                    Py_ssize_t n_pixels, Py_ssize_t C, int isa,
+                                    int n_threads) noexcept nogil:
+    """y (n_images, C) = the mean of each image's n_pixels pixels of x, an image per task."""
+    cdef Py_ssize_t n
+    cdef const fc_pool_table_f32 *k32 = NULL
+    cdef const fc_pool_table_f64 *k64 = NULL
+    if floating is float:
+        k32 = fc_pool_table_f32_for(isa)
+    else:
+        k64 = fc_pool_table_f64_for(isa)
+    for n in prange(n_images, schedule="static", nogil=True, num_threads=n_threads):
+        if floating is float:
+            k32.global_avg(x + n * n_pixels * C, n_pixels, C, y + n * C)
+        else:
+            k64.global_avg(x + n * n_pixels * C, n_pixels, C, y + n * C)

@@ -2,6 +2,7 @@
 import numpy as np
 
 from ..ops.activation import activate_inplace, activation_backward_inplace
+from ..ops._program import direct_op, with_op
 from ..ops.conv import ConvPlan
 from ._spec import Spec, is_int, register
 from .layer import ACTIVATIONS, Layer, activation_problem, init_weights, own_gradient
@@ -161,7 +162,18 @@ class DenseLayer(Layer):
                 run = runs[n] = self._plan(n).compile_forward(w4, bias, relu)
             z = run(x.reshape(1, 1, n, n_in), ws, n_threads).reshape(n, n_out)
             return z if squash is None else activate_inplace(z, squash, n_threads)
-        return step
+        return with_op(step, None if squash is not None else self._row_op(w4, bias, relu))
+
+    def _row_op(self, w4, bias, relu):
+        """The compiled program's op for this layer with weights w4 (None where its
+        weights are not packed: read in place, or in slices of the inputs)."""
+        plan = self._plan(1)
+        prepared = plan.prepare(w4, bias)
+        if "packed" not in prepared:
+            return None
+        wpack = prepared["packed"]
+        return direct_op(plan, wpack, prepared["padded_bias"], relu,
+                         wpack.nbytes > plan.weights_outer_bytes, rows=True)
 
     def backward(self, dy, run, ws=None):
         if self.activation == "linear":

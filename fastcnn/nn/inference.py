@@ -20,6 +20,8 @@ import threading
 
 import numpy as np
 
+from .._ext._conv import Program
+from ..ops.threads import grain
 from ..ops.workspace import GrowingWorkspace
 from .dense import DenseLayer
 
@@ -47,6 +49,15 @@ def _activations(layers):
     return sum(int(np.prod(layer.output_shape)) for child in layers for layer in child.walk())
 
 
+def _program(image_steps, flat_steps, dtype, chunk, flat_chunk):
+    """The compiled program of these steps, or None where one of them has no op (see
+    :mod:`fastcnn.ops._program`)."""
+    ops = [getattr(step, "op", None) for step in image_steps + flat_steps]
+    if not ops or None in ops or dtype not in (np.float32, np.float64):
+        return None
+    return Program(ops, len(image_steps), np.dtype(dtype), chunk, flat_chunk)
+
+
 def _width(layer, network):
     """Values per image in the output of ``layer`` (None: the network's input)."""
     return int(np.prod(network.input_shape if layer is None else layer.output_shape))
@@ -63,6 +74,13 @@ class InferencePlan:
     bitwise those of ``Network.forward``. Either way a 2x2 pooling with stride 2 runs
     inside the convolution before it (direct or Winograd), whose output then never leaves
     the cache.
+
+    Where every step is one call of a kernel that ``_conv.Program`` knows (the direct,
+    pooled and Winograd convolutions, dense layers, global average pooling; not bf16
+    operands, residual blocks, depthwise convolutions, other poolings or activations), the
+    whole pass, chunks and all, is one call of that compiled program, with no Python
+    between layers: the same kernels, so the same results. Otherwise the steps run one by
+    one, from Python.
 
     Thread-safe: each thread runs the same steps in its own buffers.
     """
@@ -86,6 +104,8 @@ class InferencePlan:
         self.flat_width = _width(children[split - 1] if split else None, network)
         self.output_width = _width(children[-1] if children else None, network)
         self.dtype = network.dtype
+        self.program = _program(self.image_steps, self.flat_steps, self.dtype, self.chunk,
+                                self.flat_chunk)
         self._local = threading.local()
 
     def _spaces(self):
@@ -107,6 +127,10 @@ class InferencePlan:
         dtype, into ``out`` (N, output width), with ``n_threads`` threads (an int)."""
         image_spaces, flat_spaces, own = self._spaces()
         n = images.shape[0]
+        if self.program is not None:
+            buffer = own.empty("program", (self.program.buffer_len,), self.dtype)
+            self.program.run(images.reshape(n, -1), out, buffer, n_threads, grain())
+            return out
         chunk = self.chunk
         for first in range(0, n, self.flat_chunk):
             last = min(n, first + self.flat_chunk)

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 
+from ..ops._program import global_avg_op, with_op
 from ..ops.geometry import pair
 from ..ops.l2_pool import L2PoolPlan
 from ..ops.pool import (
@@ -197,6 +198,11 @@ class GlobalAvgPool2DLayer(Layer):
             self._x_shape = x.shape
         return global_avg_pool_into(x, run.n_threads, ws)
 
+    def prediction_step(self, winograd=False):
+        def step(x, ws, n_threads):
+            return global_avg_pool_into(x, n_threads, ws)
+        return with_op(step, global_avg_op(self.input_shape))
+
     def backward(self, dy, run, ws=None):
         if not self.need_dx:
             return None
@@ -240,6 +246,8 @@ class GlobalMaxPool2DLayer(GlobalAvgPool2DLayer):
     def __init__(self, spec, input_shape, dtype, need_dx, numbering):
         super().__init__(spec, input_shape, dtype, need_dx, numbering)
         self._argmax = None
+
+    prediction_step = Layer.prediction_step     # (not the average's)
 
     def forward(self, x, run, ws=None):
         x = np.ascontiguousarray(x, dtype=self.dtype)

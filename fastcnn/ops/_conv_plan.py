@@ -14,7 +14,8 @@ import numpy as np
 from .._ext import _conv
 from . import _bf16, _winograd
 from ._isa import resolve_isa, vector_plan
-from .geometry import conv_output_hw
+from ._program import conv_op, direct_op, winograd_op, with_op
+from .geometry import conv_output_hw, data_grad_phases
 from .threads import resolve_threads
 from .workspace import empty, zeros
 
@@ -47,28 +48,6 @@ def _pack_blocks(w, taps, block, transpose, ws, name, n_threads):
     packed = empty(ws, name, (-(-cout // block), len(taps), cin, block), w.dtype)
     _conv.pack_weights(np.ascontiguousarray(w), taps, packed, transpose, n_threads)
     return packed
-
-
-def _data_grad_phases(shape_hw, kernel_hw, stride, pads, dilation):
-    """For each stride phase (row0, col0): the taps (r, s) that reach it and their dy offsets.
-
-    Input row i = row0 + stride*j (padded row a = i + pad_top) receives output row
-    oh = (a - r*dilation) / stride for each r where that is an integer, i.e. oh = j + e_r
-    with e_r = (row0 + pad_top - r*dilation) / stride, the same for every j of the phase.
-    """
-    axes = []
-    for size, kernel, s, pad, d in zip(shape_hw, kernel_hw, stride, pads, dilation):
-        phases = []
-        for first in range(min(s, size)):
-            taps = [(r, (first + pad - r * d) // s) for r in range(kernel)
-                    if (first + pad - r * d) % s == 0]
-            phases.append((first, taps))
-        axes.append(phases)
-    for row0, row_taps in axes[0]:
-        for col0, col_taps in axes[1]:
-            # the dy column rising within a kernel row: one run, for the sliding tile
-            col_taps = sorted(col_taps, key=lambda tap: tap[1])
-            yield row0, col0, [(r, er, s, es) for r, er in row_taps for s, es in col_taps]
 
 
 class ConvPlan:
@@ -136,7 +115,7 @@ class ConvPlan:
         self._all_taps = np.arange(self.kh * self.kw, dtype=np.intc)
         self.phases = []
         n_phases = 0
-        for row0, col0, taps in _data_grad_phases((self.h, self.w), (self.kh, self.kw),
+        for row0, col0, taps in data_grad_phases((self.h, self.w), (self.kh, self.kw),
                                                   stride, pads[::2], dilation):
             n_phases += 1
             if taps:  # a phase no tap reaches has a zero gradient
@@ -254,14 +233,17 @@ class ConvPlan:
         if "packed" not in prepared:    # the single-channel, sliced, in-place and Winograd
             def run(x, ws, n_threads):  # forms: forward's own dispatch
                 return self.forward(x, w, b, relu, n_threads, ws, **prepared)
-            return run
+            return with_op(run, winograd_op(self, prepared["winograd"], relu)
+                           if "winograd" in prepared else None)
         wpack, bias = prepared["packed"], prepared["padded_bias"]
-        return self._kernel_step(_conv.conv2d_forward, (wpack, bias),
-                                 self._kernel_args(wpack, relu), shape)
+        args = self._kernel_args(wpack, relu)
+        return self._kernel_step(_conv.conv2d_forward, (wpack, bias), args, shape,
+                                 op=direct_op(self, wpack, bias, relu, args[-2]))
 
-    def _kernel_step(self, kernel, operands, args, shape, images=None):
+    def _kernel_step(self, kernel, operands, args, shape, images=None, op=None):
         """``run(x, ws, n_threads) -> out``: ``kernel(images(x), *operands, out, *args,
-        n_threads)`` into a workspace array of (N,) + shape (``images``: x itself)."""
+        n_threads)`` into a workspace array of (N,) + shape (``images``: x itself), the
+        call described by ``op`` (:mod:`fastcnn.ops._program`)."""
         dtype, threads = self.dtype, self.threads
 
         def run(x, ws, n_threads):
@@ -271,7 +253,7 @@ class ConvPlan:
                 kernel(x if images is None else images(x), *operands, out, *args,
                        threads(n_threads, n))
             return out
-        return run
+        return with_op(run, op)
 
     def compile_forward_pool(self, w, b, relu, mode, winograd=False):
         """``run(x, ws, n_threads) -> out``: this convolution with these weights, bias and
@@ -292,13 +274,16 @@ class ConvPlan:
             bias = np.zeros(k, self.dtype) if b is None else np.array(b, dtype=self.dtype)
             args = (kh, kw, self.stride[0], *self.pads, *self.dilation, relu, self.isa)
             return self._kernel_step(_conv.conv2d_forward_c1_max_pool, (weight, bias), args,
-                                     shape, lambda x: x.reshape(x.shape[:3]))
+                                     shape, lambda x: x.reshape(x.shape[:3]),
+                                     conv_op(self, "c1_max_pool", (weight, bias), relu,
+                                             pooled=True, isa=self.isa))
         prepared = self.prepare(w, b, winograd)
         if "winograd" in prepared:
             args = (self.pads[0], self.pads[2], relu, self.fwd_isa, self.fwd_nv,
                     self.fwd_block)
             return self._kernel_step(functools.partial(_winograd.run, pool=mode),
-                                     (prepared["winograd"],), args, shape)
+                                     (prepared["winograd"],), args, shape,
+                                     op=winograd_op(self, prepared["winograd"], relu, mode))
         if "packed" not in prepared or not _conv.pooled_forward_applies(
                 self.h, self.w, self.ho, self.wo, kw, self.stride[1], self.pads[2],
                 self.dilation[1], self.fwd_isa, self.fwd_nv):
@@ -306,8 +291,11 @@ class ConvPlan:
         (sh, sw), (dh, dw) = self.stride, self.dilation
         args = (self.ho, self.wo, kh, kw, sh, sw, self.pads[0], self.pads[2], dh, dw, relu,
                 mode == "avg", self.fwd_isa, self.fwd_nv, self.fwd_block)
-        return self._kernel_step(_conv.conv2d_forward_pooled,
-                                 (prepared["packed"], prepared["padded_bias"]), args, shape)
+        wpack = prepared["packed"]
+        return self._kernel_step(
+            _conv.conv2d_forward_pooled, (wpack, prepared["padded_bias"]), args, shape,
+            op=conv_op(self, "conv_pool", (wpack, prepared["padded_bias"]), relu, pooled=True,
+                       average=mode == "avg", n_kblocks=wpack.shape[0], w_last=wpack.shape[3]))
 
     def forward(self, x, w, b, relu, n_threads, ws=None, out=None, packed=None,
                 expanded=None, padded_bias=None, row_patterns=None, winograd=None,

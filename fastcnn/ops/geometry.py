@@ -131,3 +131,25 @@ def pyramid_bins(in_hw, levels):
         for top, bottom in adaptive_bins(in_hw[0], level):
             rows.extend((top, bottom, left, right) for left, right in cols)
     return np.array(rows, dtype=np.int64).reshape(-1, 4)
+
+
+def data_grad_phases(shape_hw, kernel_hw, stride, pads, dilation):
+    """For each stride phase (row0, col0): the taps (r, s) that reach it and their dy offsets.
+
+    Input row i = row0 + stride*j (padded row a = i + pad_top) receives output row
+    oh = (a - r*dilation) / stride for each r where that is an integer, i.e. oh = j + e_r
+    with e_r = (row0 + pad_top - r*dilation) / stride, the same for every j of the phase.
+    """
+    axes = []
+    for size, kernel, s, pad, d in zip(shape_hw, kernel_hw, stride, pads, dilation):
+        phases = []
+        for first in range(min(s, size)):
+            taps = [(r, (first + pad - r * d) // s) for r in range(kernel)
+                    if (first + pad - r * d) % s == 0]
+            phases.append((first, taps))
+        axes.append(phases)
+    for row0, row_taps in axes[0]:
+        for col0, col_taps in axes[1]:
+            # the dy column rising within a kernel row: one run, for the sliding tile
+            col_taps = sorted(col_taps, key=lambda tap: tap[1])
+            yield row0, col0, [(r, er, s, es) for r, er in row_taps for s, es in col_taps]

@@ -27,6 +27,11 @@ def resolve_threads(n_threads, work=None):
     return n_threads
 
 
+def grain():
+    """Units of work per thread below which :func:`resolve_threads` uses fewer threads."""
+    return _grain
+
+
 @contextlib.contextmanager
 def parallel_grain(units):
     """Within the block, work is split between threads down to ``units`` per thread.

@@ -1,0 +1,210 @@
+# Included by _conv.pyx: the compiled inference program (a whole prediction pass in one
+# call).
+
+cdef enum _OpKind:
+    _OP_CONV = 0            # conv2d_forward
+    _OP_CONV_POOL = 1       # conv2d_forward_pooled
+    _OP_C1_MAX_POOL = 2     # conv2d_forward_c1_max_pool
+    _OP_WINOGRAD = 3        # winograd_forward (pooled or not)
+    _OP_GLOBAL_AVG = 4      # global average pooling
+
+# the fields of _ConvArgs, which an op's dict sets (the others 0)
+_ARG_FIELDS = ("n_images", "H", "W", "C", "xs0", "xs1", "xs2", "Ho", "Wo", "K", "Hp", "Wp",
+               "n_kblocks", "w_last", "kernel_h", "kernel_w", "stride_h", "stride_w",
+               "pad_top", "pad_bottom", "pad_left", "pad_right", "dilation_h", "dilation_w",
+               "relu", "average", "weights_outer", "accumulate", "isa", "nv", "block",
+               "group", "tile", "alpha", "pool")
+
+OP_KINDS = {"conv": _OP_CONV, "conv_pool": _OP_CONV_POOL, "c1_max_pool": _OP_C1_MAX_POOL,
+            "winograd": _OP_WINOGRAD, "global_avg": _OP_GLOBAL_AVG}
+
+
+cdef struct _Op:
+    _OpKind kind
+    _ConvArgs a             # its arguments for one image (n_images set per call)
+    bint rows               # a dense layer: the batch is one image's row (W = Wo = count)
+    void *w                 # the prepared weights and bias
+    void *b
+    Py_ssize_t in_len, out_len   # values per image (sample) in and out
+    Py_ssize_t work         # 16x the vector work per image (ConvPlan.vector_work)
+
+
+cdef int _op_threads(const _Op *op, Py_ssize_t count, int n_threads, Py_ssize_t grain) noexcept nogil:
+    """ConvPlan.threads (resolve_threads) for ``count`` images of this op."""
+    cdef Py_ssize_t fit = (count * op.work // 16) // grain
+    return <int> max(1, min(<Py_ssize_t> n_threads, fit))
+
+
+cdef int _op_run(const _Op *op, const floating *x, floating *y, Py_ssize_t count, int n_threads,
+                 Py_ssize_t grain) noexcept nogil:
+    """One op over ``count`` images (samples) from x into y: 0, or a driver's error."""
+    cdef _ConvArgs a = op.a
+    cdef int threads = _op_threads(op, count, n_threads, grain)
+    if op.rows:
+        a.n_images, a.W, a.Wo = 1, count, count
+        a.xs0 = a.xs1 = count * a.C
+    else:
+        a.n_images = count
+    if op.kind == _OP_CONV:
+        return _forward_run(&a, x, <const floating *> op.w, <const floating *> op.b, y, threads)
+    if op.kind == _OP_CONV_POOL:
+        return _forward_pooled_run(&a, x, <const floating *> op.w, <const floating *> op.b, y,
+                                   threads)
+    if op.kind == _OP_C1_MAX_POOL:
+        return _c1_max_pool_run(&a, x, <const floating *> op.w, <const floating *> op.b, y,
+                                threads)
+    if op.kind == _OP_WINOGRAD:
+        return _winograd_run(&a, x, <const floating *> op.w, <const floating *> op.b, y,
+                             threads)
+    _global_avg_images(x, y, count, a.H * a.W, a.C, a.isa, threads)
+    return 0
+
+
+cdef int _program_run(const _Op *ops, int n_ops, int n_image_ops, const floating *images,
+                      floating *out, floating *buffer, Py_ssize_t n, Py_ssize_t chunk,
+                      Py_ssize_t flat_chunk, Py_ssize_t ping_len, int n_threads,
+                      Py_ssize_t grain) noexcept nogil:
+    """The ops over n images, as InferencePlan.run runs its steps: groups of ``flat_chunk``
+    images, their image ops in chunks of ``chunk`` images into the group's flat rows, then
+    the flat ops over the whole group; every op out of place, between two buffers of
+    ``ping_len`` values (then the flat rows) in ``buffer``."""
+    cdef:
+        floating *ping[2]
+        floating *flat = buffer + 2 * ping_len
+        const floating *src
+        floating *dst
+        Py_ssize_t first, last, begin, end
+        int i, status
+        int n_flat_ops = n_ops - n_image_ops
+        Py_ssize_t flat_len = ops[n_image_ops - 1].out_len if n_image_ops else ops[0].in_len
+        Py_ssize_t out_len = ops[n_ops - 1].out_len
+    ping[0], ping[1] = buffer, buffer + ping_len
+    first = 0
+    while first < n:
+        last = min(n, first + flat_chunk)
+        if n_image_ops == 0:
+            src = images + first * flat_len
+        else:
+            begin = first
+            while begin < last:
+                end = min(last, begin + chunk)
+                src = images + begin * ops[0].in_len
+                for i in range(n_image_ops):
+                    if i < n_image_ops - 1:
+                        dst = ping[i % 2]
+                    elif n_flat_ops:
+                        dst = flat + (begin - first) * flat_len
+                    else:
+                        dst = out + begin * out_len
+                    status = _op_run(&ops[i], src, dst, end - begin, n_threads, grain)
+                    if status:
+                        return status
+                    src = dst
+                begin = end
+            src = flat
+        for i in range(n_image_ops, n_ops):
+            dst = out + first * out_len if i == n_ops - 1 else ping[(i - n_image_ops) % 2]
+            status = _op_run(&ops[i], src, dst, last - first, n_threads, grain)
+            if status:
+                return status
+            src = dst
+        first = last
+    return 0
+
+
+cdef class Program:
+    """A prediction pass compiled into one call: the ops (dicts made by the plans, see
+    ``fastcnn.nn.inference``) run in C, with no Python between them.
+
+    ``ops``: the image ops, then the flat ones (``n_image_ops`` of them first); each a
+    dict with its kind (a key of OP_KINDS), its weights and bias (arrays of the program's
+    dtype, kept alive here), values per image in and out, its work and the fields of its
+    arguments (``_ConvArgs``) that apply. ``chunk`` and ``flat_chunk``: as in
+    InferencePlan."""
+
+    cdef _Op *ops
+    cdef int n_ops, n_image_ops
+    cdef readonly object dtype
+    cdef readonly Py_ssize_t chunk, flat_chunk, ping_len, buffer_len
+    cdef list arrays
+
+    def __cinit__(self):
+        self.ops = NULL
+
+    def __init__(self, list ops, int n_image_ops, dtype, Py_ssize_t chunk,
+                 Py_ssize_t flat_chunk):
+        cdef int i
+        cdef _Op *op
+        cdef object array
+        if not ops or not 0 <= n_image_ops <= len(ops):
+            raise ValueError(f"a program needs ops, and 0 to {len(ops)} image ops, not "
+                             f"{n_image_ops}")
+        self.dtype = dtype
+        if self.dtype.itemsize not in (4, 8):
+            raise ValueError(f"a program runs float32 or float64, not {self.dtype}")
+        self.n_ops, self.n_image_ops = len(ops), n_image_ops
+        self.chunk, self.flat_chunk = chunk, flat_chunk
+        self.ops = <_Op *> calloc(self.n_ops, sizeof(_Op))
+        if self.ops == NULL:
+            raise MemoryError()
+        self.arrays = []
+        self.ping_len = 0
+        for i, spec in enumerate(ops):
+            op = &self.ops[i]
+            spec = dict(spec)
+            op.kind = OP_KINDS[spec.pop("kind")]
+            weights, bias = spec.pop("arrays", (None, None))
+            for array in (weights, bias):
+                if array is not None and (array.dtype != self.dtype
+                                          or not array.flags.c_contiguous):
+                    raise ValueError(f"op {i}'s arrays are not C-contiguous {self.dtype}")
+                self.arrays.append(array)
+            op.w = NULL if weights is None else <void *> <size_t> weights.ctypes.data
+            op.b = NULL if bias is None else <void *> <size_t> bias.ctypes.data
+            op.rows = spec.pop("rows", False)
+            op.in_len = spec.pop("in_len")
+            op.out_len = spec.pop("out_len")
+            op.work = spec.pop("work")
+            unknown = set(spec) - set(_ARG_FIELDS)
+            if unknown:
+                raise ValueError(f"op {i} has fields {sorted(unknown)} that no kernel takes")
+            args = dict.fromkeys(_ARG_FIELDS, 0)
+            args.update(spec)
+            op.a = args
+            # C-contiguous input
+            op.a.xs2 = op.a.C
+            op.a.xs1 = op.a.W * op.a.C
+            op.a.xs0 = op.a.H * op.a.W * op.a.C
+            if i != self.n_ops - 1 and i != self.n_image_ops - 1:
+                self.ping_len = max(self.ping_len, op.out_len * (
+                    chunk if i < n_image_ops else flat_chunk))
+        flat = self.ops[n_image_ops - 1].out_len if n_image_ops else 0
+        self.buffer_len = max(1, 2 * self.ping_len + (
+            flat * flat_chunk if 0 < n_image_ops < self.n_ops else 0))
+
+    def __dealloc__(self):
+        free(self.ops)
+
+    def run(self, const floating[:, ::1] images, floating[:, ::1] out,
+            floating[::1] buffer, int n_threads, Py_ssize_t grain):
+        """out = the ops over ``images`` (N, values per image), both C-contiguous of the
+        program's dtype; ``buffer`` (at least :attr:`buffer_len` values) is the calling
+        thread's own. ``grain``: fastcnn.ops.threads.grain()."""
+        cdef Py_ssize_t n = images.shape[0]
+        cdef int status
+        if sizeof(floating) != self.dtype.itemsize:
+            raise ValueError(f"the program runs {self.dtype}, not {images.base.dtype}")
+        if (images.shape[1] != self.ops[0].in_len or out.shape[0] != n
+                or out.shape[1] != self.ops[self.n_ops - 1].out_len
+                or buffer.shape[0] < self.buffer_len):
+            raise ValueError("the program's images, output or buffer have the wrong size")
+        if n == 0:
+            return
+        with nogil:
+            status = _program_run(self.ops, self.n_ops, self.n_image_ops, &images[0, 0],
+                                  &out[0, 0], &buffer[0], n, self.chunk, self.flat_chunk,
+                                  self.ping_len, n_threads, max(1, grain))
+        if status == -2:
+            raise ValueError("a pooled convolution of the program cannot tile its rows")
+        if status:
+            raise MemoryError()
