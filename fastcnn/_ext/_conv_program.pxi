@@ -7,6 +7,7 @@ cdef enum _OpKind:
     _OP_C1_MAX_POOL = 2     # conv2d_forward_c1_max_pool
     _OP_WINOGRAD = 3        # winograd_forward (pooled or not)
     _OP_GLOBAL_AVG = 4      # global average pooling
+    _OP_CONV_SLICES = 5     # a 1x1 conv2d_forward over slices of the input channels
 
 # the fields of _ConvArgs, which an op's dict sets (the others 0)
 _ARG_FIELDS = ("n_images", "H", "W", "C", "xs0", "xs1", "xs2", "Ho", "Wo", "K", "Hp", "Wp",
@@ -16,7 +17,8 @@ _ARG_FIELDS = ("n_images", "H", "W", "C", "xs0", "xs1", "xs2", "Ho", "Wo", "K", 
                "group", "tile", "alpha", "pool")
 
 OP_KINDS = {"conv": _OP_CONV, "conv_pool": _OP_CONV_POOL, "c1_max_pool": _OP_C1_MAX_POOL,
-            "winograd": _OP_WINOGRAD, "global_avg": _OP_GLOBAL_AVG}
+            "winograd": _OP_WINOGRAD, "global_avg": _OP_GLOBAL_AVG,
+            "conv_slices": _OP_CONV_SLICES}
 
 
 cdef struct _Op:
@@ -27,6 +29,8 @@ cdef struct _Op:
     void *b
     Py_ssize_t in_len, out_len   # values per image (sample) in and out
     Py_ssize_t work         # 16x the vector work per image (ConvPlan.vector_work)
+    # in slices: their width, count and row length (ConvPlan.slices)
+    Py_ssize_t slice_width, n_slices, slice_row
 
 
 cdef int _op_threads(const _Op *op, Py_ssize_t count, int n_threads, Py_ssize_t grain) noexcept nogil:
@@ -35,11 +39,47 @@ cdef int _op_threads(const _Op *op, Py_ssize_t count, int n_threads, Py_ssize_t 
     return <int> max(1, min(<Py_ssize_t> n_threads, fit))
 
 
-cdef int _op_run(const _Op *op, const floating *x, floating *y, Py_ssize_t count, int n_threads,
-                 Py_ssize_t grain) noexcept nogil:
-    """One op over ``count`` images (samples) from x into y: 0, or a driver's error."""
+cdef inline Py_ssize_t _op_scratch(const _Op *op) noexcept nogil:
+    """Values of scratch an op needs per image: its slices of x."""
+    return op.n_slices * op.slice_row * op.a.H * op.a.W if op.kind == _OP_CONV_SLICES else 0
+
+
+cdef int _slices_run(const _Op *op, const floating *x, floating *y, floating *scratch,
+                     Py_ssize_t count, int n_threads) noexcept nogil:
+    """ConvPlan._forward_in_slices: each slice of x's channels copied out (a row of
+    ``slice_row`` values a pixel), then conv2d_forward of it added onto the slices' before
+    it, in order, the relu with the last."""
+    cdef _ConvArgs a = op.a
+    cdef Py_ssize_t n_pixels = count * a.H * a.W, C = a.C, K = a.K, row = op.slice_row
+    cdef Py_ssize_t j, p, first, width
+    cdef floating *slice
+    cdef int status
+    for j in range(op.n_slices):
+        first = j * op.slice_width
+        width = min(C, first + op.slice_width) - first
+        slice = scratch + j * n_pixels * row
+        for p in range(n_pixels):
+            memcpy(slice + p * row, x + p * C + first, width * sizeof(floating))
+        a.n_images, a.H, a.W, a.C, a.Ho, a.Wo = 1, 1, n_pixels, width, 1, n_pixels
+        a.xs0 = a.xs1 = n_pixels * row
+        a.xs2 = row
+        a.relu = op.a.relu and j == op.n_slices - 1
+        a.accumulate = j > 0
+        status = _forward_run(&a, slice, <const floating *> op.w + first * K,
+                              <const floating *> op.b, y, n_threads)
+        if status:
+            return status
+    return 0
+
+
+cdef int _op_run(const _Op *op, const floating *x, floating *y, floating *scratch,
+                 Py_ssize_t count, int n_threads, Py_ssize_t grain) noexcept nogil:
+    """One op over ``count`` images (samples) from x into y (``scratch``: at least
+    _op_scratch values an image): 0, or a driver's error."""
     cdef _ConvArgs a = op.a
     cdef int threads = _op_threads(op, count, n_threads, grain)
+    if op.kind == _OP_CONV_SLICES:
+        return _slices_run(op, x, y, scratch, count, threads)
     if op.rows:
         a.n_images, a.W, a.Wo = 1, count, count
         a.xs0 = a.xs1 = count * a.C
@@ -62,15 +102,17 @@ cdef int _op_run(const _Op *op, const floating *x, floating *y, Py_ssize_t count
 
 cdef int _program_run(const _Op *ops, int n_ops, int n_image_ops, const floating *images,
                       floating *out, floating *buffer, Py_ssize_t n, Py_ssize_t chunk,
-                      Py_ssize_t flat_chunk, Py_ssize_t ping_len, int n_threads,
-                      Py_ssize_t grain) noexcept nogil:
+                      Py_ssize_t flat_chunk, Py_ssize_t ping_len, Py_ssize_t scratch_len,
+                      int n_threads, Py_ssize_t grain) noexcept nogil:
     """The ops over n images, as InferencePlan.run runs its steps: groups of ``flat_chunk``
     images, their image ops in chunks of ``chunk`` images into the group's flat rows, then
     the flat ops over the whole group; every op out of place, between two buffers of
-    ``ping_len`` values (then the flat rows) in ``buffer``."""
+    ``ping_len`` values in ``buffer``, then the ops' scratch (``scratch_len`` values),
+    then the flat rows."""
     cdef:
         floating *ping[2]
-        floating *flat = buffer + 2 * ping_len
+        floating *scratch = buffer + 2 * ping_len
+        floating *flat = scratch + scratch_len
         const floating *src
         floating *dst
         Py_ssize_t first, last, begin, end
@@ -96,7 +138,8 @@ cdef int _program_run(const _Op *ops, int n_ops, int n_image_ops, const floating
                         dst = flat + (begin - first) * flat_len
                     else:
                         dst = out + begin * out_len
-                    status = _op_run(&ops[i], src, dst, end - begin, n_threads, grain)
+                    status = _op_run(&ops[i], src, dst, scratch, end - begin, n_threads,
+                                     grain)
                     if status:
                         return status
                     src = dst
@@ -104,7 +147,7 @@ cdef int _program_run(const _Op *ops, int n_ops, int n_image_ops, const floating
             src = flat
         for i in range(n_image_ops, n_ops):
             dst = out + first * out_len if i == n_ops - 1 else ping[(i - n_image_ops) % 2]
-            status = _op_run(&ops[i], src, dst, last - first, n_threads, grain)
+            status = _op_run(&ops[i], src, dst, scratch, last - first, n_threads, grain)
             if status:
                 return status
             src = dst
@@ -119,20 +162,17 @@ cdef class Program:
     ``ops``: the image ops, then the flat ones (``n_image_ops`` of them first); each a
     dict with its kind (a key of OP_KINDS), its weights and bias (arrays of the program's
     dtype, kept alive here), values per image in and out, its work and the fields of its
-    arguments (``_ConvArgs``) that apply. ``chunk`` and ``flat_chunk``: as in
-    InferencePlan."""
+    arguments (``_ConvArgs``) that apply."""
 
     cdef _Op *ops
     cdef int n_ops, n_image_ops
     cdef readonly object dtype
-    cdef readonly Py_ssize_t chunk, flat_chunk, ping_len, buffer_len
     cdef list arrays
 
     def __cinit__(self):
         self.ops = NULL
 
-    def __init__(self, list ops, int n_image_ops, dtype, Py_ssize_t chunk,
-                 Py_ssize_t flat_chunk):
+    def __init__(self, list ops, int n_image_ops, dtype):
         cdef int i
         cdef _Op *op
         cdef object array
@@ -143,12 +183,10 @@ cdef class Program:
         if self.dtype.itemsize not in (4, 8):
             raise ValueError(f"a program runs float32 or float64, not {self.dtype}")
         self.n_ops, self.n_image_ops = len(ops), n_image_ops
-        self.chunk, self.flat_chunk = chunk, flat_chunk
         self.ops = <_Op *> calloc(self.n_ops, sizeof(_Op))
         if self.ops == NULL:
             raise MemoryError()
         self.arrays = []
-        self.ping_len = 0
         for i, spec in enumerate(ops):
             op = &self.ops[i]
             spec = dict(spec)
@@ -165,6 +203,9 @@ cdef class Program:
             op.in_len = spec.pop("in_len")
             op.out_len = spec.pop("out_len")
             op.work = spec.pop("work")
+            op.slice_width = spec.pop("slice_width", 0)
+            op.n_slices = spec.pop("n_slices", 0)
+            op.slice_row = spec.pop("slice_row", 0)
             unknown = set(spec) - set(_ARG_FIELDS)
             if unknown:
                 raise ValueError(f"op {i} has fields {sorted(unknown)} that no kernel takes")
@@ -175,35 +216,62 @@ cdef class Program:
             op.a.xs2 = op.a.C
             op.a.xs1 = op.a.W * op.a.C
             op.a.xs0 = op.a.H * op.a.W * op.a.C
-            if i != self.n_ops - 1 and i != self.n_image_ops - 1:
-                self.ping_len = max(self.ping_len, op.out_len * (
-                    chunk if i < n_image_ops else flat_chunk))
-        flat = self.ops[n_image_ops - 1].out_len if n_image_ops else 0
-        self.buffer_len = max(1, 2 * self.ping_len + (
-            flat * flat_chunk if 0 < n_image_ops < self.n_ops else 0))
 
     def __dealloc__(self):
         free(self.ops)
 
+    cdef Py_ssize_t _ping_len(self, Py_ssize_t chunk, Py_ssize_t flat_chunk):
+        """Values in each of the two buffers between ops."""
+        cdef Py_ssize_t i, size = 0
+        for i in range(self.n_ops):
+            if i != self.n_ops - 1 and i != self.n_image_ops - 1:
+                size = max(size, self.ops[i].out_len * (chunk if i < self.n_image_ops
+                                                        else flat_chunk))
+        return size
+
+    cdef Py_ssize_t _scratch_len(self, Py_ssize_t chunk, Py_ssize_t flat_chunk):
+        """Values of scratch the ops need."""
+        cdef Py_ssize_t i, size = 0
+        for i in range(self.n_ops):
+            size = max(size, _op_scratch(&self.ops[i]) * (chunk if i < self.n_image_ops
+                                                          else flat_chunk))
+        return size
+
+    def buffer_len(self, Py_ssize_t chunk, Py_ssize_t flat_chunk):
+        """Values :meth:`run` needs in its buffer for these chunks (at least 1)."""
+        cdef Py_ssize_t flat = 0
+        if 0 < self.n_image_ops < self.n_ops:
+            flat = self.ops[self.n_image_ops - 1].out_len * flat_chunk
+        return max(1, 2 * self._ping_len(chunk, flat_chunk)
+                   + self._scratch_len(chunk, flat_chunk) + flat)
+
     def run(self, const floating[:, ::1] images, floating[:, ::1] out,
-            floating[::1] buffer, int n_threads, Py_ssize_t grain):
+            floating[::1] buffer, Py_ssize_t chunk, Py_ssize_t flat_chunk, int n_threads,
+            Py_ssize_t grain):
         """out = the ops over ``images`` (N, values per image), both C-contiguous of the
-        program's dtype; ``buffer`` (at least :attr:`buffer_len` values) is the calling
-        thread's own. ``grain``: fastcnn.ops.threads.grain()."""
-        cdef Py_ssize_t n = images.shape[0]
+        program's dtype, the image ops in chunks of ``chunk`` images and the flat ones in
+        groups of ``flat_chunk`` (at least ``chunk``), as InferencePlan.run runs its
+        steps; ``buffer`` (at least :meth:`buffer_len` values) is the calling thread's own.
+        ``grain``: fastcnn.ops.threads.grain()."""
+        cdef Py_ssize_t n = images.shape[0], ping_len, scratch_len
         cdef int status
+        if chunk < 1 or flat_chunk < chunk:
+            raise ValueError(f"chunks of {chunk} and {flat_chunk} images: the first at "
+                             f"least 1, the second at least the first")
         if sizeof(floating) != self.dtype.itemsize:
             raise ValueError(f"the program runs {self.dtype}, not {images.base.dtype}")
         if (images.shape[1] != self.ops[0].in_len or out.shape[0] != n
                 or out.shape[1] != self.ops[self.n_ops - 1].out_len
-                or buffer.shape[0] < self.buffer_len):
+                or buffer.shape[0] < self.buffer_len(chunk, flat_chunk)):
             raise ValueError("the program's images, output or buffer have the wrong size")
         if n == 0:
             return
+        ping_len = self._ping_len(chunk, flat_chunk)
+        scratch_len = self._scratch_len(chunk, flat_chunk)
         with nogil:
             status = _program_run(self.ops, self.n_ops, self.n_image_ops, &images[0, 0],
-                                  &out[0, 0], &buffer[0], n, self.chunk, self.flat_chunk,
-                                  self.ping_len, n_threads, max(1, grain))
+                                  &out[0, 0], &buffer[0], n, chunk, flat_chunk,
+                                  ping_len, scratch_len, n_threads, max(1, grain))
         if status == -2:
             raise ValueError("a pooled convolution of the program cannot tile its rows")
         if status:

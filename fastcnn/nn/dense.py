@@ -165,12 +165,12 @@ class DenseLayer(Layer):
         return with_op(step, None if squash is not None else self._row_op(w4, bias, relu))
 
     def _row_op(self, w4, bias, relu):
-        """The compiled program's op for this layer with weights w4 (None where its
-        weights are not packed: read in place, or in slices of the inputs)."""
+        """The compiled program's op for this layer with weights w4 (None for a single
+        input, whose prepared weights depend on the batch)."""
         plan = self._plan(1)
         prepared = plan.prepare(w4, bias)
         if "packed" not in prepared:
-            return None
+            return plan.unpacked_op(prepared, w4, bias, relu, rows=True)
         wpack = prepared["packed"]
         return direct_op(plan, wpack, prepared["padded_bias"], relu,
                          wpack.nbytes > plan.weights_outer_bytes, rows=True)

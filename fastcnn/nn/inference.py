@@ -49,13 +49,13 @@ def _activations(layers):
     return sum(int(np.prod(layer.output_shape)) for child in layers for layer in child.walk())
 
 
-def _program(image_steps, flat_steps, dtype, chunk, flat_chunk):
+def _program(image_steps, flat_steps, dtype):
     """The compiled program of these steps, or None where one of them has no op (see
     :mod:`fastcnn.ops._program`)."""
     ops = [getattr(step, "op", None) for step in image_steps + flat_steps]
     if not ops or None in ops or dtype not in (np.float32, np.float64):
         return None
-    return Program(ops, len(image_steps), np.dtype(dtype), chunk, flat_chunk)
+    return Program(ops, len(image_steps), np.dtype(dtype))
 
 
 def _width(layer, network):
@@ -104,8 +104,7 @@ class InferencePlan:
         self.flat_width = _width(children[split - 1] if split else None, network)
         self.output_width = _width(children[-1] if children else None, network)
         self.dtype = network.dtype
-        self.program = _program(self.image_steps, self.flat_steps, self.dtype, self.chunk,
-                                self.flat_chunk)
+        self.program = _program(self.image_steps, self.flat_steps, self.dtype)
         self._local = threading.local()
 
     def _spaces(self):
@@ -127,11 +126,13 @@ class InferencePlan:
         dtype, into ``out`` (N, output width), with ``n_threads`` threads (an int)."""
         image_spaces, flat_spaces, own = self._spaces()
         n = images.shape[0]
-        if self.program is not None:
-            buffer = own.empty("program", (self.program.buffer_len,), self.dtype)
-            self.program.run(images.reshape(n, -1), out, buffer, n_threads, grain())
-            return out
         chunk = self.chunk
+        if self.program is not None:
+            buffer = own.empty("program", (self.program.buffer_len(chunk, self.flat_chunk),),
+                               self.dtype)
+            self.program.run(images.reshape(n, -1), out, buffer, chunk, self.flat_chunk,
+                             n_threads, grain())
+            return out
         for first in range(0, n, self.flat_chunk):
             last = min(n, first + self.flat_chunk)
             if not self.image_steps:

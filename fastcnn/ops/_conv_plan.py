@@ -14,7 +14,7 @@ import numpy as np
 from .._ext import _conv
 from . import _bf16, _winograd
 from ._isa import resolve_isa, vector_plan
-from ._program import conv_op, direct_op, winograd_op, with_op
+from ._program import conv_op, direct_op, slices_op, winograd_op, with_op
 from .geometry import conv_output_hw, data_grad_phases
 from .threads import resolve_threads
 from .workspace import empty, zeros
@@ -233,12 +233,25 @@ class ConvPlan:
         if "packed" not in prepared:    # the single-channel, sliced, in-place and Winograd
             def run(x, ws, n_threads):  # forms: forward's own dispatch
                 return self.forward(x, w, b, relu, n_threads, ws, **prepared)
-            return with_op(run, winograd_op(self, prepared["winograd"], relu)
-                           if "winograd" in prepared else None)
+            return with_op(run, self.unpacked_op(prepared, w, b, relu))
         wpack, bias = prepared["packed"], prepared["padded_bias"]
         args = self._kernel_args(wpack, relu)
         return self._kernel_step(_conv.conv2d_forward, (wpack, bias), args, shape,
                                  op=direct_op(self, wpack, bias, relu, args[-2]))
+
+    def unpacked_op(self, prepared, w, b, relu, rows=False):
+        """The program's op of :meth:`compile_forward` for weights that :meth:`prepare`
+        did not pack: Winograd's, or read in place (in slices or whole); None for a
+        single input channel. ``rows``: as :func:`~fastcnn.ops._program.direct_op`'s."""
+        if "winograd" in prepared:
+            return winograd_op(self, prepared["winograd"], relu)
+        if prepared:
+            return None
+        k = self.k
+        w = np.ascontiguousarray(w, dtype=self.dtype).reshape(1, self.kh * self.kw, self.c, k)
+        if self._in_slices(w):
+            return slices_op(self, w, self._bias(b, None), relu, *self.slices())
+        return direct_op(self, w, self._bias(b, None), relu, True, rows)
 
     def _kernel_step(self, kernel, operands, args, shape, images=None, op=None):
         """``run(x, ws, n_threads) -> out``: ``kernel(images(x), *operands, out, *args,
@@ -372,6 +385,13 @@ class ConvPlan:
                 self.fwd_isa, self.fwd_nv, self.fwd_block,
                 wpack.nbytes > self.weights_outer_bytes, False)
 
+    def slices(self):
+        """(width, count, row length) of the input-channel slices of :meth:`_in_slices`."""
+        width = max(1, self.slice_weight_bytes // (self.k * self.dtype.itemsize))
+        n_slices = -(-self.c // width)
+        width = -(-self.c // n_slices)   # slices of nearly equal width
+        return width, n_slices, width + 64 // self.dtype.itemsize
+
     def _forward_in_slices(self, x, w, b, relu, n_threads, ws, out):
         """A 1x1 convolution with big weights, slice by slice of the input channels, each
         slice added onto the result of the ones before it (in a fixed order).
@@ -381,11 +401,7 @@ class ConvPlan:
         sets, and a tile reads a dozen of them at once.
         """
         n_pixels = x.shape[0] * self.h * self.w
-        itemsize = self.dtype.itemsize
-        width = max(1, self.slice_weight_bytes // (self.k * itemsize))
-        n_slices = -(-self.c // width)
-        width = -(-self.c // n_slices)   # slices of nearly equal width
-        row = width + 64 // itemsize
+        width, n_slices, row = self.slices()
         slices = empty(ws, "x_slices", (n_slices, n_pixels, row), self.dtype)
         x2 = x.reshape(n_pixels, self.c)
         w2 = w.reshape(self.c, self.k)

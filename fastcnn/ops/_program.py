@@ -43,6 +43,15 @@ def direct_op(plan, wpack, bias, relu, weights_outer, rows=False):
                    w_last=wpack.shape[3], weights_outer=bool(weights_outer), rows=rows)
 
 
+def slices_op(plan, w, bias, relu, width, n_slices, row):
+    """The op of ConvPlan._forward_in_slices (a 1x1 convolution with big weights w,
+    in place) over slices of ``width`` input channels, each pixel's slice copied into a row
+    of ``row`` values."""
+    return conv_op(plan, "conv_slices", (w, bias), relu, w_last=plan.k, weights_outer=True,
+                   n_kblocks=plan.k // plan.fwd_block, slice_width=width, n_slices=n_slices,
+                   slice_row=row)
+
+
 def winograd_op(plan, prepared, relu, pool=None):
     """The op of ``winograd_forward`` with :func:`fastcnn.ops._winograd.prepare`'s
     ``prepared``, pooled (``pool`` "max" or "avg") or not."""
