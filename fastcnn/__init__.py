@@ -9,4 +9,5 @@ from ._version import __version__
 from .augment import Augment
 from .estimators import CNNClassifier, CNNRegressor
 
-__all__ = ["CNNClassifier", "CNNRegressor", "Augment", "__version__", "show_config", "config_summary"]
+__all__ = ["CNNClassifier", "CNNRegressor", "Augment", "__version__", "show_config",
+           "config_summary"]

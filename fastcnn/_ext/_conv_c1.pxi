@@ -9,9 +9,18 @@ def expand_channels(
 ):
     """Zero-padded, channel-expanded rows: xe[n, pad_top + i, (pad_left + j) * K + k] =
     x[n, i, j] for every k < K, zero everywhere else (padding and the row's tail)."""
+    if x.shape[0] == 0 or xe.size == 0:
+        return
+    _expand_run(&x[0, 0, 0] if x.size else NULL, &xe[0, 0, 0], x.shape[0], x.shape[1],
+                x.shape[2], xe.shape[1], xe.shape[2], pad_top, pad_left, K, isa, n_threads)
+
+
+cdef void _expand_run(const floating *x, floating *xe, Py_ssize_t n_images, Py_ssize_t H,
+                      Py_ssize_t W, Py_ssize_t Hp, Py_ssize_t row_len, int pad_top,
+                      int pad_left, int K, int isa, int n_threads) noexcept nogil:
+    """expand_channels on the arrays at these addresses (x readable to the end of its
+    last image)."""
     cdef:
-        Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2]
-        Py_ssize_t Hp = xe.shape[1], row_len = xe.shape[2]
         Py_ssize_t n, i, j, k, first = pad_left * K, end = (pad_left + W) * K
         floating *xrow
         floating *ximg
@@ -25,7 +34,7 @@ def expand_channels(
     else:
         r64 = fc_conv_runs_table_f64_for(isa)
     for n in prange(n_images, schedule="static", nogil=True, num_threads=n_threads):
-        ximg = &xe[0, 0, 0] + n * Hp * row_len
+        ximg = xe + n * Hp * row_len
         # padding rows, then each image row's left padding and tail
         memset(ximg, 0, pad_top * row_len * sizeof(floating))
         memset(ximg + (pad_top + H) * row_len, 0, (Hp - pad_top - H) * row_len * sizeof(floating))
@@ -35,7 +44,7 @@ def expand_channels(
             memset(xrow + end, 0, (row_len - end) * sizeof(floating))
         if H == 0 or W == 0:
             continue
-        src = &x[n, 0, 0]
+        src = x + n * H * W
         if K <= 16:   # x is readable to the end of the last image
             if floating is float:
                 r32.expand_rows(src, W, W, K, ximg + pad_top * row_len + first, row_len, H,
@@ -66,56 +75,67 @@ def conv2d_forward_c1(
     Lv is Wo*K rounded up to whole vectors; every row of ``xe`` must be readable up to
     ``(kernel_w - 1) * dilation_w * K + Lv``.
     """
+    if out.size == 0:
+        return
+    if _c1_forward_run(&xe[0, 0, 0], xe.shape[1], xe.shape[2], &wrows[0, 0], wrows.shape[1],
+                       &bias_row[0], &out[0, 0, 0, 0], out.shape[0], out.shape[1],
+                       out.shape[2], out.shape[3], kernel_h, kernel_w, stride_h, dilation_h,
+                       dilation_w, relu, isa, n_threads):
+        raise MemoryError()
+
+
+cdef int _c1_forward_run(const floating *xe, Py_ssize_t Hp, Py_ssize_t row_len,
+                         const floating *wrows, Py_ssize_t ldw, const floating *bias_row,
+                         floating *out, Py_ssize_t n_images, Py_ssize_t Ho, Py_ssize_t Wo,
+                         Py_ssize_t K, int kernel_h, int kernel_w, int stride_h,
+                         int dilation_h, int dilation_w, bint relu, int isa,
+                         int n_threads) noexcept nogil:
+    """conv2d_forward_c1 on the arrays at these addresses (a non-empty output): 0, or -1
+    where memory ran out."""
     cdef:
-        Py_ssize_t Hp = xe.shape[1], row_len = xe.shape[2]
-        Py_ssize_t Ho = out.shape[1], K = out.shape[3]
-        Py_ssize_t L = out.shape[2] * K, ldw = wrows.shape[1]
+        Py_ssize_t L = Wo * K
         # the same for both types (a register budget)
         int rows_per_task = fc_conv_c1_table_f32_for(isa).rows
         Py_ssize_t blocks = (Ho + rows_per_task - 1) // rows_per_task
-        Py_ssize_t n_tasks = out.shape[0] * blocks
+        Py_ssize_t n_tasks = n_images * blocks
         Py_ssize_t task, n, oh, oh0
         int r, j, nr
-        const floating *xbase = &xe[0, 0, 0]
         floating *orow
         const floating **rows
         const floating **all_rows
         const fc_conv_c1_table_f32 *c32 = NULL
         const fc_conv_c1_table_f64 *c64 = NULL
 
-    if n_tasks == 0 or L == 0:
-        return
     if floating is float:
         c32 = fc_conv_c1_table_f32_for(isa)
     else:
         c64 = fc_conv_c1_table_f64_for(isa)
     all_rows = <const floating **> malloc(
         n_threads * per_thread(rows_per_task * kernel_h, sizeof(floating *)) * sizeof(floating *))
-    try:
-        if all_rows == NULL:
-            raise MemoryError()
-        for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
-            rows = all_rows + threadid() * per_thread(rows_per_task * kernel_h, sizeof(floating *))
-            n = task // blocks
-            oh0 = (task % blocks) * rows_per_task
-            # whole blocks of rows, then the last rows one at a time
-            oh = oh0
-            while oh < min(oh0 + rows_per_task, Ho):
-                nr = rows_per_task if oh + rows_per_task <= Ho else 1
-                for j in range(nr):
-                    for r in range(kernel_h):
-                        rows[j * kernel_h + r] = xbase + (n * Hp + (oh + j) * stride_h
-                                                          + r * dilation_h) * row_len
-                orow = &out[0, 0, 0, 0] + (n * Ho + oh) * L
-                if floating is float:
-                    c32.forward(nr, rows, kernel_h, kernel_w, dilation_w * K, &wrows[0, 0], ldw,
-                                &bias_row[0], relu, L, orow, L)
-                else:
-                    c64.forward(nr, rows, kernel_h, kernel_w, dilation_w * K, &wrows[0, 0], ldw,
-                                &bias_row[0], relu, L, orow, L)
-                oh = oh + nr
-    finally:
-        free(all_rows)
+    if all_rows == NULL:
+        return -1
+    for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
+        rows = all_rows + threadid() * per_thread(rows_per_task * kernel_h, sizeof(floating *))
+        n = task // blocks
+        oh0 = (task % blocks) * rows_per_task
+        # whole blocks of rows, then the last rows one at a time
+        oh = oh0
+        while oh < min(oh0 + rows_per_task, Ho):
+            nr = rows_per_task if oh + rows_per_task <= Ho else 1
+            for j in range(nr):
+                for r in range(kernel_h):
+                    rows[j * kernel_h + r] = xe + (n * Hp + (oh + j) * stride_h
+                                                   + r * dilation_h) * row_len
+            orow = out + (n * Ho + oh) * L
+            if floating is float:
+                c32.forward(nr, rows, kernel_h, kernel_w, dilation_w * K, wrows, ldw,
+                            bias_row, relu, L, orow, L)
+            else:
+                c64.forward(nr, rows, kernel_h, kernel_w, dilation_w * K, wrows, ldw,
+                            bias_row, relu, L, orow, L)
+            oh = oh + nr
+    free(all_rows)
+    return 0
 
 
 def conv2d_backward_weights_c1(

@@ -8,6 +8,8 @@ cdef enum _OpKind:
     _OP_WINOGRAD = 3        # winograd_forward (pooled or not)
     _OP_GLOBAL_AVG = 4      # global average pooling
     _OP_CONV_SLICES = 5     # a 1x1 conv2d_forward over slices of the input channels
+    _OP_C1 = 6              # expand_channels, then conv2d_forward_c1
+    _OP_POOL = 7            # max_pool2d_values_forward or avg_pool2d_forward
 
 # the fields of _ConvArgs, which an op's dict sets (the others 0)
 _ARG_FIELDS = ("n_images", "H", "W", "C", "xs0", "xs1", "xs2", "Ho", "Wo", "K", "Hp", "Wp",
@@ -18,7 +20,7 @@ _ARG_FIELDS = ("n_images", "H", "W", "C", "xs0", "xs1", "xs2", "Ho", "Wo", "K", 
 
 OP_KINDS = {"conv": _OP_CONV, "conv_pool": _OP_CONV_POOL, "c1_max_pool": _OP_C1_MAX_POOL,
             "winograd": _OP_WINOGRAD, "global_avg": _OP_GLOBAL_AVG,
-            "conv_slices": _OP_CONV_SLICES}
+            "conv_slices": _OP_CONV_SLICES, "c1": _OP_C1, "pool": _OP_POOL}
 
 
 cdef struct _Op:
@@ -31,6 +33,8 @@ cdef struct _Op:
     Py_ssize_t work         # 16x the vector work per image (ConvPlan.vector_work)
     # in slices: their width, count and row length (ConvPlan.slices)
     Py_ssize_t slice_width, n_slices, slice_row
+    # a single input channel: the expanded rows' length, and the row patterns'
+    Py_ssize_t expanded_row, pattern_len
 
 
 cdef int _op_threads(const _Op *op, Py_ssize_t count, int n_threads, Py_ssize_t grain) noexcept nogil:
@@ -40,8 +44,12 @@ cdef int _op_threads(const _Op *op, Py_ssize_t count, int n_threads, Py_ssize_t 
 
 
 cdef inline Py_ssize_t _op_scratch(const _Op *op) noexcept nogil:
-    """Values of scratch an op needs per image: its slices of x."""
-    return op.n_slices * op.slice_row * op.a.H * op.a.W if op.kind == _OP_CONV_SLICES else 0
+    """Values of scratch an op needs per image: its slices of x, or its expanded rows."""
+    if op.kind == _OP_CONV_SLICES:
+        return op.n_slices * op.slice_row * op.a.H * op.a.W
+    if op.kind == _OP_C1:
+        return (op.a.pad_top + op.a.H + op.a.pad_bottom) * op.expanded_row
+    return 0
 
 
 cdef int _slices_run(const _Op *op, const floating *x, floating *y, floating *scratch,
@@ -78,6 +86,7 @@ cdef int _op_run(const _Op *op, const floating *x, floating *y, floating *scratc
     _op_scratch values an image): 0, or a driver's error."""
     cdef _ConvArgs a = op.a
     cdef int threads = _op_threads(op, count, n_threads, grain)
+    cdef Py_ssize_t hp
     if op.kind == _OP_CONV_SLICES:
         return _slices_run(op, x, y, scratch, count, threads)
     if op.rows:
@@ -96,6 +105,19 @@ cdef int _op_run(const _Op *op, const floating *x, floating *y, floating *scratc
     if op.kind == _OP_WINOGRAD:
         return _winograd_run(&a, x, <const floating *> op.w, <const floating *> op.b, y,
                              threads)
+    if op.kind == _OP_C1:
+        hp = a.pad_top + a.H + a.pad_bottom
+        _expand_run(x, scratch, count, a.H, a.W, hp, op.expanded_row, a.pad_top, a.pad_left,
+                    a.K, a.isa, threads)
+        return _c1_forward_run(<const floating *> scratch, hp, op.expanded_row,
+                               <const floating *> op.w, op.pattern_len,
+                               <const floating *> op.b, y, count, a.Ho, a.Wo, a.K,
+                               a.kernel_h, a.kernel_w, a.stride_h, a.dilation_h, a.dilation_w,
+                               a.relu, a.isa, threads)
+    if op.kind == _OP_POOL:
+        return _pool_values_images(x, y, count, a.H, a.W, a.C, a.Ho, a.Wo, a.kernel_h,
+                                   a.kernel_w, a.stride_h, a.stride_w, a.average, a.isa,
+                                   threads)
     _global_avg_images(x, y, count, a.H * a.W, a.C, a.isa, threads)
     return 0
 
@@ -190,7 +212,10 @@ cdef class Program:
         for i, spec in enumerate(ops):
             op = &self.ops[i]
             spec = dict(spec)
-            op.kind = OP_KINDS[spec.pop("kind")]
+            kind = spec.pop("kind", None)
+            if kind not in OP_KINDS:
+                raise ValueError(f"op {i}'s kind is {kind!r}, not one of {sorted(OP_KINDS)}")
+            op.kind = OP_KINDS[kind]
             weights, bias = spec.pop("arrays", (None, None))
             for array in (weights, bias):
                 if array is not None and (array.dtype != self.dtype
@@ -201,11 +226,16 @@ cdef class Program:
             op.b = NULL if bias is None else <void *> <size_t> bias.ctypes.data
             op.rows = spec.pop("rows", False)
             op.in_len = spec.pop("in_len")
+            if i and op.in_len != self.ops[i - 1].out_len:
+                raise ValueError(f"op {i} reads {op.in_len} values per image, but op {i - 1} "
+                                 f"writes {self.ops[i - 1].out_len}")
             op.out_len = spec.pop("out_len")
             op.work = spec.pop("work")
             op.slice_width = spec.pop("slice_width", 0)
             op.n_slices = spec.pop("n_slices", 0)
             op.slice_row = spec.pop("slice_row", 0)
+            op.expanded_row = spec.pop("expanded_row", 0)
+            op.pattern_len = spec.pop("pattern_len", 0)
             unknown = set(spec) - set(_ARG_FIELDS)
             if unknown:
                 raise ValueError(f"op {i} has fields {sorted(unknown)} that no kernel takes")

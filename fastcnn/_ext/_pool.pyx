@@ -50,31 +50,9 @@ def vector_length(int isa, int itemsize):
 
 cdef int _window_init(fc_pool_window *window, int pool_h, int pool_w, Py_ssize_t W,
                       Py_ssize_t C) except -1:
-    cdef Py_ssize_t i, j, k = 0
-    window.n = <Py_ssize_t> pool_h * pool_w
-    window.offset = <Py_ssize_t *> malloc(window.n * sizeof(Py_ssize_t))
-    window.rel = <int64_t *> malloc(window.n * sizeof(int64_t))
-    window.rel32 = <int32_t *> malloc(window.n * sizeof(int32_t))
-    if window.offset == NULL or window.rel == NULL or window.rel32 == NULL:
-        _window_free(window)
+    if _window_make(window, pool_h, pool_w, W, C):
         raise MemoryError()
-    window.rel32_fits = (pool_h - 1) * W + pool_w - 1 <= INT32_MAX
-    for i in range(pool_h):
-        for j in range(pool_w):
-            window.offset[k] = (i * W + j) * C
-            window.rel[k] = i * W + j
-            window.rel32[k] = <int32_t> window.rel[k]
-            k += 1
     return 0
-
-
-cdef void _window_free(fc_pool_window *window) noexcept:
-    free(window.offset)
-    free(window.rel)
-    free(window.rel32)
-    window.offset = NULL
-    window.rel = NULL
-    window.rel32 = NULL
 
 
 def max_pool2d_forward(
@@ -153,48 +131,19 @@ def max_pool2d_values_forward(
 ):
     """y = max over each window, as :func:`max_pool2d_forward` gives it, without the
     positions (prediction: no backward pass to come)."""
-    cdef:
-        Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
-        Py_ssize_t Ho = y.shape[1], Wo = y.shape[2]
-        Py_ssize_t n_rows = n_images * Ho
-        Py_ssize_t span = ((Wo - 1) * stride_w + 1) * C
-        Py_ssize_t row, n, oh
-        const floating *xbase
-        floating *ybase
-        floating *scratch
-        floating *all_scratch = NULL
-        fc_pool_window window
-        const fc_pool_table_f32 *k32 = NULL
-        const fc_pool_table_f64 *k64 = NULL
+    _pool_values(x, y, pool_h, pool_w, stride_h, stride_w, False, n_threads, isa)
 
-    isa = resolve_isa(isa, _DETECTED_ISA)
-    if floating is float:
-        k32 = fc_pool_table_f32_for(isa)
-    else:
-        k64 = fc_pool_table_f64_for(isa)
-    if n_rows == 0 or Wo == 0 or C == 0:
+
+cdef void _pool_values(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, int pool_h,
+                       int pool_w, int stride_h, int stride_w, bint average, int n_threads,
+                       int isa) except *:
+    if y.size == 0:
         return
-    xbase = &x[0, 0, 0, 0]
-    ybase = &y[0, 0, 0, 0]
-    _window_init(&window, pool_h, pool_w, W, C)
-    try:
-        all_scratch = <floating *> malloc(
-            n_threads * per_thread(span, sizeof(floating)) * sizeof(floating))
-        if all_scratch == NULL:
-            raise MemoryError()
-        for row in prange(n_rows, schedule="static", nogil=True, num_threads=n_threads):
-            n = row // Ho
-            oh = row % Ho
-            scratch = all_scratch + threadid() * per_thread(span, sizeof(floating))
-            if floating is float:
-                k32.max_values_row(xbase + (n * H + oh * stride_h) * W * C, C, Wo, stride_w,
-                                   &window, scratch, ybase + row * Wo * C)
-            else:
-                k64.max_values_row(xbase + (n * H + oh * stride_h) * W * C, C, Wo, stride_w,
-                                   &window, scratch, ybase + row * Wo * C)
-    finally:
-        free(all_scratch)
-        _window_free(&window)
+    if _pool_values_images(&x[0, 0, 0, 0], &y[0, 0, 0, 0], x.shape[0], x.shape[1],
+                           x.shape[2], x.shape[3], y.shape[1], y.shape[2], pool_h, pool_w,
+                           stride_h, stride_w, average, resolve_isa(isa, _DETECTED_ISA),
+                           n_threads):
+        raise MemoryError()
 
 
 # The one kernel left in Cython, a scalar loop: it is given no window (any argmax in the
@@ -243,40 +192,7 @@ def avg_pool2d_forward(
     int pool_h, int pool_w, int stride_h, int stride_w, int n_threads, int isa=-1,
 ):
     """y = mean of each pool_h x pool_w window."""
-    cdef:
-        Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
-        Py_ssize_t Ho = y.shape[1], Wo = y.shape[2]
-        Py_ssize_t n_rows = n_images * Ho
-        Py_ssize_t row, n, oh
-        floating count = pool_h * pool_w
-        const floating *xbase
-        floating *ybase
-        fc_pool_window window
-        const fc_pool_table_f32 *k32 = NULL
-        const fc_pool_table_f64 *k64 = NULL
-
-    isa = resolve_isa(isa, _DETECTED_ISA)
-    if floating is float:
-        k32 = fc_pool_table_f32_for(isa)
-    else:
-        k64 = fc_pool_table_f64_for(isa)
-    if n_rows == 0 or Wo == 0 or C == 0:
-        return
-    xbase = &x[0, 0, 0, 0]
-    ybase = &y[0, 0, 0, 0]
-    _window_init(&window, pool_h, pool_w, W, C)
-    try:
-        for row in prange(n_rows, schedule="static", nogil=True, num_threads=n_threads):
-            n = row // Ho
-            oh = row % Ho
-            if floating is float:
-                k32.avg_row(xbase + (n * H + oh * stride_h) * W * C, C, Wo, stride_w, &window,
-                            count, ybase + row * Wo * C)
-            else:
-                k64.avg_row(xbase + (n * H + oh * stride_h) * W * C, C, Wo, stride_w, &window,
-                            count, ybase + row * Wo * C)
-    finally:
-        _window_free(&window)
+    _pool_values(x, y, pool_h, pool_w, stride_h, stride_w, True, n_threads, isa)
 
 
 def avg_pool2d_backward(

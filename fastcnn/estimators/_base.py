@@ -20,8 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._version import __version__
 from ..augment import Augment
 from ..layers import Dense
-from ..nn import Network, layer_spec_problem, spec_types
-from ..nn import optimizers
+from ..nn import Network, layer_spec_problem, optimizers, spec_types
 from ..nn.network import storage_dtype
 from ..nn.optimizers import SCHEDULES, SOLVERS, make_optimizer
 from ..ops import _bf16

@@ -1,8 +1,8 @@
 """Fully connected layers: the ``Dense`` spec and its runtime layer."""
 import numpy as np
 
+from ..ops._program import direct_op, unpacked_op, with_op
 from ..ops.activation import activate_inplace, activation_backward_inplace
-from ..ops._program import direct_op, with_op
 from ..ops.conv import ConvPlan
 from ._spec import Spec, is_int, register
 from .layer import ACTIVATIONS, Layer, activation_problem, init_weights, own_gradient
@@ -170,7 +170,7 @@ class DenseLayer(Layer):
         plan = self._plan(1)
         prepared = plan.prepare(w4, bias)
         if "packed" not in prepared:
-            return plan.unpacked_op(prepared, w4, bias, relu, rows=True)
+            return unpacked_op(plan, prepared, w4, bias, relu, rows=True)
         wpack = prepared["packed"]
         return direct_op(plan, wpack, prepared["padded_bias"], relu,
                          wpack.nbytes > plan.weights_outer_bytes, rows=True)

@@ -43,6 +43,9 @@ class DropoutLayer(Layer):
         self._mask = keep.astype(self.dtype) * self.dtype.type(1.0 / (1.0 - self.rate))
         return x * self._mask
 
+    def prediction_step(self, winograd=False):
+        return None     # the identity at prediction: no step
+
     def backward(self, dy, run, ws=None):
         if not self.need_dx:
             return None

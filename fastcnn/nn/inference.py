@@ -76,11 +76,12 @@ class InferencePlan:
     the cache.
 
     Where every step is one call of a kernel that ``_conv.Program`` knows (the direct,
-    pooled and Winograd convolutions, dense layers, global average pooling; not bf16
-    operands, residual blocks, depthwise convolutions, other poolings or activations), the
-    whole pass, chunks and all, is one call of that compiled program, with no Python
-    between layers: the same kernels, so the same results. Otherwise the steps run one by
-    one, from Python.
+    single-channel, pooled and Winograd convolutions, dense layers, max, average and
+    global average pooling; not bf16 operands, residual blocks, depthwise convolutions,
+    L2, pyramid or global max pooling, or activations other than relu), the whole pass,
+    chunks and all, is one call of that compiled program, with no Python between layers:
+    the same kernels, so the same results. Otherwise the steps run one by one, from
+    Python.
 
     Thread-safe: each thread runs the same steps in its own buffers.
     """

@@ -171,7 +171,8 @@ class Layer:
         the step must not change; y may be an array of the workspace ``ws``.
         ``winograd``: 3x3 convolutions that gain from it run by Winograd F(4x4, 3x3).
 
-        By default the step is :meth:`forward` at prediction.
+        By default the step is :meth:`forward` at prediction; None for a layer that is
+        the identity at prediction (it makes no step).
         """
         def step(x, ws, n_threads):
             return self.forward(x, Run(False, n_threads, None), ws)

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from ..ops._program import global_avg_op, with_op
+from ..ops._program import global_avg_op, pool_op, with_op
 from ..ops.geometry import pair
 from ..ops.l2_pool import L2PoolPlan
 from ..ops.pool import (
@@ -156,7 +156,8 @@ class MaxPool2DLayer(Layer):
 
         def step(x, ws, n_threads):
             return predict(x, n_threads, ws)
-        return step
+        compiled = type(self._plan) is PoolPlan     # (not L2 pooling)
+        return with_op(step, pool_op(self._plan, self.input_shape) if compiled else None)
 
     def forward(self, x, run, ws=None):
         x = np.ascontiguousarray(x, dtype=self.dtype)

@@ -91,7 +91,8 @@ class Sequential(Layer):
                 step = children[i].prediction_step(winograd, *folded)
             else:
                 used += 1
-            steps.append(step)
+            if step is not None:    # (None: the identity at prediction)
+                steps.append(step)
             i += used
         return steps
 

@@ -14,7 +14,7 @@ import numpy as np
 from .._ext import _conv
 from . import _bf16, _winograd
 from ._isa import resolve_isa, vector_plan
-from ._program import conv_op, direct_op, slices_op, winograd_op, with_op
+from ._program import conv_op, direct_op, unpacked_op, winograd_op, with_op
 from .geometry import conv_output_hw, data_grad_phases
 from .threads import resolve_threads
 from .workspace import empty, zeros
@@ -183,7 +183,7 @@ class ConvPlan:
         bias[self.k:] = 0
         return bias
 
-    def _in_slices(self, w):
+    def in_slices(self, w):
         """Whether forward runs slice by slice of the input channels (a big 1x1)."""
         return (self.kh == self.kw == 1 and self.stride == (1, 1) and not any(self.pads)
                 and w.nbytes > self.weights_outer_bytes and self.k_padded == self.k
@@ -216,7 +216,7 @@ class ConvPlan:
             bias = self._bias(b, None)
             return {"row_patterns": (self._row_pattern(w.reshape(kh * kw, k)),
                                      self._row_pattern(bias[:k]))}
-        if self._in_slices(w) or (w.nbytes > self.weights_outer_bytes and self.k_padded == k):
+        if self.in_slices(w) or (w.nbytes > self.weights_outer_bytes and self.k_padded == k):
             return {}   # read in place: nothing to pack
         packed = _pack_blocks(w.reshape(kh * kw, self.c, k), self._all_taps, self.fwd_block,
                               False, None, "packed", resolve_threads(None))
@@ -233,25 +233,11 @@ class ConvPlan:
         if "packed" not in prepared:    # the single-channel, sliced, in-place and Winograd
             def run(x, ws, n_threads):  # forms: forward's own dispatch
                 return self.forward(x, w, b, relu, n_threads, ws, **prepared)
-            return with_op(run, self.unpacked_op(prepared, w, b, relu))
+            return with_op(run, unpacked_op(self, prepared, w, b, relu))
         wpack, bias = prepared["packed"], prepared["padded_bias"]
         args = self._kernel_args(wpack, relu)
         return self._kernel_step(_conv.conv2d_forward, (wpack, bias), args, shape,
                                  op=direct_op(self, wpack, bias, relu, args[-2]))
-
-    def unpacked_op(self, prepared, w, b, relu, rows=False):
-        """The program's op of :meth:`compile_forward` for weights that :meth:`prepare`
-        did not pack: Winograd's, or read in place (in slices or whole); None for a
-        single input channel. ``rows``: as :func:`~fastcnn.ops._program.direct_op`'s."""
-        if "winograd" in prepared:
-            return winograd_op(self, prepared["winograd"], relu)
-        if prepared:
-            return None
-        k = self.k
-        w = np.ascontiguousarray(w, dtype=self.dtype).reshape(1, self.kh * self.kw, self.c, k)
-        if self._in_slices(w):
-            return slices_op(self, w, self._bias(b, None), relu, *self.slices())
-        return direct_op(self, w, self._bias(b, None), relu, True, rows)
 
     def _kernel_step(self, kernel, operands, args, shape, images=None, op=None):
         """``run(x, ws, n_threads) -> out``: ``kernel(images(x), *operands, out, *args,
@@ -343,7 +329,7 @@ class ConvPlan:
             _conv.conv2d_forward_c1(expanded, *row_patterns, out, kh, kw, sh, dh, dw, relu,
                                     self.isa, n_threads)
             return out
-        if packed is None and self._in_slices(w):
+        if packed is None and self.in_slices(w):
             return self._forward_in_slices(x, w, b, relu, n_threads, ws, out)
         if packed is not None:
             wpack = packed
@@ -386,7 +372,7 @@ class ConvPlan:
                 wpack.nbytes > self.weights_outer_bytes, False)
 
     def slices(self):
-        """(width, count, row length) of the input-channel slices of :meth:`_in_slices`."""
+        """(width, count, row length) of the input-channel slices of :meth:`in_slices`."""
         width = max(1, self.slice_weight_bytes // (self.k * self.dtype.itemsize))
         n_slices = -(-self.c // width)
         width = -(-self.c // n_slices)   # slices of nearly equal width

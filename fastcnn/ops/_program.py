@@ -6,6 +6,8 @@ kernel that ``_conv.Program`` knows carries that call as :func:`with_op`'s ``op`
 dict of its kernel's arguments and prepared arrays. A plan whose steps all carry one runs
 them in one call, in C; the step function itself stays, for plans with other steps.
 """
+import numpy as np
+
 from .._ext import _conv
 
 
@@ -52,6 +54,23 @@ def slices_op(plan, w, bias, relu, width, n_slices, row):
                    slice_row=row)
 
 
+def unpacked_op(plan, prepared, w, b, relu, rows=False):
+    """The op of ``plan.compile_forward`` (a ConvPlan's) for weights that its ``prepare``
+    did not pack: Winograd's, a single input channel's row patterns, or read in place (in
+    slices or whole); None for bf16 operands. ``rows``: as :func:`direct_op`'s."""
+    if "winograd" in prepared:
+        return winograd_op(plan, prepared["winograd"], relu)
+    if "row_patterns" in prepared:     # expanded rows, then the row-vectorised kernel
+        return conv_op(plan, "c1", prepared["row_patterns"], relu, isa=plan.isa,
+                       expanded_row=plan.expanded_row_len, pattern_len=plan.row_vector_values)
+    if prepared:                        # bf16 operands
+        return None
+    w = np.ascontiguousarray(w, dtype=plan.dtype).reshape(1, plan.kh * plan.kw, plan.c, plan.k)
+    if plan.in_slices(w):
+        return slices_op(plan, w, plan._bias(b, None), relu, *plan.slices())
+    return direct_op(plan, w, plan._bias(b, None), relu, True, rows)
+
+
 def winograd_op(plan, prepared, relu, pool=None):
     """The op of ``winograd_forward`` with :func:`fastcnn.ops._winograd.prepare`'s
     ``prepared``, pooled (``pool`` "max" or "avg") or not."""
@@ -63,6 +82,16 @@ def winograd_op(plan, prepared, relu, pool=None):
     if pool is not None:    # the rows and columns under the pooled ones
         op.update(Ho=2 * op["Hp"], Wo=2 * op["Wp"])
     return op
+
+
+def pool_op(plan, input_shape):
+    """The op of ``plan.predict`` (a max or average PoolPlan's) on (H, W, C) images."""
+    h, w, c = input_shape
+    ho, wo, _ = plan.output_shape
+    return dict(kind="pool", in_len=h * w * c, out_len=ho * wo * c, work=16 * plan.work, H=h,
+                W=w, C=c, Ho=ho, Wo=wo, kernel_h=plan.pool[0], kernel_w=plan.pool[1],
+                stride_h=plan.stride[0], stride_w=plan.stride[1], average=plan.mode == "avg",
+                isa=_conv.cpu_isa())
 
 
 def global_avg_op(input_shape):

@@ -109,7 +109,7 @@ class L2PoolPlan(PoolPlan):
 
     def forward(self, x, n_threads, ws=None):
         """y, the norm of each window."""
-        n_threads = resolve_threads(n_threads, 2 * x.shape[0] * self._work)
+        n_threads = resolve_threads(n_threads, 2 * x.shape[0] * self.work)
         y = empty(ws, "y", (x.shape[0], *self.output_shape), self.dtype)
         _pool.l2_pool2d_forward(x, y, *self.pool, *self.stride, n_threads)
         return y
@@ -119,7 +119,7 @@ class L2PoolPlan(PoolPlan):
 
     def backward(self, x, y, dy, n_threads, ws=None):
         """dx from the forward input x, its output y and the output's gradient dy."""
-        n_threads = resolve_threads(n_threads, 2 * dy.shape[0] * self._work)
+        n_threads = resolve_threads(n_threads, 2 * dy.shape[0] * self.work)
         dx = empty(ws, "dx", x.shape, self.dtype)
         _pool.l2_pool2d_backward(x, y, dy, dx, *self.pool, *self.stride, n_threads)
         return dx

@@ -406,11 +406,11 @@ class PoolPlan:
         self.pool, self.stride, (ho, wo) = _pool_geometry((h, w), pool_size, stride)
         self.output_shape = (ho, wo, c)
         self.dtype = np.dtype(dtype)
-        self._work = ho * wo * c * self.pool[0] * self.pool[1]
+        self.work = ho * wo * c * self.pool[0] * self.pool[1]  # per image
 
     def forward(self, x, n_threads, ws=None):
         """(y, argmax): argmax is None for average pooling."""
-        n_threads = resolve_threads(n_threads, x.shape[0] * self._work)
+        n_threads = resolve_threads(n_threads, x.shape[0] * self.work)
         y = empty(ws, "y", (x.shape[0], *self.output_shape), self.dtype)
         if self.mode == "avg":
             _pool.avg_pool2d_forward(x, y, *self.pool, *self.stride, n_threads)
@@ -423,13 +423,13 @@ class PoolPlan:
         """y alone (no positions for a backward pass)."""
         if self.mode == "avg":
             return self.forward(x, n_threads, ws)[0]
-        n_threads = resolve_threads(n_threads, x.shape[0] * self._work)
+        n_threads = resolve_threads(n_threads, x.shape[0] * self.work)
         y = empty(ws, "y", (x.shape[0], *self.output_shape), self.dtype)
         _pool.max_pool2d_values_forward(x, y, *self.pool, *self.stride, n_threads)
         return y
 
     def backward(self, dy, x_shape, argmax, n_threads, ws=None):
-        n_threads = resolve_threads(n_threads, dy.shape[0] * self._work)
+        n_threads = resolve_threads(n_threads, dy.shape[0] * self.work)
         dx = empty(ws, "dx", x_shape, self.dtype)
         if self.mode == "avg":
             _pool.avg_pool2d_backward(dy, dx, *self.pool, *self.stride, n_threads)

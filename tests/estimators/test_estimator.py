@@ -276,7 +276,9 @@ def test_alpha_penalises_weights(small_digits):
     X, y = small_digits
     plain = small_clf(max_iter=10).fit(X, y)
     decayed = small_clf(max_iter=10, alpha=50.0).fit(X, y)
-    norm = lambda clf: sum(float((w ** 2).sum()) for w in clf.network_.weights)
+    def norm(clf):
+        return sum(float((w ** 2).sum()) for w in clf.network_.weights)
+
     assert norm(decayed) < norm(plain)
 
 

@@ -10,9 +10,21 @@ from sklearn.datasets import load_digits
 
 from fastcnn import CNNClassifier, CNNRegressor
 from fastcnn.augment import Augment
-from fastcnn.layers import (Activation, AvgPool2D, BatchNorm, Conv2D, Dense, DepthwiseConv2D,
-                            Dropout, GlobalAvgPool2D, GlobalMaxPool2D, L2Pool2D, MaxPool2D,
-                            Residual, SpatialPyramidPool2D)
+from fastcnn.layers import (
+    Activation,
+    AvgPool2D,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    DepthwiseConv2D,
+    Dropout,
+    GlobalAvgPool2D,
+    GlobalMaxPool2D,
+    L2Pool2D,
+    MaxPool2D,
+    Residual,
+    SpatialPyramidPool2D,
+)
 from fastcnn.nn import spec_types
 from fastcnn.persistence import TRUSTED_TYPES, load, save
 

@@ -300,7 +300,8 @@ def test_cpu_affinity_is_honoured(tmp_path):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [FASTCNN_ROOT, env.get("PYTHONPATH")]))
     first_cpu = min(os.sched_getaffinity(0))
     result = subprocess.run(
-        [sys.executable, "-c", RESOLVE_SCRIPT], env=env, capture_output=True, text=True, timeout=120, check=False,
+        [sys.executable, "-c", RESOLVE_SCRIPT], env=env, capture_output=True, text=True,
+        timeout=120, check=False,
         preexec_fn=lambda: os.sched_setaffinity(0, {first_cpu}))
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[:2] == ["1", "1"]

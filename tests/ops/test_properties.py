@@ -202,8 +202,8 @@ def conv_cases(draw, fitting=True):
         assume(ho >= 1 and wo >= 1)
     else:
         assume(ho < 1 or wo < 1)
-    return {"n": n, "h": h, "w": w, "c": c, "k": k, "r": r, "s": s, "stride": stride, "dilation": dilation,
-                "padding": padding, "out": (ho, wo)}
+    return {"n": n, "h": h, "w": w, "c": c, "k": k, "r": r, "s": s, "stride": stride,
+            "dilation": dilation, "padding": padding, "out": (ho, wo)}
 
 
 @st.composite

@@ -2,14 +2,13 @@
 naive one."""
 import numpy as np
 import pytest
+from test_conv import assert_pooled_bitwise, naive_conv2d
 
 from fastcnn._ext import _conv
 from fastcnn.ops import _winograd
 from fastcnn.ops.conv import ConvPlan
 from fastcnn.ops.geometry import padding_amounts
 from fastcnn.ops.threads import parallel_grain
-
-from test_conv import assert_pooled_bitwise, naive_conv2d
 
 ISAS = list(range(_conv.cpu_isa() + 1))
 TOLERANCE = {np.float32: 2e-5, np.float64: 1e-12}
