@@ -232,10 +232,12 @@ class Conv2DLayer(FilterLayer):
 
     def use_bf16(self, enabled=True):
         """Mixed precision: bf16 operands in the kernels (grouped convolutions and a single
-        input channel keep float32 ones); ``enabled=False``: back to float32 ones."""
+        input channel keep float32 ones), and float32 Winograd for the forward pass and
+        data gradient where it applies; ``enabled=False``: back to float32 direct ones."""
         if self.spec.groups == 1:
             self._plan = ConvPlan(self.input_shape, self.weight.shape, self.stride,
-                                  self.padding, self.dilation, self.dtype, bf16=enabled)
+                                  self.padding, self.dilation, self.dtype, bf16=enabled,
+                                  train_winograd=enabled)
 
     def pooled_prediction_step(self, mode, winograd=False, scale=None, shift=None,
                                activation=None):

@@ -56,7 +56,7 @@ class ConvPlan:
 
     def __init__(self, image_shape, weight_shape, stride, pads, dilation, dtype, isa=None,
                  dx_path=None, weights_outer_bytes=_WEIGHTS_OUTER_BYTES,
-                 slice_weight_bytes=_SLICE_WEIGHT_BYTES, bf16=False):
+                 slice_weight_bytes=_SLICE_WEIGHT_BYTES, bf16=False, train_winograd=False):
         self.h, self.w, self.c = image_shape
         self.kh, self.kw, _, self.k = weight_shape
         self.stride, self.pads, self.dilation = tuple(stride), tuple(pads), tuple(dilation)
@@ -138,6 +138,11 @@ class ConvPlan:
                                                              and dilation[1] != 1):
             raise ValueError(f"dx_path {dx_path!r} is not one this convolution can use")
         self.dx_path = dx_path
+        # Training by float32 Winograd where it applies, forward pass and data gradient
+        # (mixed precision's choice: fewer products than bf16's direct kernels).
+        self.train_winograd = bool(train_winograd) and self.winograd_eligible
+        self.dx_winograd = self.train_winograd and _winograd.eligible(
+            (self.kh, self.kw), stride, dilation, self.k, self.c)
         if dx_path == "rows":
             self.rows_isa, self.rows_nv = vector_plan(isa, itemsize, self.kw * self.c)
             self.rows_block = self.rows_nv * _conv.vector_length(self.rows_isa, itemsize)
@@ -315,6 +320,9 @@ class ConvPlan:
         n_threads = self.threads(n_threads, n)
         kh, kw, k = self.kh, self.kw, self.k
         sh, (dh, dw) = self.stride[0], self.dilation
+        if self.train_winograd and winograd is packed is bf16_packed is None:
+            winograd = _winograd.prepare(w, b, self.fwd_block, self.dtype,
+                                         _conv.winograd_rows(self.fwd_isa, self.fwd_nv))
         if winograd is not None:
             return _winograd.run(x, winograd, out, self.pads[0], self.pads[2], relu,
                                  self.fwd_isa, self.fwd_nv, self.fwd_block, n_threads)
@@ -445,6 +453,8 @@ class ConvPlan:
             dx.fill(0)
         if n == 0:
             return dx, dw, db
+        if self.dx_winograd:
+            return _winograd.data_grad(self, w, dy, dx, n_threads), dw, db
         w_taps = w.reshape(self.kh * self.kw, self.c, self.k)
         if self.bf16:
             return self._data_grad_bf16(w_taps, dy, dx, n_threads, ws), dw, db

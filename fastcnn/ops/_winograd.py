@@ -11,10 +11,12 @@ output pixel, and float32 errors of the same size.
 
 The input and output transforms and the alpha x alpha matrix products run in
 ``_conv.winograd_forward``; the filter transform
-``G g G^T`` is done here, once, when a prediction step prepares its weights. Rounding
+``G g G^T`` is done here (once when a prediction step prepares its weights). Rounding
 differs from the direct convolution's (float32 results agree to about 1e-6 of their
-scale), so only prediction uses it, and for a layer it is used for every batch size or
-none: a sample's prediction never depends on the batch it comes in.
+scale), so only prediction uses it (for a layer, at every batch size or none: a
+sample's prediction never depends on the batch it comes in), and mixed-precision
+training, whose direct kernels round their operands to bf16 anyway: its forward pass and
+data gradient (:func:`data_grad`).
 """
 import numpy as np
 
@@ -121,6 +123,13 @@ def patch_size(kernel_size, tile):
     return tile + kernel_size - 1
 
 
+def data_grad_filter(w):
+    """The filter (R, R, K, C) whose stride-1 convolution of dy is the data gradient of
+    the convolution by w (R, R, C, K): w flipped along both kernel axes, C and K swapped
+    (the convolution of dy padded by R - 1 - each of the forward's paddings)."""
+    return np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2))
+
+
 def transformed_filter(w, block, dtype, tile=None):
     """w (R, R, C, K), R 3 or 5, as G w G^T, (alpha^2, K blocks, C, block), zero-padded
     in K, computed in double and rounded once to ``dtype``; ``tile`` (default
@@ -168,3 +177,13 @@ def run(x, prepared, out, pad_top, pad_left, relu, isa, nv, block, n_threads, po
     _conv.winograd_forward(x, upack, bias, out, pad_top, pad_left, relu, isa, nv, block,
                            group, n_threads, tile, alpha, _POOLS[pool])
     return out
+
+
+def data_grad(plan, w, dy, dx, n_threads):
+    """dx = the data gradient of ``plan``'s convolution (a ConvPlan's, stride 1) by w for
+    the output gradient dy: the convolution of dy by :func:`data_grad_filter` of w, by
+    Winograd, on the plan's data-gradient vectors."""
+    prepared = prepare(data_grad_filter(w), None, plan.dx_block, plan.dtype,
+                       _conv.winograd_rows(plan.dx_isa, plan.dx_nv))
+    return run(dy, prepared, dx, plan.kh - 1 - plan.pads[0], plan.kw - 1 - plan.pads[2],
+               False, plan.dx_isa, plan.dx_nv, plan.dx_block, n_threads)

@@ -2,7 +2,7 @@
 naive one."""
 import numpy as np
 import pytest
-from test_conv import assert_pooled_bitwise, naive_conv2d
+from test_conv import assert_pooled_bitwise, naive_conv2d, naive_conv2d_backward
 
 from fastcnn._ext import _conv
 from fastcnn.ops import _winograd
@@ -203,3 +203,53 @@ def test_winograd_with_its_pooling(shape, dtype):
             _conv.winograd_forward(x, upack, bias, out, pads[0], pads[2], False, plan.fwd_isa,
                                    plan.fwd_nv, plan.fwd_block, 3, 2, tile, alpha, pool)
             np.testing.assert_array_equal(out.view(bits), expected.view(bits))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_training_by_winograd_matches_the_naive_passes(shape, dtype):
+    """A train_winograd plan (mixed precision's): forward and data gradient by Winograd
+    where it applies, the weight and bias gradients as the direct plan's, bit for bit."""
+    x, weight, bias, pads = _case(shape, dtype)
+    direct = ConvPlan(x.shape[1:], weight.shape, (1, 1), pads, (1, 1), dtype)
+    plan = ConvPlan(x.shape[1:], weight.shape, (1, 1), pads, (1, 1), dtype,
+                    train_winograd=True)
+    c, k = weight.shape[2:]
+    assert plan.train_winograd
+    assert plan.dx_winograd == _winograd.eligible(weight.shape[:2], (1, 1), (1, 1), k, c)
+    y = plan.forward(x, weight, bias, False, 2)
+    expected = naive_conv2d(x.astype(np.float64), weight.astype(np.float64),
+                            bias.astype(np.float64), (1, 1), pads, (1, 1))
+    np.testing.assert_allclose(y, expected, rtol=0,
+                               atol=TOLERANCE[dtype] * np.abs(expected).max())
+    dy = np.random.default_rng(3).standard_normal(y.shape).astype(dtype)
+    dx, dw, db = plan.backward(x, weight, dy.copy(), True, 2)
+    want_dx, _, _ = naive_conv2d_backward(x.astype(np.float64), weight.astype(np.float64),
+                                          dy.astype(np.float64), (1, 1), pads, (1, 1))
+    np.testing.assert_allclose(dx, want_dx, rtol=0,
+                               atol=TOLERANCE[dtype] * np.abs(want_dx).max())
+    _, direct_dw, direct_db = direct.backward(x, weight, dy.copy(), True, 2)
+    np.testing.assert_array_equal(dw, direct_dw)
+    np.testing.assert_array_equal(db, direct_db)
+    with parallel_grain(1):
+        for n_threads in (1, 3):
+            np.testing.assert_array_equal(plan.forward(x, weight, bias, False, n_threads), y)
+            np.testing.assert_array_equal(
+                plan.backward(x, weight, dy.copy(), True, n_threads)[0], dx)
+
+
+@pytest.mark.parametrize("stride, dilation, c, k", [
+    ((2, 2), (1, 1), 32, 32), ((1, 1), (2, 2), 32, 32), ((1, 1), (1, 1), 3, 32),
+])
+def test_training_by_winograd_only_where_it_applies(stride, dilation, c, k):
+    plan = ConvPlan((9, 9, c), (3, 3, c, k), stride, (1, 1, 1, 1), dilation, np.float32,
+                    train_winograd=True)
+    assert not plan.train_winograd and not plan.dx_winograd
+    # 3x3 32 -> 16: too few outputs for Winograd
+    plan = ConvPlan((9, 9, 32), (3, 3, 32, 16), (1, 1), (1, 1, 1, 1), (1, 1), np.float32,
+                    train_winograd=True)
+    assert not plan.train_winograd and not plan.dx_winograd
+    # 5x5 16 -> 8: the forward pass by Winograd, the data gradient (8 -> 16) not
+    plan = ConvPlan((9, 9, 16), (5, 5, 16, 8), (1, 1), (2, 2, 2, 2), (1, 1), np.float32,
+                    train_winograd=True)
+    assert plan.train_winograd and not plan.dx_winograd
