@@ -136,13 +136,16 @@ def transformed_filter(w, block, dtype, tile=None):
     :func:`output_tile`) picks the form."""
     r, _, c, k = w.shape
     g = FORMS[r, tile or output_tile(r)][0]
-    positions = g.shape[0] ** 2
-    u = np.einsum("ar,rsck,bs->abck", g, w.astype(np.float64), g).reshape(positions, c, k)
+    alpha = g.shape[0]
+    # G w G^T as two matrix products (one per kernel axis): a training step makes it anew
+    gw = (g @ w.astype(np.float64).reshape(r, r * c * k)).reshape(alpha, r, c * k)
+    u = np.matmul(g, gw).reshape(alpha * alpha, c, k)
     n_blocks = -(-k // block)
-    padded = np.zeros((positions, c, n_blocks * block))
-    padded[..., :k] = u
-    packed = padded.reshape(positions, c, n_blocks, block).transpose(0, 2, 1, 3)
-    return np.ascontiguousarray(packed, dtype=dtype)
+    packed = np.zeros((alpha * alpha, n_blocks, c, block), dtype)
+    for j in range(n_blocks):
+        width = min(block, k - j * block)
+        packed[:, j, :, :width] = u[:, :, j * block:j * block + width]
+    return packed
 
 
 def group_tiles(c, k_padded, itemsize, tile_pixels, alpha=6):
