@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
+from test_inference_plan import perturbed
 
 from fastcnn.layers import (
     Activation,
@@ -29,13 +30,7 @@ SPECS = [
 
 def _net(dtype, specs=SPECS):
     net = Network(specs, (9, 9, 2), dtype=dtype).initialize(np.random.RandomState(0))
-    rng = np.random.default_rng(1)
-    for layer in net.layers:                       # statistics and parameters not 0 and 1
-        for a in layer.params + layer.buffers:
-            a[...] = a + 0.3 * rng.standard_normal(a.shape)
-        for a in layer.buffers[1:]:
-            a[...] = np.abs(a) + 0.2
-    return net
+    return perturbed(net, np.random.default_rng(1))
 
 
 def _unfolded(net, x):

@@ -44,17 +44,22 @@ HEADS = {
 }
 
 
-def _net(head, dtype, shape=(11, 11, 2), first=None):
-    specs = (first or []) + BODY + HEADS[head]
-    net = Network(specs, shape, dtype=dtype).initialize(np.random.RandomState(0))
-    rng = np.random.default_rng(1)
-    for layer in net.layers:                       # statistics and parameters not 0 and 1
+def perturbed(net, rng, scale=0.3):
+    """``net`` with its parameters and statistics moved off their initial 0s and 1s by
+    about ``scale`` (the variances kept positive), drawn from ``rng``."""
+    for layer in net.layers:
         for a in layer.params + layer.buffers:
-            a[...] = a + 0.3 * rng.standard_normal(a.shape)
+            a[...] = a + scale * rng.standard_normal(a.shape)
         for a in layer.buffers[1:]:
             a[...] = np.abs(a) + 0.2
     net.weights_changed()
     return net
+
+
+def _net(head, dtype, shape=(11, 11, 2), first=None):
+    specs = (first or []) + BODY + HEADS[head]
+    net = Network(specs, shape, dtype=dtype).initialize(np.random.RandomState(0))
+    return perturbed(net, np.random.default_rng(1))
 
 
 def _forward_in_batches(net, x, n_threads, features=False):
@@ -132,12 +137,7 @@ def test_single_channel_convolution_runs_with_the_max_pooling_after_it(first, fu
                      Dense(3, activation=None)]
     net = Network(specs, (21, 22, 1), dtype=dtype).initialize(np.random.RandomState(0))
     rng = np.random.default_rng(1)
-    for layer in net.layers:
-        for a in layer.params + layer.buffers:
-            a[...] = a + 0.3 * rng.standard_normal(a.shape)
-        for a in layer.buffers[1:]:
-            a[...] = np.abs(a) + 0.2
-    net.weights_changed()
+    perturbed(net, rng)
     plan = InferencePlan(net, winograd=False)
     # the first layer's steps, the pooling's (unless fused), then conv and pool
     assert len(plan.image_steps) == (1 if fused else 2) + 1

@@ -5,6 +5,7 @@ import threading
 import numpy as np
 import pytest
 from fastcnn._ext._conv import OP_KINDS, Program
+from test_inference_plan import perturbed
 
 from fastcnn.layers import (
     Activation,
@@ -66,14 +67,7 @@ STEP_BY_STEP = {
 
 def _net(specs, shape, dtype):
     net = Network(specs, shape, dtype=dtype).initialize(np.random.RandomState(0))
-    rng = np.random.default_rng(1)
-    for layer in net.layers:                       # statistics and parameters not 0 and 1
-        for a in layer.params + layer.buffers:
-            a[...] = a + 0.1 * rng.standard_normal(a.shape)
-        for a in layer.buffers[1:]:
-            a[...] = np.abs(a) + 0.2
-    net.weights_changed()
-    return net
+    return perturbed(net, np.random.default_rng(1), scale=0.1)
 
 
 def _step_by_step(plan, x, n_threads):
