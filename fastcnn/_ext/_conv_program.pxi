@@ -190,9 +190,12 @@ cdef class Program:
     cdef int n_ops, n_image_ops
     cdef readonly object dtype
     cdef list arrays
+    # the buffer's parts (_size) for the chunks of the last call
+    cdef Py_ssize_t sized_chunk, sized_flat_chunk, ping_len, scratch_len, total_len
 
     def __cinit__(self):
         self.ops = NULL
+        self.sized_chunk = self.sized_flat_chunk = 0
 
     def __init__(self, list ops, int n_image_ops, dtype):
         cdef int i
@@ -250,30 +253,28 @@ cdef class Program:
     def __dealloc__(self):
         free(self.ops)
 
-    cdef Py_ssize_t _ping_len(self, Py_ssize_t chunk, Py_ssize_t flat_chunk):
-        """Values in each of the two buffers between ops."""
-        cdef Py_ssize_t i, size = 0
+    cdef void _size(self, Py_ssize_t chunk, Py_ssize_t flat_chunk):
+        """The buffer's parts for these chunks (kept for the next call with the same):
+        the values in each of the two buffers between ops, the ops' scratch, and in all,
+        with the flat rows (at least 1)."""
+        cdef Py_ssize_t i, count, ping = 0, scratch = 0, flat = 0
+        if chunk == self.sized_chunk and flat_chunk == self.sized_flat_chunk:
+            return
         for i in range(self.n_ops):
+            count = chunk if i < self.n_image_ops else flat_chunk
             if i != self.n_ops - 1 and i != self.n_image_ops - 1:
-                size = max(size, self.ops[i].out_len * (chunk if i < self.n_image_ops
-                                                        else flat_chunk))
-        return size
-
-    cdef Py_ssize_t _scratch_len(self, Py_ssize_t chunk, Py_ssize_t flat_chunk):
-        """Values of scratch the ops need."""
-        cdef Py_ssize_t i, size = 0
-        for i in range(self.n_ops):
-            size = max(size, _op_scratch(&self.ops[i]) * (chunk if i < self.n_image_ops
-                                                          else flat_chunk))
-        return size
+                ping = max(ping, self.ops[i].out_len * count)
+            scratch = max(scratch, _op_scratch(&self.ops[i]) * count)
+        if 0 < self.n_image_ops < self.n_ops:
+            flat = self.ops[self.n_image_ops - 1].out_len * flat_chunk
+        self.ping_len, self.scratch_len = ping, scratch
+        self.total_len = max(1, 2 * ping + scratch + flat)
+        self.sized_chunk, self.sized_flat_chunk = chunk, flat_chunk
 
     def buffer_len(self, Py_ssize_t chunk, Py_ssize_t flat_chunk):
         """Values :meth:`run` needs in its buffer for these chunks (at least 1)."""
-        cdef Py_ssize_t flat = 0
-        if 0 < self.n_image_ops < self.n_ops:
-            flat = self.ops[self.n_image_ops - 1].out_len * flat_chunk
-        return max(1, 2 * self._ping_len(chunk, flat_chunk)
-                   + self._scratch_len(chunk, flat_chunk) + flat)
+        self._size(chunk, flat_chunk)
+        return self.total_len
 
     def run(self, const floating[:, ::1] images, floating[:, ::1] out,
             floating[::1] buffer, Py_ssize_t chunk, Py_ssize_t flat_chunk, int n_threads,
@@ -288,16 +289,16 @@ cdef class Program:
         if chunk < 1 or flat_chunk < chunk:
             raise ValueError(f"chunks of {chunk} and {flat_chunk} images: the first at "
                              f"least 1, the second at least the first")
+        self._size(chunk, flat_chunk)   # (under the GIL: no other thread runs it meanwhile)
         if sizeof(floating) != self.dtype.itemsize:
             raise ValueError(f"the program runs {self.dtype}, not {images.base.dtype}")
         if (images.shape[1] != self.ops[0].in_len or out.shape[0] != n
                 or out.shape[1] != self.ops[self.n_ops - 1].out_len
-                or buffer.shape[0] < self.buffer_len(chunk, flat_chunk)):
+                or buffer.shape[0] < self.total_len):
             raise ValueError("the program's images, output or buffer have the wrong size")
         if n == 0:
             return
-        ping_len = self._ping_len(chunk, flat_chunk)
-        scratch_len = self._scratch_len(chunk, flat_chunk)
+        ping_len, scratch_len = self.ping_len, self.scratch_len
         with nogil:
             status = _program_run(self.ops, self.n_ops, self.n_image_ops, &images[0, 0],
                                   &out[0, 0], &buffer[0], n, chunk, flat_chunk,
