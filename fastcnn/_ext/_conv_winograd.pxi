@@ -12,6 +12,10 @@ cdef extern from "_wino_kernels.h" nogil:
                        int cols) noexcept nogil
         void (*gemm)(int nv, int tp, const float *v, long C, const float *u, long ldu,
                      float *m, long ldm) noexcept nogil
+        void (*grad_output)(const float *g, long ld_row, long K, float *tmp, float *v,
+                            long ldv) noexcept nogil
+        void (*outer)(int nv, int tp, const float *v, long ldv, const float *u, long ldu, long n,
+                      int acc, float *m, long ldm) noexcept nogil
     ctypedef struct fc_wino_table_f64:
         int lanes
         int rows[2]
@@ -22,6 +26,10 @@ cdef extern from "_wino_kernels.h" nogil:
                        int cols) noexcept nogil
         void (*gemm)(int nv, int tp, const double *v, long C, const double *u, long ldu,
                      double *m, long ldm) noexcept nogil
+        void (*grad_output)(const double *g, long ld_row, long K, double *tmp, double *v,
+                            long ldv) noexcept nogil
+        void (*outer)(int nv, int tp, const double *v, long ldv, const double *u, long ldu, long n,
+                      int acc, double *m, long ldm) noexcept nogil
     const fc_wino_table_f32 *fc_wino_table_f32_for(int isa)
     const fc_wino_table_f64 *fc_wino_table_f64_for(int isa)
 
@@ -76,6 +84,24 @@ def winograd_forward(
     if _winograd_run(&a, &x[0, 0, 0, 0], &upack[0, 0, 0, 0], &bias[0], &out[0, 0, 0, 0],
                      n_threads):
         raise MemoryError()
+
+
+cdef inline void _patch_copy(floating *patch, const floating *image, Py_ssize_t H,
+                             Py_ssize_t W, long C, int row, int col, int rows,
+                             int cols) noexcept nogil:
+    """patch (rows, cols, C) = the pixels of image (H, W, C) from (row, col) on, zeros off
+    the image: one copy per row's run of pixels inside it."""
+    cdef int r, q0 = max(0, -col), q1 = <int> max(q0, min(cols, W - col))
+    cdef floating *dst
+    for r in range(rows):
+        dst = patch + r * cols * C
+        if not 0 <= row + r < H or q1 == q0:
+            memset(dst, 0, cols * C * sizeof(floating))
+            continue
+        memset(dst, 0, q0 * C * sizeof(floating))
+        memcpy(dst + q0 * C, image + ((row + r) * W + col + q0) * C,
+               (q1 - q0) * C * sizeof(floating))
+        memset(dst + q1 * C, 0, (cols - q1) * C * sizeof(floating))
 
 
 cdef int _winograd_run(const _ConvArgs *a, const floating *xbase, const floating *ubase,
@@ -157,15 +183,7 @@ cdef int _winograd_run(const _ConvArgs *a, const floating *xbase, const floating
                 source = xbase + ((n * H + row) * W + col) * C
                 ld_row = W * C
             else:
-                for r in range(alpha):
-                    for q in range(alpha):
-                        if 0 <= row + r < H and 0 <= col + q < W:
-                            memcpy(patch + (alpha * r + q) * C,
-                                   xbase + ((n * H + row + r) * W + col + q) * C,
-                                   C * sizeof(floating))
-                        else:
-                            memset(patch + (alpha * r + q) * C, 0,
-                                   C * sizeof(floating))
+                _patch_copy(patch, xbase + n * H * W * C, H, W, C, row, col, alpha, alpha)
                 source = patch
                 ld_row = alpha * C
             if floating is float:

@@ -32,6 +32,13 @@
         /* m[i * ldm + j] = sum_c v[i * C + c] u[c * ldu + j], i < tp, j < nv vectors */   \
         void (*gemm)(int nv, int tp, const T *v, long C, const T *u, long ldu, T *m,       \
                      long ldm);                                                          \
+        /* v[p * ldv + k], p < 36: A g A^T of the 4x4 output gradients                   \
+         * g[r * ld_row + q * K + k], F(3x3, 4x4); tmp holds 24 * K values */           \
+        void (*grad_output)(const T *g, long ld_row, long K, T *tmp, T *v, long ldv);    \
+        /* m[i * ldm + j] (+ m's values if acc) = sum_t v[t * ldv + i] u[t * ldu + j],   \
+         * i < tp, j < nv vectors, t < n */                                              \
+        void (*outer)(int nv, int tp, const T *v, long ldv, const T *u, long ldu, long n, \
+                      int acc, T *m, long ldm);                                          \
     } fc_wino_table_##S;
 FC_WINO_TABLE_TYPE(f32, float)
 FC_WINO_TABLE_TYPE(f64, double)

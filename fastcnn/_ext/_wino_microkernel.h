@@ -301,15 +301,118 @@ static void FC_NAME(fc_wino_gemm)(int nv, int tp, const FC_T *v, long C, const F
     }
 }
 
+/* The weight gradient, F(3x3, 4x4) (the forward's F(4x4, 3x3) transposed: dw = G^T
+ * [(A g A^T) . (B^T d B)] G summed over the tiles, d a tile's 6x6 input patch, g its 4x4
+ * output gradients). A, the transpose of A^T above, takes four values to six:
+ *   A g = (g0, g0 + g1 + g2 + g3, g0 - g1 + g2 - g3, g0 + 2 g1 + 4 g2 + 8 g3,
+ *          g0 - 2 g1 + 4 g2 - 8 g3, g3) */
+#define FC_WINO_GRAD_1D(T, a, lda, o, ldo, k)                                           \
+    do {                                                                                \
+        const T a0 = *(const T *)((a) + (k)), a1 = *(const T *)((a) + (lda) + (k));     \
+        const T a2 = *(const T *)((a) + 2 * (lda) + (k));                               \
+        const T a3 = *(const T *)((a) + 3 * (lda) + (k));                               \
+        const T s02 = a0 + a2, s13 = a1 + a3, t02 = a0 + 4 * a2, t13 = 2 * a1 + 8 * a3; \
+        *(T *)((o) + (k)) = a0;                                                         \
+        *(T *)((o) + (ldo) + (k)) = s02 + s13;                                          \
+        *(T *)((o) + 2 * (ldo) + (k)) = s02 - s13;                                      \
+        *(T *)((o) + 3 * (ldo) + (k)) = t02 + t13;                                      \
+        *(T *)((o) + 4 * (ldo) + (k)) = t02 - t13;                                      \
+        *(T *)((o) + 5 * (ldo) + (k)) = a3;                                             \
+    } while (0)
+
+FC_WINO_1D(fc_wino_grad_1d, FC_WINO_GRAD_1D)
+
+/* v[p * ldv + k], p < 36: A g A^T of the 4x4 block g[r * ld_row + q * K + k]; tmp holds
+ * 24 * K values */
+static void FC_NAME(fc_wino_grad_output)(const FC_T *g, long ld_row, long K, FC_T *tmp,
+                                         FC_T *v, long ldv)
+{
+    /* columns: tmp[(4 * i + j) * K] = (A g[:, j])[i] */
+    for (int j = 0; j < 4; j++)
+        FC_NAME(fc_wino_grad_1d)(g + j * K, ld_row, tmp + j * K, 4 * K, K);
+    /* rows: v[6 * i + j] = (A tmp[i, :])[j] */
+    for (int i = 0; i < 6; i++)
+        FC_NAME(fc_wino_grad_1d)(tmp + 4 * i * K, K, v + 6 * i * ldv, ldv, K);
+}
+
+/* The weight gradient's products at one position: m (tp, nv vectors) = sum over t < n of
+ * v[t * ldv + i] u[t * ldu + j] (the outer products of the tiles' transformed patches
+ * and output gradients), plus m's own values when acc is set. A step broadcasts tp
+ * consecutive values of v against nv vectors of u. */
+static inline __attribute__((always_inline)) void FC_NAME(fc_wino_outer_impl)(
+    const int nv, const int tp, const FC_T *restrict v, long ldv, const FC_T *restrict u,
+    long ldu, long n, int acc, FC_T *restrict m, long ldm)
+{
+    typedef FC_NAME(fc_wino_vec) vec;
+    vec acc0[FC_WINO_ROWS1][2];
+#pragma GCC unroll 24
+    for (int i = 0; i < tp; i++) {
+        acc0[i][0] = acc ? *(const vec *)(m + i * ldm) : (vec){0};
+        acc0[i][1] = acc && nv > 1 ? *(const vec *)(m + i * ldm + FC_WV) : (vec){0};
+    }
+    for (long t = 0; t < n; t++) {
+        const vec w0 = *(const vec *)(u + t * ldu);
+        const vec w1 = nv > 1 ? *(const vec *)(u + t * ldu + FC_WV) : (vec){0};
+#pragma GCC unroll 24
+        for (int i = 0; i < tp; i++) {
+            const vec xb = (vec){0} + v[t * ldv + i];
+            acc0[i][0] += xb * w0;
+            if (nv > 1)
+                acc0[i][1] += xb * w1;
+        }
+    }
+#pragma GCC unroll 24
+    for (int i = 0; i < tp; i++) {
+        *(vec *)(m + i * ldm) = acc0[i][0];
+        if (nv > 1)
+            *(vec *)(m + i * ldm + FC_WV) = acc0[i][1];
+    }
+}
+
+#define FC_WINO_OCASE(NV, TP)                                                           \
+    case TP:                                                                            \
+        FC_NAME(fc_wino_outer_impl)(NV, TP, v, ldv, u, ldu, n, acc, m, ldm);            \
+        return;
+
+static void FC_NAME(fc_wino_outer)(int nv, int tp, const FC_T *v, long ldv, const FC_T *u,
+                                   long ldu, long n, int acc, FC_T *m, long ldm)
+{
+    if (nv > 1) {
+        switch (tp) {
+        FC_WINO_OCASE(2, 1) FC_WINO_OCASE(2, 2) FC_WINO_OCASE(2, 3) FC_WINO_OCASE(2, 4)
+        FC_WINO_OCASE(2, 5) FC_WINO_OCASE(2, 6)
+#if FC_WINO_ROWS2 > 6
+        FC_WINO_OCASE(2, 7) FC_WINO_OCASE(2, 8) FC_WINO_OCASE(2, 9) FC_WINO_OCASE(2, 10)
+        FC_WINO_OCASE(2, 11) FC_WINO_OCASE(2, 12)
+#endif
+        }
+    } else {
+        switch (tp) {
+        FC_WINO_OCASE(1, 1) FC_WINO_OCASE(1, 2) FC_WINO_OCASE(1, 3) FC_WINO_OCASE(1, 4)
+        FC_WINO_OCASE(1, 5) FC_WINO_OCASE(1, 6) FC_WINO_OCASE(1, 7) FC_WINO_OCASE(1, 8)
+        FC_WINO_OCASE(1, 9) FC_WINO_OCASE(1, 10) FC_WINO_OCASE(1, 11) FC_WINO_OCASE(1, 12)
+#if FC_WINO_ROWS1 > 12
+        FC_WINO_OCASE(1, 13) FC_WINO_OCASE(1, 14) FC_WINO_OCASE(1, 15) FC_WINO_OCASE(1, 16)
+        FC_WINO_OCASE(1, 17) FC_WINO_OCASE(1, 18) FC_WINO_OCASE(1, 19) FC_WINO_OCASE(1, 20)
+        FC_WINO_OCASE(1, 21) FC_WINO_OCASE(1, 22) FC_WINO_OCASE(1, 23) FC_WINO_OCASE(1, 24)
+#endif
+        }
+    }
+}
+
 static const FC_TNAME(fc_wino_table) FC_NAME(fc_wino_table) = {
     FC_WV,
     {FC_WINO_ROWS1, FC_WINO_ROWS2},
     FC_NAME(fc_wino_input_any),
     FC_NAME(fc_wino_output_any),
     FC_NAME(fc_wino_gemm),
+    FC_NAME(fc_wino_grad_output),
+    FC_NAME(fc_wino_outer),
 };
 
 #undef FC_WINO_CASE
+#undef FC_WINO_OCASE
+#undef FC_WINO_GRAD_1D
 #undef FC_WINO_ROWS1
 #undef FC_WINO_ROWS2
 #undef FC_WV

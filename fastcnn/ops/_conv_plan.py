@@ -138,8 +138,8 @@ class ConvPlan:
                                                              and dilation[1] != 1):
             raise ValueError(f"dx_path {dx_path!r} is not one this convolution can use")
         self.dx_path = dx_path
-        # Training by float32 Winograd where it applies, forward pass and data gradient
-        # (mixed precision's choice: fewer products than bf16's direct kernels).
+        # Mixed precision trains by float32 Winograd where it applies (fewer products than
+        # bf16's direct kernels): forward, data gradient, weight gradient (_winograd).
         self.train_winograd = bool(train_winograd) and self.winograd_eligible
         self.dx_winograd = self.train_winograd and _winograd.eligible(
             (self.kh, self.kw), stride, dilation, self.k, self.c)
@@ -184,8 +184,7 @@ class ConvPlan:
     def _bias(self, b, ws):
         """b (or zeros), zero-padded to whole blocks of output channels."""
         bias = empty(ws, "bias", (self.k_padded,), self.dtype)
-        bias[:self.k] = 0 if b is None else b
-        bias[self.k:] = 0
+        bias[:self.k], bias[self.k:] = (0 if b is None else b), 0
         return bias
 
     def in_slices(self, w):
@@ -196,8 +195,7 @@ class ConvPlan:
 
     @property
     def winograd_eligible(self):
-        """Whether :meth:`prepare` can set this convolution up for Winograd: F(4x4, 3x3)
-        or F(4x4, 5x5)."""
+        """Whether :meth:`prepare` can set this up for Winograd (F(4x4, 3x3) or 5x5)."""
         return _winograd.eligible((self.kh, self.kw), self.stride, self.dilation, self.c,
                                   self.k)
 
@@ -435,6 +433,8 @@ class ConvPlan:
             if expanded is None:
                 expanded = self.expand(x, n_threads, ws)
             dw = self._single_channel_weight_grad(expanded, dy, n_threads, ws)
+        elif _winograd.weight_grad_eligible(self):   # mixed precision's, from 64 inputs
+            dw = _winograd.weight_grad(self, x, dy, n_threads, dw_out)
         elif self.bf16 and self.bf16_wgrad:
             dw = self._weight_grad_bf16(x, dy, n_threads, ws, dw_out)
         else:

@@ -208,8 +208,9 @@ def test_winograd_with_its_pooling(shape, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES)
 def test_training_by_winograd_matches_the_naive_passes(shape, dtype):
-    """A train_winograd plan (mixed precision's): forward and data gradient by Winograd
-    where it applies, the weight and bias gradients as the direct plan's, bit for bit."""
+    """A train_winograd plan (mixed precision's): forward, data gradient and (3x3, from 64
+    input channels) weight gradient by Winograd where they apply; otherwise the weight
+    gradient and always the bias gradient as the direct plan's, bit for bit."""
     x, weight, bias, pads = _case(shape, dtype)
     direct = ConvPlan(x.shape[1:], weight.shape, (1, 1), pads, (1, 1), dtype)
     plan = ConvPlan(x.shape[1:], weight.shape, (1, 1), pads, (1, 1), dtype,
@@ -229,13 +230,79 @@ def test_training_by_winograd_matches_the_naive_passes(shape, dtype):
     np.testing.assert_allclose(dx, want_dx, rtol=0,
                                atol=TOLERANCE[dtype] * np.abs(want_dx).max())
     _, direct_dw, direct_db = direct.backward(x, weight, dy.copy(), True, 2)
-    np.testing.assert_array_equal(dw, direct_dw)
+    assert _winograd.weight_grad_eligible(plan) == (weight.shape[0] == 3 and c >= 64)
+    if _winograd.weight_grad_eligible(plan):
+        np.testing.assert_allclose(dw, direct_dw, rtol=0,
+                                   atol=TOLERANCE[dtype] * np.abs(direct_dw).max())
+    else:
+        np.testing.assert_array_equal(dw, direct_dw)
     np.testing.assert_array_equal(db, direct_db)
     with parallel_grain(1):
         for n_threads in (1, 3):
             np.testing.assert_array_equal(plan.forward(x, weight, bias, False, n_threads), y)
-            np.testing.assert_array_equal(
-                plan.backward(x, weight, dy.copy(), True, n_threads)[0], dx)
+            again = plan.backward(x, weight, dy.copy(), True, n_threads)
+            np.testing.assert_array_equal(again[0], dx)
+            np.testing.assert_array_equal(again[1], dw)
+
+
+WGRAD_SHAPES = [s for s in SHAPES if len(s) == 6] + [
+    (1, 1, 1, 1, 1, "same"), (2, 5, 4, 3, 1, "same"), (1, 8, 8, 1, 17, (0, 0, 0, 0)),
+    (1, 12, 12, 5, 7, (2, 2, 2, 2)), (4, 10, 13, 64, 96, "same"),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", WGRAD_SHAPES)
+def test_winograd_weight_gradient_matches_the_naive_one(shape, dtype, monkeypatch):
+    """F(3x3, 4x4): odd sizes, partial tiles, C and K of 1, channels off the vector width,
+    'same', 'valid', uneven and 2-pixel padding; chunks and spans of every size give the
+    naive gradient (one task per sum: any thread count, the same bits)."""
+    x, weight, _, pads = _case(shape, dtype)
+    plan = ConvPlan(x.shape[1:], weight.shape, (1, 1), pads, (1, 1), dtype)
+    ho = x.shape[1] + pads[0] + pads[1] - 2
+    wo = x.shape[2] + pads[2] + pads[3] - 2
+    dy = np.random.default_rng(5).standard_normal((x.shape[0], ho, wo, weight.shape[3]))
+    dy = dy.astype(dtype)
+    _, want, _ = naive_conv2d_backward(x.astype(np.float64), weight.astype(np.float64),
+                                       dy.astype(np.float64), (1, 1), pads, (1, 1))
+    atol = TOLERANCE[dtype] * np.abs(want).max()
+    # many chunks per span, many spans, and the default
+    for chunk, span_bytes in ((16, 1), (16, 1 << 20), (32, 1 << 16), (None, None)):
+        if chunk is not None:
+            monkeypatch.setattr(_winograd, "_WGRAD_CHUNK", chunk)
+            monkeypatch.setattr(_winograd, "_WGRAD_SPAN_BYTES", span_bytes)
+        else:
+            monkeypatch.undo()
+        dw = _winograd.weight_grad(plan, x, dy, 2)
+        assert dw.dtype == dtype and dw.shape == weight.shape
+        np.testing.assert_allclose(dw, want, rtol=0, atol=atol)
+        for n_threads in (1, 3):
+            out = np.full(weight.shape, np.nan, dtype)
+            assert _winograd.weight_grad(plan, x, dy, n_threads, out) is out
+            np.testing.assert_array_equal(out, dw)
+
+
+def test_winograd_weight_gradient_of_an_empty_batch_is_zero():
+    x, weight, _, pads = _case((1, 6, 6, 64, 64, "same"), np.float32)
+    plan = ConvPlan(x.shape[1:], weight.shape, (1, 1), pads, (1, 1), np.float32)
+    dw = _winograd.weight_grad(plan, x[:0], np.zeros((0, 6, 6, 64), np.float32), 2)
+    np.testing.assert_array_equal(dw, np.zeros_like(weight))
+
+
+def test_winograd_weight_gradient_refuses_bad_arguments():
+    x = np.zeros((1, 6, 6, 8), np.float32)
+    dy = np.zeros((1, 6, 6, 16), np.float32)
+    isa = _conv.cpu_isa()
+    block = _conv.vector_length(isa, 4)
+    m = np.zeros((36, 8, block * -(-16 // block)), np.float32)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        _conv.winograd_weight_grad(x, dy, m, 1, 1, isa, 1, block, 24, 48, 1)
+    with pytest.raises(ValueError, match="multiple of 16 and span"):
+        _conv.winograd_weight_grad(x, dy, m, 1, 1, isa, 1, block, 16, 24, 1)
+    with pytest.raises(ValueError, match=r"m is \(36, C, Kp\)"):
+        _conv.winograd_weight_grad(x, dy, m[:, :4].copy(), 1, 1, isa, 1, block, 16, 16, 1)
+    with pytest.raises(ValueError, match=r"m is \(36, C, Kp\)"):
+        _conv.winograd_weight_grad(x, dy, m[:35], 1, 1, isa, 1, block, 16, 16, 1)
 
 
 @pytest.mark.parametrize("stride, dilation, c, k", [
