@@ -45,10 +45,19 @@ static inline __attribute__((always_inline)) void FC_NAME(store_part)(FC_T *o, F
         v = (FC_NAME(vec))((mask)v & ~(v < 0));
     if (n >= FC_V) {
         FC_NAME(store)(o, v);
+#if FC_X86 && FC_VBYTES == 64
+    } else if (n > 0) {   /* a masked store: no round trip through the stack */
+#if FC_DOUBLE
+        _mm512_mask_storeu_pd(o, (__mmask8)((1u << n) - 1), (__m512d)v);
+#else
+        _mm512_mask_storeu_ps(o, (__mmask16)((1u << n) - 1), (__m512)v);
+#endif
+#else
     } else if (n > 0) {
         FC_T lanes[FC_V];
         FC_NAME(store)(lanes, v);
         FC_NAME(copy_part)(o, lanes, n);
+#endif
     }
 }
 
@@ -59,10 +68,19 @@ static inline __attribute__((always_inline)) FC_NAME(vec) FC_NAME(load_part)(con
 {
     if (n >= FC_V)
         return FC_NAME(load)(p);
+#if FC_X86 && FC_VBYTES == 64
+    /* a masked load (the lanes past n read nothing, so cannot fault) */
+#if FC_DOUBLE
+    return (FC_NAME(vec))_mm512_maskz_loadu_pd((__mmask8)(n > 0 ? (1u << n) - 1 : 0), p);
+#else
+    return (FC_NAME(vec))_mm512_maskz_loadu_ps((__mmask16)(n > 0 ? (1u << n) - 1 : 0), p);
+#endif
+#else
     FC_T lanes[FC_V] = {0};
     if (n > 0)
         FC_NAME(copy_part)(lanes, p, n);
     return FC_NAME(load)(lanes);
+#endif
 }
 
 static inline __attribute__((always_inline)) void FC_NAME(forward_tile_impl)(
