@@ -1,5 +1,5 @@
-# Included by _conv.pyx: Winograd forward convolution (prediction): F(4x4, 3x3),
-# F(2x2, 5x5) and F(4x4, 5x5).
+# Included by _conv.pyx: Winograd forward convolution (prediction, and mixed-precision
+# training's forward pass and data gradient): F(4x4, 3x3), F(2x2, 5x5) and F(4x4, 5x5).
 
 cdef extern from "_wino_kernels.h" nogil:
     ctypedef struct fc_wino_table_f32:

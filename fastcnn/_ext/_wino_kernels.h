@@ -11,7 +11,12 @@
  * transforms run on whole channel vectors (NHWC keeps a pixel's channels contiguous);
  * the alpha^2 products are matrix products done by the forward tile kernel (see
  * _conv_winograd.pxi). The filter transform is done once, in NumPy, when weights are
- * prepared. */
+ * prepared.
+ *
+ * The weight gradient of a 3x3 convolution, F(3x3, 4x4), is the same algorithm
+ * transposed: dw = G^T [sum over tiles of (A g A^T) . (B^T d B)] G, g a tile's 4x4 output
+ * gradients; the table's grad_output and outer (the sum of the tiles' outer products at
+ * each position) serve it (_conv_winograd_wgrad.pxi). */
 #ifndef FASTCNN_WINO_KERNELS_H
 #define FASTCNN_WINO_KERNELS_H
 

@@ -1,5 +1,5 @@
-/* Winograd F(4x4, 3x3), F(2x2, 5x5) and F(4x4, 5x5) input and output transforms,
- * instantiated by _wino_kernels.h for each (element type, instruction set) through
+/* Winograd F(4x4, 3x3), F(2x2, 5x5) and F(4x4, 5x5) input and output transforms, and
+ * F(3x3, 4x4)'s of the output gradients (the weight gradient), instantiated by _wino_kernels.h for each (element type, instruction set) through
  * _dispatch_instances.h.
  *
  * Each is two passes of a one-dimensional transform (columns, then rows) over channel

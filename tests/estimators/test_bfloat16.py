@@ -50,6 +50,30 @@ def test_learning_curve_matches_float32(digits):
 
 
 @needs_bf16
+def test_winograd_layers_learn_as_float32_does(digits):
+    """Layers wide enough for float32 Winograd in mixed precision (forward pass and data
+    gradient from 32 channels, weight gradient from 64 inputs: asserted) learn the same
+    curve as float32's, with the same bits on 1 and 2 threads."""
+    from fastcnn.ops import _winograd
+
+    layers = [Conv2D(32, 3, padding="same"), Conv2D(64, 3, padding="same"),
+              Conv2D(64, 3, padding="same"), MaxPool2D(2), Dense(32)]
+    fp32 = _fit("float32", digits, layers=layers, max_iter=4)
+    bf16 = _fit("bfloat16", digits, layers=layers, max_iter=4, n_threads=1)
+    plans = [layer._plan for layer in bf16.network_.layers[:3]]
+    assert [p.train_winograd for p in plans] == [False, True, True]
+    assert [_winograd.weight_grad_eligible(p) for p in plans] == [False, False, True]
+    curve32, curve16 = np.array(fp32.loss_curve_), np.array(bf16.loss_curve_)
+    assert curve16[-1] < 0.25 * curve16[0]
+    np.testing.assert_allclose(curve16, curve32, rtol=0.15)
+    _, X_test, _, y_test = digits
+    assert abs(bf16.score(X_test, y_test) - fp32.score(X_test, y_test)) <= 0.02
+    two = _fit("bfloat16", digits, layers=layers, max_iter=4, n_threads=2)
+    for a, b in zip(bf16.get_weights(), two.get_weights()):
+        assert np.array_equal(a, b)
+
+
+@needs_bf16
 def test_storage_and_outputs_are_float32(digits):
     _, X_test, _, _ = digits
     clf = _fit("bfloat16", digits, max_iter=1)
