@@ -237,3 +237,71 @@ cdef int _winograd_run(const _ConvArgs *a, const floating *xbase, const floating
     free(memory)
     return 0
 
+
+
+def winograd_filter(
+    const floating[:, :, :, ::1] w,       # IN (R, R, C, K)
+    const double[:, ::1] g,               # IN (alpha, R): the form's G
+    floating[:, :, :, ::1] packed,        # OUT (alpha^2, K blocks, C, block)
+    int n_threads,
+):
+    """packed[alpha * p + q, j, c, b] = (G w[:, :, c, k] G^T)[p, q], k = j * block + b,
+    computed in double and rounded once (zeros for k >= K): the transformed filter of
+    ``fastcnn.ops._winograd.transformed_filter``, one task per (input channel, block of
+    output channels), every value written once."""
+    cdef:
+        int r = w.shape[0], alpha = g.shape[0], block = packed.shape[3]
+        Py_ssize_t C = w.shape[2], K = w.shape[3], n_blocks = packed.shape[1]
+        Py_ssize_t task, c, j
+    if w.shape[1] != r or g.shape[1] != r or packed.shape[0] != alpha * alpha \
+            or packed.shape[2] != C or n_blocks * block < K or r > 5 or alpha > 8 \
+            or block > 64:
+        raise ValueError(f"no transformed filter of ({alpha * alpha}, blocks, {C}, block) "
+                         f"for w of shape ({w.shape[0]}, {w.shape[1]}, {C}, {K}) and G "
+                         f"({g.shape[0]}, {g.shape[1]}): got ({packed.shape[0]}, "
+                         f"{n_blocks}, {packed.shape[2]}, {block})")
+    if C * n_blocks == 0:
+        return
+    for task in prange(C * n_blocks, schedule="static", nogil=True, num_threads=n_threads):
+        c = task // n_blocks
+        j = task % n_blocks
+        _filter_block(&w[0, 0, 0, 0], C * K, K, r, alpha, &g[0, 0], c, j * block,
+                      <int> min(block, K - j * block), block,
+                      &packed[0, j, c, 0], n_blocks * C * block)
+
+
+cdef void _filter_block(const floating *w, long CK, long K, int r, int alpha,
+                        const double *g, long c, long k0, int width, int block,
+                        floating *out, long ld_pos) noexcept nogil:
+    """out[(alpha * p + q) * ld_pos + b], b < block: G w G^T of w[:, :, c, k0 + b] for
+    b < width, zeros after (G w first, then its product with G^T). The loops over b are
+    innermost, multiply-adds of whole rows: the block's channels go through as vectors."""
+    cdef double t[8 * 5 * 64]     # G w: alpha x R x block
+    cdef double row[64]
+    cdef double coef
+    cdef const floating *src
+    cdef double *dst
+    cdef int p, q, s, u, b
+    for p in range(alpha):
+        for s in range(r):
+            dst = t + (p * r + s) * block
+            for b in range(width):
+                dst[b] = 0
+            for u in range(r):
+                coef = g[p * r + u]
+                src = w + (u * r + s) * CK + c * K + k0
+                for b in range(width):
+                    dst[b] = dst[b] + coef * src[b]
+    for p in range(alpha):
+        for q in range(alpha):
+            for b in range(width):
+                row[b] = 0
+            for s in range(r):
+                coef = g[q * r + s]
+                dst = t + (p * r + s) * block
+                for b in range(width):
+                    row[b] = row[b] + coef * dst[b]
+            for b in range(width):
+                out[(p * alpha + q) * ld_pos + b] = <floating> row[b]
+            for b in range(width, block):
+                out[(p * alpha + q) * ld_pos + b] = 0

@@ -320,7 +320,7 @@ class ConvPlan:
         sh, (dh, dw) = self.stride[0], self.dilation
         if self.train_winograd and winograd is packed is bf16_packed is None:
             winograd = _winograd.prepare(w, b, self.fwd_block, self.dtype,
-                                         _conv.winograd_rows(self.fwd_isa, self.fwd_nv))
+                                         _conv.winograd_rows(self.fwd_isa, self.fwd_nv), ws)
         if winograd is not None:
             return _winograd.run(x, winograd, out, self.pads[0], self.pads[2], relu,
                                  self.fwd_isa, self.fwd_nv, self.fwd_block, n_threads)
@@ -434,7 +434,7 @@ class ConvPlan:
                 expanded = self.expand(x, n_threads, ws)
             dw = self._single_channel_weight_grad(expanded, dy, n_threads, ws)
         elif _winograd.weight_grad_eligible(self):   # mixed precision's, from 64 inputs
-            dw = _winograd.weight_grad(self, x, dy, n_threads, dw_out)
+            dw = _winograd.weight_grad(self, x, dy, n_threads, dw_out, ws)
         elif self.bf16 and self.bf16_wgrad:
             dw = self._weight_grad_bf16(x, dy, n_threads, ws, dw_out)
         else:
@@ -454,7 +454,7 @@ class ConvPlan:
         if n == 0:
             return dx, dw, db
         if self.dx_winograd:
-            return _winograd.data_grad(self, w, dy, dx, n_threads), dw, db
+            return _winograd.data_grad(self, w, dy, dx, n_threads, ws), dw, db
         w_taps = w.reshape(self.kh * self.kw, self.c, self.k)
         if self.bf16:
             return self._data_grad_bf16(w_taps, dy, dx, n_threads, ws), dw, db

@@ -22,6 +22,7 @@ gradient (:func:`weight_grad`, F(3x3, 4x4): the same transforms, transposed).
 import numpy as np
 
 from .._ext import _conv
+from .workspace import empty
 
 # G of F(4x4, 3x3) and of F(2x2, 5x5)
 G = np.array([
@@ -131,22 +132,30 @@ def data_grad_filter(w):
     return np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2))
 
 
-def transformed_filter(w, block, dtype, tile=None):
+def transformed_filter(w, block, dtype, tile=None, ws=None, name="winograd", n_threads=1):
     """w (R, R, C, K), R 3 or 5, as G w G^T, (alpha^2, K blocks, C, block), zero-padded
-    in K, computed in double and rounded once to ``dtype``; ``tile`` (default
-    :func:`output_tile`) picks the form."""
+    in K, computed in double and rounded once to ``dtype`` (``_conv.winograd_filter``;
+    :func:`transformed_filter_reference` is its NumPy form); ``tile`` (default
+    :func:`output_tile`) picks the form. With a workspace ``ws`` (a training step, which
+    makes it anew each time) the array is reused, under ``name``."""
+    r, _, c, k = w.shape
+    g = FORMS[r, tile or output_tile(r)][0]
+    packed = empty(ws, name, (g.shape[0] ** 2, -(-k // block), c, block), dtype)
+    _conv.winograd_filter(np.ascontiguousarray(w, dtype), g, packed, n_threads)
+    return packed
+
+
+def transformed_filter_reference(w, block, dtype, tile=None):
+    """:func:`transformed_filter` in NumPy, for tests: two matrix products in double."""
     r, _, c, k = w.shape
     g = FORMS[r, tile or output_tile(r)][0]
     alpha = g.shape[0]
-    # G w G^T as two matrix products (one per kernel axis): a training step makes it anew
     gw = (g @ w.astype(np.float64).reshape(r, r * c * k)).reshape(alpha, r, c * k)
     u = np.matmul(g, gw).reshape(alpha * alpha, c, k)
     n_blocks = -(-k // block)
-    packed = np.zeros((alpha * alpha, n_blocks, c, block), dtype)
-    for j in range(n_blocks):
-        width = min(block, k - j * block)
-        packed[:, j, :, :width] = u[:, :, j * block:j * block + width]
-    return packed
+    padded = np.zeros((alpha * alpha, c, n_blocks * block))
+    padded[..., :k] = u
+    return padded.reshape(alpha * alpha, c, n_blocks, block).transpose(0, 2, 1, 3).astype(dtype)
 
 
 def group_tiles(c, k_padded, itemsize, tile_pixels, alpha=6):
@@ -156,14 +165,15 @@ def group_tiles(c, k_padded, itemsize, tile_pixels, alpha=6):
     return int(tiles)
 
 
-def prepare(w, b, block, dtype, rows):
+def prepare(w, b, block, dtype, rows, ws=None, name="winograd", n_threads=1):
     """What :func:`run` takes for weights w (R, R, C, K) and bias b (or None): the
-    transformed filter, the bias, tiles per task (a multiple of ``rows``, the product
-    kernel's rows per call) and the output tile."""
+    transformed filter (in ``ws``'s arrays, if given: see :func:`transformed_filter`),
+    the bias, tiles per task (a multiple of ``rows``, the product kernel's rows per call)
+    and the output tile."""
     r, _, c, k = w.shape
     dtype = np.dtype(dtype)
     tile = output_tile(r)
-    upack = transformed_filter(w, block, dtype, tile)
+    upack = transformed_filter(w, block, dtype, tile, ws, name, n_threads)
     group = group_tiles(c, upack.shape[1] * block, dtype.itemsize, rows, patch_size(r, tile))
     bias = np.zeros(k, dtype) if b is None else np.ascontiguousarray(b, dtype)
     return upack, bias, group, tile
@@ -183,12 +193,13 @@ def run(x, prepared, out, pad_top, pad_left, relu, isa, nv, block, n_threads, po
     return out
 
 
-def data_grad(plan, w, dy, dx, n_threads):
+def data_grad(plan, w, dy, dx, n_threads, ws=None):
     """dx = the data gradient of ``plan``'s convolution (a ConvPlan's, stride 1) by w for
     the output gradient dy: the convolution of dy by :func:`data_grad_filter` of w, by
-    Winograd, on the plan's data-gradient vectors."""
+    Winograd, on the plan's data-gradient vectors (its arrays from ``ws``, if given)."""
     prepared = prepare(data_grad_filter(w), None, plan.dx_block, plan.dtype,
-                       _conv.winograd_rows(plan.dx_isa, plan.dx_nv))
+                       _conv.winograd_rows(plan.dx_isa, plan.dx_nv), ws, "winograd_dx",
+                       n_threads)
     return run(dy, prepared, dx, plan.kh - 1 - plan.pads[0], plan.kw - 1 - plan.pads[2],
                False, plan.dx_isa, plan.dx_nv, plan.dx_block, n_threads)
 
@@ -210,21 +221,25 @@ def weight_grad_eligible(plan):
     return plan.train_winograd and plan.kh == 3 and plan.c >= WGRAD_MIN_CHANNELS
 
 
-def weight_grad(plan, x, dy, n_threads, out=None):
+def weight_grad(plan, x, dy, n_threads, out=None, ws=None):
     """dw (3, 3, C, K) of ``plan``'s 3x3 stride-1 convolution for the forward input x and
     output gradient dy, by Winograd F(3x3, 4x4): ``G^T [sum over tiles of (A g A^T) *
-    (B^T d B)] G``, the sums in ``_conv.winograd_weight_grad``, G here, in double."""
+    (B^T d B)] G``, the sums in ``_conv.winograd_weight_grad``, G here, in double (in
+    ``ws``'s arrays, if given); into ``out`` if given."""
     c, k, block = plan.c, plan.k, plan.fwd_block
     kp = -(-k // block) * block
-    m = np.empty((36, c, kp), plan.dtype)
+    m = empty(ws, "winograd_m", (36, c, kp), plan.dtype)
     per_tile = 36 * (c + kp) * m.itemsize
     span = max(1, _WGRAD_SPAN_BYTES // per_tile // _WGRAD_CHUNK) * _WGRAD_CHUNK
     _conv.winograd_weight_grad(x, dy, m, plan.pads[0], plan.pads[2], plan.fwd_isa,
                                plan.fwd_nv, block, _WGRAD_CHUNK, span, n_threads)
-    m = m[:, :, :k].astype(np.float64).reshape(6, 6 * c * k)
-    gm = (G.T @ m).reshape(3, 6, c * k)
-    dw = np.matmul(G.T, gm).reshape(3, 3, c, k)
+    m64 = empty(ws, "winograd_m64", (6, 6, c, k), np.float64)
+    np.copyto(m64.reshape(36, c, k), m[:, :, :k])
+    gm = empty(ws, "winograd_gm", (3, 6, c * k), np.float64)
+    np.matmul(G.T, m64.reshape(6, -1), out=gm.reshape(3, -1))
+    dw = empty(ws, "winograd_dw", (3, 3, c * k), np.float64)
+    np.matmul(G.T, gm, out=dw)
     if out is None:
-        return dw.astype(plan.dtype)
-    out[...] = dw
+        return dw.reshape(3, 3, c, k).astype(plan.dtype)
+    np.copyto(out, dw.reshape(out.shape), casting="same_kind")
     return out

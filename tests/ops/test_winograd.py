@@ -9,6 +9,7 @@ from fastcnn.ops import _winograd
 from fastcnn.ops.conv import ConvPlan
 from fastcnn.ops.geometry import padding_amounts
 from fastcnn.ops.threads import parallel_grain
+from fastcnn.ops.workspace import Workspace
 
 ISAS = list(range(_conv.cpu_isa() + 1))
 TOLERANCE = {np.float32: 2e-5, np.float64: 1e-12}
@@ -203,6 +204,40 @@ def test_winograd_with_its_pooling(shape, dtype):
             _conv.winograd_forward(x, upack, bias, out, pads[0], pads[2], False, plan.fwd_isa,
                                    plan.fwd_nv, plan.fwd_block, 3, 2, tile, alpha, pool)
             np.testing.assert_array_equal(out.view(bits), expected.view(bits))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("form", sorted(_winograd.FORMS))
+@pytest.mark.parametrize("c, k, block", [(1, 1, 8), (3, 17, 16), (32, 32, 32), (7, 40, 16),
+                                         (64, 5, 8)])
+def test_filter_transform_matches_its_numpy_form(form, c, k, block, dtype):
+    """_conv.winograd_filter against the two matrix products in NumPy, zero padding
+    included, for every form, any thread count, into a reused array."""
+    r, tile = form
+    w = np.random.default_rng(c + k).standard_normal((r, r, c, k)).astype(dtype)
+    want = _winograd.transformed_filter_reference(w, block, dtype, tile)
+    got = _winograd.transformed_filter(w, block, dtype, tile)
+    assert got.shape == want.shape and got.dtype == dtype
+    # both round the same double products once; only their summation order differs
+    np.testing.assert_allclose(got, want, rtol=0, atol=4 * np.finfo(dtype).eps
+                               * np.abs(want).max())
+    if k % block:
+        assert not got[:, -1, :, k % block:].any()
+    ws = Workspace()
+    for n_threads in (1, 2, 3):
+        again = _winograd.transformed_filter(w, block, dtype, tile, ws, "f", n_threads)
+        np.testing.assert_array_equal(again, got)
+    assert _winograd.transformed_filter(w, block, dtype, tile, ws, "f") is again
+
+
+def test_filter_transform_refuses_mismatched_arrays():
+    w = np.zeros((3, 3, 4, 8))
+    with pytest.raises(ValueError, match="no transformed filter"):
+        _conv.winograd_filter(w, _winograd.G, np.zeros((36, 1, 5, 8)), 1)
+    with pytest.raises(ValueError, match="no transformed filter"):
+        _conv.winograd_filter(w, _winograd.G, np.zeros((36, 1, 4, 4)), 1)
+    with pytest.raises(ValueError, match="no transformed filter"):
+        _conv.winograd_filter(w, _winograd.G5, np.zeros((36, 1, 4, 8)), 1)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
