@@ -319,8 +319,8 @@ class ConvPlan:
         kh, kw, k = self.kh, self.kw, self.k
         sh, (dh, dw) = self.stride[0], self.dilation
         if self.train_winograd and winograd is packed is bf16_packed is None:
-            winograd = _winograd.prepare(w, b, self.fwd_block, self.dtype,
-                                         _conv.winograd_rows(self.fwd_isa, self.fwd_nv), ws)
+            winograd = _winograd.prepare(w, b, self.fwd_block, self.dtype, _conv.winograd_rows(
+                self.fwd_isa, self.fwd_nv), ws, n_threads=n_threads)
         if winograd is not None:
             return _winograd.run(x, winograd, out, self.pads[0], self.pads[2], relu,
                                  self.fwd_isa, self.fwd_nv, self.fwd_block, n_threads)
