@@ -123,14 +123,14 @@ class ConvPlan:
                 self.phases.append((row0, col0, rows * self.kw + cols, row_off, col_off))
         # the phases' kernels write every input pixel unless a phase has no taps
         self.dx_needs_zeros = len(self.phases) < n_phases
-        # Few input channels leave most of each data-gradient vector empty and most taps
-        # reading padding. Such layers compute each output pixel's (R, S, C) terms as dy
-        # times the transposed filter (K -> S*C per kernel row, full vectors) and add them
-        # into dx: straight into the padded input rows ("rows"), or, with horizontal
-        # dilation, through an array of those terms ("columns"). Others run the stride
-        # phases. (``dx_path`` forces the choice, for tests.)
-        if dx_path is None:
-            if self.c >= _conv.vector_length(isa, itemsize):
+        # Few input channels leave data-gradient vectors part empty, and the phases also
+        # run the taps on dy's padding (H*W pixels' work for Ho*Wo*sh*sw). Up to 4 channels
+        # per that ratio (benchmarks/dx_paths.py), each output pixel's (R, S, C) terms (dy
+        # times the filter transposed, K -> S*C per kernel row) go into the padded input
+        # rows ("rows"; dilated: via an array of terms, "columns"); above, the phases win.
+        if dx_path is None:   # (``dx_path`` forces the choice, for tests)
+            work = self.ho * self.wo * np.prod(stride)
+            if self.c >= _conv.vector_length(isa, itemsize) or self.c * work > 4 * self.h * self.w:
                 dx_path = "phases"
             else:
                 dx_path = "rows" if dilation[1] == 1 else "columns"

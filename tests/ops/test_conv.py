@@ -163,6 +163,23 @@ def test_every_data_gradient_path_matches_naive(shape, dtype):
                 assert np.array_equal(plan.backward(x, w, dy, True, n_threads)[0], dx)
 
 
+@pytest.mark.parametrize("image, weights, stride, pads, dilation, dtype, expected", [
+    ((32, 32, 3), (3, 3, 3, 32), 1, 1, 1, np.float32, "rows"),
+    ((32, 32, 4), (3, 3, 4, 32), 1, 1, 1, np.float64, "rows"),
+    ((32, 32, 6), (3, 3, 6, 32), 1, 1, 1, np.float32, "phases"),
+    ((32, 32, 12), (3, 3, 12, 32), 1, 1, 1, np.float32, "phases"),
+    ((12, 12, 6), (5, 5, 6, 16), 1, 0, 1, np.float32, "rows"),      # phases: 144 px for 64
+    ((32, 32, 6), (3, 3, 6, 32), 2, 1, 1, np.float32, "phases"),    # 256 px * 4 phases
+    ((32, 32, 3), (3, 3, 3, 32), 1, 2, 2, np.float32, "columns"),   # dilated
+    ((32, 32, 16), (3, 3, 16, 32), 1, 1, 1, np.float32, "phases"),
+])
+def test_data_gradient_path_choice(image, weights, stride, pads, dilation, dtype, expected):
+    """Kernel rows for up to 4 input channels per padded-pixel ratio (the stride phases'
+    work on dy's padding), the phases from there on (benchmarks/dx_paths.py)."""
+    plan = ConvPlan(image, weights, (stride,) * 2, (pads,) * 4, (dilation,) * 2, dtype)
+    assert plan.dx_path == expected
+
+
 # Shapes whose row strips run the sliding tile (AVX-512, one vector of output channels:
 # K <= 16 in float32, <= 8 in float64; kernel width 3 or 5, stride 1, no dilation; strips
 # of 8 to 16 pixels between the border columns), beside the border tiles and the shapes
