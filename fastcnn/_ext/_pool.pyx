@@ -7,7 +7,8 @@ Windows have no padding and the output size is floored. Forward passes split the
 by output rows; each output element is computed by exactly one task. Backward passes
 scatter into ``dx`` and overlapping windows add up, so they are split by image: each
 image's ``dx`` slice is written by one task in a fixed order, which makes the result
-independent of the thread count.
+independent of the thread count; max pooling whose windows tile the image instead writes
+each ``dx`` row once, split by rows (``max_pool2d_backward_tiled``, the same bits).
 
 The arithmetic is in the micro-kernels of ``_pool_microkernel.h``, one instance per (type,
 instruction set), reached through the table of the instruction set detected at import or
@@ -184,6 +185,71 @@ def max_pool2d_backward(
                 c = c + 1
                 if c == C:
                     c = 0
+
+
+def max_pool2d_backward_tiled(
+    const floating[:, :, :, ::1] dy,      # IN (N, Ho, Wo, C)
+    const int64_t[:, :, :, ::1] argmax,   # IN (N, Ho, Wo, C), from stride == pool windows
+    floating[:, :, :, ::1] dx,            # OUT (N, H, W, C), overwritten
+    int pool_h, int pool_w, int n_threads, relu_y=None, int isa=-1,
+):
+    """:func:`max_pool2d_backward` for windows that tile the image (stride == pool size,
+    so no two overlap), written row by row in one pass, with no zeroing pass first: the
+    same dx. With ``relu_y`` (the pooled output, (N, Ho, Wo, C)) the gradient of a relu
+    before the pooling is applied too (dy where the pooled value is above zero, else 0:
+    the relu's own output is above zero exactly where its window's maximum is)."""
+    cdef:
+        Py_ssize_t n_images = dx.shape[0], H = dx.shape[1], W = dx.shape[2], C = dx.shape[3]
+        Py_ssize_t Ho = dy.shape[1], Wo = dy.shape[2]
+        Py_ssize_t row, n, ih, oh
+        const floating[:, :, :, ::1] ry
+        const floating *rybase = NULL
+        const floating *ryrow
+        floating *dxbase
+        const floating *dybase
+        const int64_t *abase
+        const fc_pool_table_f32 *k32 = NULL
+        const fc_pool_table_f64 *k64 = NULL
+
+    isa = resolve_isa(isa, _DETECTED_ISA)
+    if floating is float:
+        k32 = fc_pool_table_f32_for(isa)
+    else:
+        k64 = fc_pool_table_f64_for(isa)
+    if n_images == 0 or H * W * C == 0:
+        return
+    if relu_y is not None:
+        ry = relu_y
+        if Ho * Wo > 0:
+            rybase = &ry[0, 0, 0, 0]
+    dxbase = &dx[0, 0, 0, 0]
+    if Ho * Wo * C == 0:
+        memset(dxbase, 0, n_images * H * W * C * sizeof(floating))
+        return
+    dybase = &dy[0, 0, 0, 0]
+    abase = &argmax[0, 0, 0, 0]
+    for row in prange(n_images * H, schedule="static", nogil=True, num_threads=n_threads):
+        n = row // H
+        ih = row % H
+        oh = ih // pool_h
+        if oh >= Ho:
+            memset(dxbase + row * W * C, 0, W * C * sizeof(floating))
+        else:
+            ryrow = NULL
+            if rybase != NULL:
+                ryrow = rybase + (n * Ho + oh) * Wo * C
+            if floating is float:
+                k32.max_backward_tiled_row(dxbase + row * W * C,
+                                           dybase + (n * Ho + oh) * Wo * C,
+                                           abase + (n * Ho + oh) * Wo * C, ryrow, Wo, C,
+                                           pool_w, ih * W)
+            else:
+                k64.max_backward_tiled_row(dxbase + row * W * C,
+                                           dybase + (n * Ho + oh) * Wo * C,
+                                           abase + (n * Ho + oh) * Wo * C, ryrow, Wo, C,
+                                           pool_w, ih * W)
+            memset(dxbase + row * W * C + Wo * pool_w * C, 0,
+                   (W - Wo * pool_w) * C * sizeof(floating))
 
 
 def avg_pool2d_forward(

@@ -32,6 +32,9 @@ cdef extern from "_pool_kernels.h" nogil:
                                 const float *dy) noexcept nogil
         void (*max_values_row)(const float *x, Py_ssize_t C, Py_ssize_t Wo, Py_ssize_t stride_w,
                                const fc_pool_window *w, float *scratch, float *y) noexcept nogil
+        void (*max_backward_tiled_row)(float *dx, const float *dy, const int64_t *argmax,
+                                       const float *pooled, Py_ssize_t Wo, Py_ssize_t C,
+                                       int pool_w, int64_t base) noexcept nogil
     ctypedef struct fc_pool_table_f64:
         int lanes
         int narrow_below
@@ -54,6 +57,9 @@ cdef extern from "_pool_kernels.h" nogil:
                                 const double *dy) noexcept nogil
         void (*max_values_row)(const double *x, Py_ssize_t C, Py_ssize_t Wo, Py_ssize_t stride_w,
                                const fc_pool_window *w, double *scratch, double *y) noexcept nogil
+        void (*max_backward_tiled_row)(double *dx, const double *dy, const int64_t *argmax,
+                                       const double *pooled, Py_ssize_t Wo, Py_ssize_t C,
+                                       int pool_w, int64_t base) noexcept nogil
     const fc_pool_table_f32 *fc_pool_table_f32_for(int isa)
     const fc_pool_table_f64 *fc_pool_table_f64_for(int isa)
 

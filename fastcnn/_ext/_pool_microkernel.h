@@ -310,6 +310,38 @@ static void FC_NAME(fc_pool_global_avg_backward_row)(const FC_T *restrict dy, Py
         __builtin_memcpy(dx + w * C, dx, C * sizeof(FC_T));
 }
 
+/* One row of dx for max pooling whose windows tile the image (stride == pool size, no
+ * overlap), every element written once: the pixel at flat in-image index base + iw (its
+ * row's first, base = ih * W, plus its column) gets its window's dy where it is the
+ * argmax and, with `pooled` (the pooled output, for a relu before the pooling), where the
+ * window's maximum is above zero (NaN is not); elsewhere zero. The columns past the last
+ * window are zeroed too. The gradient is added to zero, as the scattering kernel adds it
+ * to its zeroed dx (-0 becomes +0): the same bits, at every width. */
+static void FC_NAME(fc_pool_max_backward_tiled_row)(FC_T *restrict dx,
+                                                    const FC_T *restrict dy,
+                                                    const int64_t *restrict argmax,
+                                                    const FC_T *restrict pooled,
+                                                    Py_ssize_t Wo, Py_ssize_t C, int pool_w,
+                                                    int64_t base)
+{
+    for (Py_ssize_t ow = 0; ow < Wo; ow++) {
+        const FC_T *restrict g = dy + ow * C;
+        const int64_t *restrict a = argmax + ow * C;
+        for (int ds = 0; ds < pool_w; ds++) {
+            const int64_t at = base + ow * pool_w + ds;
+            FC_T *restrict o = dx + (ow * pool_w + ds) * C;
+            if (pooled) {
+                const FC_T *restrict p = pooled + ow * C;
+                for (Py_ssize_t c = 0; c < C; c++)
+                    o[c] = (a[c] == at && p[c] > 0) ? (FC_T)0 + g[c] : (FC_T)0;
+            } else {
+                for (Py_ssize_t c = 0; c < C; c++)
+                    o[c] = a[c] == at ? (FC_T)0 + g[c] : (FC_T)0;
+            }
+        }
+    }
+}
+
 static const FC_TNAME(fc_pool_table) FC_NAME(fc_pool_table) = {
     (int)FC_L,
     (int)FC_H,
@@ -321,6 +353,7 @@ static const FC_TNAME(fc_pool_table) FC_NAME(fc_pool_table) = {
     FC_NAME(fc_pool_l2_row),
     FC_NAME(fc_pool_l2_backward_row),
     FC_NAME(fc_pool_max_values_row),
+    FC_NAME(fc_pool_max_backward_tiled_row),
 };
 
 #undef FC_POOL_REL

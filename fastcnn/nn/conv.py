@@ -154,6 +154,10 @@ class FilterLayer(Layer):
         # the activation's backward pass runs in place on dy
         return self.activation != "linear"
 
+    @property
+    def defers_relu(self):
+        return self.activation == "relu"
+
     def forward_folded(self, x, run, ws, scale, shift, activation):
         """Prediction of ``activation(layer(x) * scale + shift)`` (a BatchNorm and an
         activation after this layer) as one call with the map folded into its weights and
@@ -181,8 +185,10 @@ class FilterLayer(Layer):
         if not relu:
             # (the relu's backward pass runs inside the bias gradient's read of dy)
             dz = activation_backward_inplace(dz, self._y, self.activation, run.n_threads)
+        # (a relu_deferred layer's dy comes with the relu's gradient applied)
+        relu_y = self._y if relu and not self.relu_deferred else None
         dx, _, db = self._plan.backward(self._x, self.weight, dz, self.need_dx, run.n_threads,
-                                        ws, relu_y=self._y if relu else None,
+                                        ws, relu_y=relu_y,
                                         dw_out=self.grads[0],
                                         **self._prepared(self._prepared_input))
         self.grads[1][...] = db

@@ -145,6 +145,15 @@ class Layer:
     can_fuse_relu = False
     fused_relu = False
     absorbed = False
+    # A layer with a relu on its output whose backward pass can leave the relu's gradient
+    # to the next layer (``defers_relu``), and a layer that can apply it in its own
+    # backward pass (``takes_relu``: a max pooling whose windows tile the image, which
+    # knows where the relu's output is above zero from its own): the block sets the
+    # first one's ``relu_deferred`` and the second one's ``relu_taken``.
+    defers_relu = False
+    takes_relu = False
+    relu_deferred = False
+    relu_taken = False
     # Whether backward may change the dy it is given in place (a block that needs dy
     # afterwards, a residual shortcut, copies it only then), and whether backward returns
     # that same dy (an identity: the layer before then gets it).

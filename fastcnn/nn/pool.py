@@ -123,7 +123,7 @@ class SpatialPyramidPool2D(Spec):
 
 @register(MaxPool2D)
 class MaxPool2DLayer(Layer):
-    _cache_names = ("_argmax", "_x_shape")
+    _cache_names = ("_argmax", "_x_shape", "_y")
     _mode = "max"
 
     def __init__(self, spec, input_shape, dtype, need_dx, numbering):
@@ -143,7 +143,11 @@ class MaxPool2DLayer(Layer):
         self.output_shape = self._plan.output_shape
         if type(self._plan) is PoolPlan and self.pool_size == self.stride == (2, 2):
             self.pool_2x2 = self._mode     # (not L2 pooling)
-        self._argmax = self._x_shape = None
+        self._argmax = self._x_shape = self._y = None
+
+    @property
+    def takes_relu(self):
+        return self._mode == "max" and getattr(self._plan, "tiled", False) and self.need_dx
 
     def _make_plan(self, pool, stride):
         return PoolPlan(self.input_shape, pool, stride, self._mode, self.dtype)
@@ -165,13 +169,16 @@ class MaxPool2DLayer(Layer):
             return self._plan.predict(x, run.n_threads, ws)
         y, argmax = self._plan.forward(x, run.n_threads, ws)
         self._argmax, self._x_shape = argmax, x.shape
+        # a relu_taken layer's output says where the relu before it is above zero
+        self._y = y if self.relu_taken else None
         return y
 
     def backward(self, dy, run, ws=None):
         if not self.need_dx:
             return None
         dy = np.ascontiguousarray(dy, dtype=self.dtype)
-        return self._plan.backward(dy, self._x_shape, self._argmax, run.n_threads, ws)
+        return self._plan.backward(dy, self._x_shape, self._argmax, run.n_threads, ws,
+                                   relu_pooled=self._y if self.relu_taken else None)
 
 
 @register(AvgPool2D)

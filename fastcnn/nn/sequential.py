@@ -25,6 +25,10 @@ class Sequential(Layer):
             if before.can_fuse_relu and after.pointwise_activation == "relu":
                 before.fused_relu = True
                 after.absorbed = True
+            # a relu's backward pass done by the max pooling after it (one pass fewer)
+            if before.defers_relu and after.takes_relu:
+                before.relu_deferred = True
+                after.relu_taken = True
 
     @property
     def name(self):

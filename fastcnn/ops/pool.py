@@ -407,6 +407,10 @@ class PoolPlan:
         self.output_shape = (ho, wo, c)
         self.dtype = np.dtype(dtype)
         self.work = ho * wo * c * self.pool[0] * self.pool[1]  # per image
+        # Windows that tile the image (no overlap), at least a vector of channels: the
+        # backward pass writes each dx element once, no zeroing pass first
+        self.tiled = (mode == "max" and self.pool == self.stride
+                      and c >= _pool.vector_length(-1, self.dtype.itemsize))
 
     def forward(self, x, n_threads, ws=None):
         """(y, argmax): argmax is None for average pooling."""
@@ -428,11 +432,18 @@ class PoolPlan:
         _pool.max_pool2d_values_forward(x, y, *self.pool, *self.stride, n_threads)
         return y
 
-    def backward(self, dy, x_shape, argmax, n_threads, ws=None):
+    def backward(self, dy, x_shape, argmax, n_threads, ws=None, relu_pooled=None):
+        """dx; with ``relu_pooled`` (this pooling's output, for a :attr:`tiled` one) also
+        the gradient of a relu before the pooling: zero where the window's maximum is not
+        above zero."""
+        if relu_pooled is not None and not self.tiled:
+            raise ValueError("relu_pooled needs a max pooling whose windows tile the image")
         n_threads = resolve_threads(n_threads, dy.shape[0] * self.work)
         dx = empty(ws, "dx", x_shape, self.dtype)
         if self.mode == "avg":
             _pool.avg_pool2d_backward(dy, dx, *self.pool, *self.stride, n_threads)
+        elif self.tiled:
+            _pool.max_pool2d_backward_tiled(dy, argmax, dx, *self.pool, n_threads, relu_pooled)
         else:
             _pool.max_pool2d_backward(dy, argmax, dx, n_threads)
         return dx

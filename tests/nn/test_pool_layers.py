@@ -153,3 +153,64 @@ def test_bad_specs_are_sentences(spec, message):
     assert problem.startswith(f"{type(spec).__name__} #2: ")
     with pytest.raises(ValueError, match=message):
         Network([Conv2D(2, 3), spec], (8, 8, 1))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+def test_relu_gradient_done_by_the_max_pooling_after_it(dtype):
+    """A relu convolution before a max pooling whose windows tile the image leaves the
+    relu's gradient to the pooling's one-pass backward: the same gradients, bit for bit,
+    as each layer doing its own (the flags off), on 1 and 2 threads."""
+    if dtype == "bfloat16":
+        from fastcnn.ops import _bf16
+        if not _bf16.available():
+            pytest.skip("needs AVX512_BF16")
+    specs = [Conv2D(16, 3, padding="same"), MaxPool2D(2), Conv2D(32, 3, padding="same"),
+             MaxPool2D(3), Conv2D(8, 1, activation="tanh"), MaxPool2D(2),
+             Dense(3, activation="linear")]
+    rng = np.random.RandomState(0)
+    x = rng.standard_normal((3, 13, 14, 2)).astype(np.float32)
+    target = rng.randint(0, 3, size=3).astype(np.int64)
+    grads = {}
+    for fused in (True, False):
+        net = Network(specs, (13, 14, 2), dtype=dtype).initialize(np.random.RandomState(1))
+        layers = net.layers
+        # relu conv -> tiling max pool (16 and 32 channels): taken; tanh conv: not
+        assert [layer.relu_deferred for layer in layers[:5:2]] == [True, True, False]
+        assert [layer.relu_taken for layer in layers[1:6:2]] == [True, True, False]
+        if not fused:
+            for layer in layers:
+                layer.relu_deferred = layer.relu_taken = False
+        for n_threads in (1, 2):
+            out = net.forward(x, training=True, n_threads=n_threads)
+            _, d_out = softmax_cross_entropy(out, target, n_threads=n_threads)
+            net.backward(d_out, n_threads=n_threads)
+            grads[fused, n_threads] = [g.copy() for g in net.grads]
+    for key, value in grads.items():
+        for g, ref in zip(value, grads[False, 1]):
+            np.testing.assert_array_equal(g, ref, err_msg=str(key))
+
+
+def test_relu_gradient_in_the_pooling_matches_finite_differences():
+    specs = [Conv2D(16, 3, padding="same"), MaxPool2D(2), Dense(3, activation="linear")]
+    rng = np.random.RandomState(0)
+    net = Network(specs, (6, 6, 1), dtype="float64").initialize(rng)
+    assert net.layers[0].relu_deferred and net.layers[1].relu_taken
+    for p in net.params:
+        p += 0.1 * rng.standard_normal(p.shape)
+    x = rng.standard_normal((2, 6, 6, 1))
+    target = rng.randint(0, 3, size=2).astype(np.int64)
+    _, d_out = _loss(net, x, target)
+    net.backward(d_out, n_threads=1)
+    analytic = net.grads[0].copy()
+    w = net.params[0].reshape(-1)
+    eps = 1e-6
+    numeric = np.empty_like(w)
+    for i in range(w.size):
+        saved = w[i]
+        w[i] = saved + eps
+        up = _loss(net, x, target)[0]
+        w[i] = saved - eps
+        down = _loss(net, x, target)[0]
+        w[i] = saved
+        numeric[i] = (up - down) / (2 * eps)
+    np.testing.assert_allclose(analytic.reshape(-1), numeric, rtol=1e-5, atol=1e-7)

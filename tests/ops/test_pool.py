@@ -205,6 +205,42 @@ def test_max_pool_values_kernel_matches_naive(case, dtype, isa):
         assert np.array_equal(np.signbit(y), np.signbit(y_ref))
 
 
+@pytest.mark.parametrize("isa", range(_pool_ext.cpu_isa() + 1))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, pool", [
+    ((2, 8, 8, 16, ), (2, 2)), ((3, 9, 7, 17), (2, 2)), ((1, 6, 9, 33), (3, 3)),
+    ((2, 7, 8, 1), (2, 3)), ((1, 2, 2, 40), (2, 2)), ((2, 5, 11, 24), (1, 2)),
+    ((1, 3, 3, 8), (3, 3))])
+def test_tiled_max_pool_backward_matches_scatter(shape, pool, dtype, isa):
+    """The one-pass backward of windows that tile the image (stride == pool size; the
+    rows and columns past the last window get zeros) gives the scattering kernel's bits,
+    with ties, NaN and signed zeros, for any thread count; with the pooled output it also
+    applies a relu's gradient (zero where the window's maximum is not above zero)."""
+    x = np.round(_random(shape, dtype) * 2)     # many ties
+    flat = x.reshape(-1)
+    flat[3::11] = -0.0
+    flat[5::23] = np.nan
+    y, argmax = naive_max_pool(x, pool, pool)
+    dy = _random(y.shape, dtype)
+    dy.reshape(-1)[::5] = -0.0
+    dy.reshape(-1)[2::13] = np.nan
+    ref = np.empty(shape, dtype)
+    _pool_ext.max_pool2d_backward(dy, argmax, ref, 1)
+    ref_relu = np.where(np.repeat(np.repeat(y > 0, pool[0], 1), pool[1], 2), 0, 1)
+    masked = ref.copy()
+    ho, wo = y.shape[1] * pool[0], y.shape[2] * pool[1]
+    masked[:, :ho, :wo][ref_relu.astype(bool)] = 0
+    for n_threads in (1, 2, 3):
+        dx = np.full(shape, 7, dtype)   # every element is written
+        _pool_ext.max_pool2d_backward_tiled(dy, argmax, dx, *pool, n_threads, None, isa)
+        np.testing.assert_array_equal(dx, ref)
+        assert np.array_equal(np.signbit(dx), np.signbit(ref))
+        dx = np.full(shape, 7, dtype)
+        _pool_ext.max_pool2d_backward_tiled(dy, argmax, dx, *pool, n_threads, y, isa)
+        np.testing.assert_array_equal(dx, masked)
+        assert np.array_equal(np.signbit(dx), np.signbit(masked))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_avg_pool_matches_naive(case, dtype):
