@@ -21,6 +21,10 @@ cdef extern from "_conv_bf16_kernels.h" nogil:
                            long ldt) noexcept nogil
     const fc_conv_bf16_table *fc_conv_bf16_table_get()
     int fc_cpu_has_bf16()
+    int FC_BF16_WGRAD_ROWS
+
+# the most (tap, channel) rows of a first layer's bf16 weight-gradient tile
+BF16_WGRAD_ROWS = FC_BF16_WGRAD_ROWS
 
 
 def bf16_available():
@@ -297,6 +301,10 @@ def conv2d_backward_weights_bf16(
     ``dypairs`` pairs output columns (2q, 2q + 1), the last with zero when Wo is odd.
     Rows whose tap falls into padding are skipped; columns in padding read zero pairs.
     Tasks, chunks and steps as the float32 driver: the same result for any thread count.
+    Where a kernel row's taps and channels fit one tile (C < FC_TILE_CHANNELS and S * C <=
+    FC_BF16_WGRAD_ROWS, no column dilation: a first layer's few channels), a task takes
+    the whole row: its S columns' pairs lie side by side in xpairs, as the (s, c) rows of
+    dw do in partial.
     """
     cdef:
         const fc_conv_bf16_table *kt = _bf16_table()
@@ -306,10 +314,13 @@ def conv2d_backward_weights_bf16(
         Py_ssize_t n_chunks = partial.shape[0]
         int kernel_h = partial.shape[1], kernel_w = partial.shape[2]
         int block = 16 * nv
-        Py_ssize_t n_ctiles = (C + FC_TILE_CHANNELS - 1) // FC_TILE_CHANNELS
+        bint whole_rows = (dilation_w == 1 and C < FC_TILE_CHANNELS
+                           and kernel_w * C <= FC_BF16_WGRAD_ROWS)
+        int task_w = 1 if whole_rows else kernel_w
+        Py_ssize_t n_ctiles = 1 if whole_rows else (C + FC_TILE_CHANNELS - 1) // FC_TILE_CHANNELS
         Py_ssize_t n_kblocks = Kp // block
         Py_ssize_t chunk_len = (n_images + n_chunks - 1) // n_chunks
-        Py_ssize_t tiles_per_chunk = kernel_h * kernel_w * n_ctiles * n_kblocks
+        Py_ssize_t tiles_per_chunk = kernel_h * task_w * n_ctiles * n_kblocks
         Py_ssize_t n_tasks = n_chunks * tiles_per_chunk
         Py_ssize_t step, n_steps, task, rest, chunk, ctile, kblock, c, c0, k0
         Py_ssize_t n, n_first, n_end, oh, ih
@@ -351,12 +362,12 @@ def conv2d_backward_weights_bf16(
                 rest = task // n_kblocks
                 ctile = rest % n_ctiles
                 rest = rest // n_ctiles
-                s = rest % kernel_w
-                rest = rest // kernel_w
+                s = rest % task_w
+                rest = rest // task_w
                 r = rest % kernel_h
                 chunk = rest // kernel_h
                 c0 = ctile * FC_TILE_CHANNELS
-                tc = <int> min(FC_TILE_CHANNELS, C - c0)
+                tc = <int> (kernel_w * C if whole_rows else min(FC_TILE_CHANNELS, C - c0))
                 k0 = kblock * block
                 tile = pbase + (((chunk * kernel_h + r) * kernel_w + s) * C + c0) * Kp + k0
                 if step == 0:

@@ -22,6 +22,10 @@
 
 #include "_conv_kernels.h"
 
+/* The most rows of a bf16 weight-gradient tile: FC_TILE_CHANNELS channels, or a first
+ * layer's kernel row of (tap, channel) values (2 x 12 accumulators at nv = 2) */
+#define FC_BF16_WGRAD_ROWS 12
+
 #define FC_CONV_BF16_TILE_PARAMS                                                         \
     const uint16_t *x, const long *pix_off, const int *pix_pos, const fc_taps *taps,     \
         int cin, const uint16_t *zeros, const uint16_t *w, long ldw, const float *bias,  \
@@ -40,7 +44,7 @@ typedef struct {
     /* dst[2i] = bf16(a[i]), dst[2i+1] = bf16(b[i]) for i < n; a or b NULL reads zeros. */
     void (*interleave)(const float *a, const float *b, long n, uint16_t *dst);
     /* The weight gradient's tile: tile[i * ldt + k] += sum over the rows' pixel pairs of
-     * x pair (i) . dy pair (k), for tc <= FC_TILE_CHANNELS channels i and nv vectors of 16
+     * x pair (i) . dy pair (k), for tc <= FC_BF16_WGRAD_ROWS rows i and nv vectors of 16
      * outputs k. A row's pairs are rowlen[row] steps of xstride (x) and dystride (dy)
      * values; x holds each channel's pair as one 32-bit word, dy each output's. */
     void (*wgrad_tile)(int nv, int tc, const uint16_t *const *xrows,
@@ -204,7 +208,7 @@ static inline __attribute__((always_inline)) void fc_bf16_wgrad_impl(
     const int nv, const int tc, const uint16_t *const *xrows, const uint16_t *const *dyrows,
     const int *rowlen, int nrows, long xstride, long dystride, float *tile, long ldt)
 {
-    __m512 acc[FC_TILE_CHANNELS][2];
+    __m512 acc[FC_BF16_WGRAD_ROWS][2];
 #pragma GCC unroll 16
     for (int i = 0; i < tc; i++)
         acc[i][0] = acc[i][1] = _mm512_setzero_ps();
@@ -245,7 +249,8 @@ static inline __attribute__((always_inline)) void fc_bf16_wgrad_impl(
 #define FC_BF16_WGRAD_CASES(NV)                                                          \
     FC_BF16_WGRAD_CASE(NV, 1) FC_BF16_WGRAD_CASE(NV, 2) FC_BF16_WGRAD_CASE(NV, 3)        \
     FC_BF16_WGRAD_CASE(NV, 4) FC_BF16_WGRAD_CASE(NV, 5) FC_BF16_WGRAD_CASE(NV, 6)        \
-    FC_BF16_WGRAD_CASE(NV, 7)                                                            \
+    FC_BF16_WGRAD_CASE(NV, 7) FC_BF16_WGRAD_CASE(NV, 9) FC_BF16_WGRAD_CASE(NV, 10)       \
+    FC_BF16_WGRAD_CASE(NV, 11) FC_BF16_WGRAD_CASE(NV, 12)                                \
     default:                                                                             \
         fc_bf16_wgrad_impl(NV, FC_TILE_CHANNELS, xrows, dyrows, rowlen, nrows, xstride,  \
                            dystride, tile, ldt);

@@ -88,9 +88,8 @@ class ConvPlan:
         self.fwd_isa, self.fwd_nv = vector_plan(isa, itemsize, self.k)
         self.fwd_block = self.fwd_nv * _conv.vector_length(self.fwd_isa, itemsize)
         self.k_padded = -(-self.k // self.fwd_block) * self.fwd_block
-        n_tiles = (self.kh * self.kw * -(-self.c // _conv.TILE_CHANNELS)
-                   * (self.k_padded // self.fwd_block))
-        self.wgrad_tiles = n_tiles
+        self.wgrad_tiles = (self.kh * self.kw * -(-self.c // _conv.TILE_CHANNELS)
+                            * (self.k_padded // self.fwd_block))
 
         # Mixed precision: bf16 operands, float32 sums, for the forward pass and the stride
         # phases of the data gradient (a single input channel keeps its float32 kernels).
@@ -103,12 +102,13 @@ class ConvPlan:
             self.bf16_block = self.bf16_nv * _bf16.LANES
             self.bf16_dx_nv = _bf16.nv_for(self.c)
             self.bf16_dx_block = self.bf16_dx_nv * _bf16.LANES
-            # the weight gradient's bf16 tiles want a full tile of channels to keep their
-            # accumulators busy; fewer input channels keep the float32 kernel
-            self.bf16_wgrad = self.c >= _conv.TILE_CHANNELS
+            # bf16 weight gradients: a tile of channels, or a first layer's kernel rows
+            rows = (dilation[1] == 1 and self.c < _conv.TILE_CHANNELS
+                    and self.kw * self.c <= _conv.BF16_WGRAD_ROWS)
+            self.bf16_wgrad = self.c >= _conv.TILE_CHANNELS or rows
             self.bf16_k_padded = -(-self.k // self.bf16_block) * self.bf16_block
-            self.bf16_wgrad_tiles = (self.kh * self.kw * -(-self.c // _conv.TILE_CHANNELS)
-                                     * (self.bf16_k_padded // self.bf16_block))
+            tiles = 1 if rows else self.kw * -(-self.c // _conv.TILE_CHANNELS)
+            self.bf16_wgrad_tiles = self.kh * tiles * (self.bf16_k_padded // self.bf16_block)
 
         self.dx_isa, self.dx_nv = vector_plan(isa, itemsize, self.c)
         self.dx_block = self.dx_nv * _conv.vector_length(self.dx_isa, itemsize)

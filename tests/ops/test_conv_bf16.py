@@ -108,9 +108,23 @@ def test_weight_gradient_matches_reference_on_rounded_operands(shape):
     assert dw2 is out and np.array_equal(out, dw)
 
 
+@pytest.mark.parametrize("c, kernel, dilation, expected", [
+    (3, 3, 1, True), (4, 3, 1, True), (2, 5, 1, True), (5, 3, 1, False), (3, 5, 1, False),
+    (6, 3, 1, False), (3, 3, 2, False), (8, 3, 1, True), (16, 3, 1, True)])
+def test_first_layer_weight_gradients_run_on_bf16(c, kernel, dilation, expected):
+    """A kernel row's taps and channels that fit one tile (a first layer's few channels)
+    take the bf16 weight gradient, whole rows per task (checked against the reference in
+    test_weight_gradient_matches_reference_on_rounded_operands); other few channels keep
+    float32's."""
+    plan = ConvPlan((16, 16, c), (kernel, kernel, c, 32), (1, 1), (1, 1, 1, 1),
+                    (dilation, dilation), np.float32, bf16=True)
+    assert plan.bf16_wgrad is expected
+
+
 @pytest.mark.parametrize("shape", [(3, 9, 9, 32, 3, 3, 48, 1, 1, 1),
                                    (5, 8, 8, 7, 3, 3, 33, 2, "same", 1),
-                                   (2, 1, 1, 300, 1, 1, 40, 1, 0, 1)], ids=str)
+                                   (2, 1, 1, 300, 1, 1, 40, 1, 0, 1),
+                                   (5, 10, 9, 3, 3, 3, 40, (1, 2), "same", 1)], ids=str)
 def test_bitwise_identical_for_any_thread_count_and_batch_split(shape):
     x, w, b = random_case(shape, np.float32)
     plan = _plan(x, w, shape)
