@@ -3,6 +3,7 @@
     git clone -q . /tmp/old && git -C /tmp/old checkout -q <commit>
     (cd /tmp/old && python setup.py -q build_ext --inplace)
     python benchmarks/compare_builds.py --old /tmp/old --new .
+    python benchmarks/compare_builds.py --old /tmp/old --dtype bfloat16 --layers none
 
 Each measurement runs in a fresh subprocess with ``PYTHONPATH`` set to one tree (checked:
 the subprocess reports where it imported fastcnn from). Per round, every workload is
@@ -35,7 +36,7 @@ from run import conv_layer_shapes, layer_gflops, run_fastcnn
 
 task = json.loads(sys.argv[1])
 if task["kind"] == "network":
-    result = run_fastcnn(task["name"], task["threads"], task["repeats"])
+    result = run_fastcnn(task["name"], task["threads"], task["repeats"], task["dtype"])
 else:
     shape = next(s for s in conv_layer_shapes() if s[0] == task["name"])
     row = layer_gflops(shape, task["repeats"], have_torch=False)
@@ -68,6 +69,9 @@ def main():
     parser.add_argument("--networks", default="lenet,vgg")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--layers", default="all", help="'all', 'none' or names")
+    parser.add_argument("--dtype", default="float32",
+                        help="the networks' dtype ('bfloat16': mixed precision); the layers "
+                             "are float32")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", help="write every measurement here")
@@ -80,7 +84,7 @@ def main():
     for name in filter(None, args.networks.split(",")):
         for n_threads in (int(t) for t in args.threads.split(",")):
             tasks.append({"kind": "network", "name": name, "threads": n_threads,
-                          "repeats": args.repeats})
+                          "repeats": args.repeats, "dtype": args.dtype})
     if args.layers != "none":
         names = [s[0] for s in conv_layer_shapes()]
         wanted = names if args.layers == "all" else args.layers.split(",")
@@ -105,8 +109,8 @@ def main():
                 values[build].append(got[build])
             for key in keys:
                 ratios[key].append(got["new"][key] / got["old"][key])
-        label = task["name"] + (f" {task['threads']} thread(s)" if task["kind"] == "network"
-                                else " 1 thread, GFLOP/s")
+        label = task["name"] + (f" {task['threads']} thread(s) {task['dtype']}"
+                                if task["kind"] == "network" else " 1 thread, GFLOP/s")
         print(f"\n{label}")
         for key in keys:
             old = np.median([v[key] for v in values["old"]])
