@@ -301,10 +301,10 @@ def conv2d_backward_weights_bf16(
     ``dypairs`` pairs output columns (2q, 2q + 1), the last with zero when Wo is odd.
     Rows whose tap falls into padding are skipped; columns in padding read zero pairs.
     Tasks, chunks and steps as the float32 driver: the same result for any thread count.
-    Where a kernel row's taps and channels fit one tile (C < FC_TILE_CHANNELS and S * C <=
-    FC_BF16_WGRAD_ROWS, no column dilation: a first layer's few channels), a task takes
-    the whole row: its S columns' pairs lie side by side in xpairs, as the (s, c) rows of
-    dw do in partial.
+    With fewer than FC_TILE_CHANNELS channels and no column dilation (a first layer's few
+    channels), a kernel row's S columns' pairs lie side by side in xpairs, as the (s, c)
+    rows of dw do in partial: a task takes FC_BF16_WGRAD_ROWS of the row's S * C (tap,
+    channel) values at a time instead of one tap's channels.
     """
     cdef:
         const fc_conv_bf16_table *kt = _bf16_table()
@@ -314,10 +314,11 @@ def conv2d_backward_weights_bf16(
         Py_ssize_t n_chunks = partial.shape[0]
         int kernel_h = partial.shape[1], kernel_w = partial.shape[2]
         int block = 16 * nv
-        bint whole_rows = (dilation_w == 1 and C < FC_TILE_CHANNELS
-                           and kernel_w * C <= FC_BF16_WGRAD_ROWS)
+        bint whole_rows = dilation_w == 1 and C < FC_TILE_CHANNELS
         int task_w = 1 if whole_rows else kernel_w
-        Py_ssize_t n_ctiles = 1 if whole_rows else (C + FC_TILE_CHANNELS - 1) // FC_TILE_CHANNELS
+        int rows = FC_BF16_WGRAD_ROWS if whole_rows else FC_TILE_CHANNELS
+        Py_ssize_t n_values = kernel_w * C if whole_rows else C
+        Py_ssize_t n_ctiles = (n_values + rows - 1) // rows
         Py_ssize_t n_kblocks = Kp // block
         Py_ssize_t chunk_len = (n_images + n_chunks - 1) // n_chunks
         Py_ssize_t tiles_per_chunk = kernel_h * task_w * n_ctiles * n_kblocks
@@ -366,8 +367,8 @@ def conv2d_backward_weights_bf16(
                 rest = rest // task_w
                 r = rest % kernel_h
                 chunk = rest // kernel_h
-                c0 = ctile * FC_TILE_CHANNELS
-                tc = <int> (kernel_w * C if whole_rows else min(FC_TILE_CHANNELS, C - c0))
+                c0 = ctile * rows   # whole rows: the (s, c) values from c0, with s = 0
+                tc = <int> min(rows, n_values - c0)
                 k0 = kblock * block
                 tile = pbase + (((chunk * kernel_h + r) * kernel_w + s) * C + c0) * Kp + k0
                 if step == 0:

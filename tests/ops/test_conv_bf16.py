@@ -109,13 +109,13 @@ def test_weight_gradient_matches_reference_on_rounded_operands(shape):
 
 
 @pytest.mark.parametrize("c, kernel, dilation, expected", [
-    (3, 3, 1, True), (4, 3, 1, True), (2, 5, 1, True), (5, 3, 1, False), (3, 5, 1, False),
-    (6, 3, 1, False), (3, 3, 2, False), (8, 3, 1, True), (16, 3, 1, True)])
+    (3, 3, 1, True), (4, 3, 1, True), (2, 5, 1, True), (5, 3, 1, True), (6, 5, 1, True),
+    (7, 7, 1, True), (3, 3, 2, False), (8, 3, 1, True), (16, 3, 1, True)])
 def test_first_layer_weight_gradients_run_on_bf16(c, kernel, dilation, expected):
-    """A kernel row's taps and channels that fit one tile (a first layer's few channels)
-    take the bf16 weight gradient, whole rows per task (checked against the reference in
-    test_weight_gradient_matches_reference_on_rounded_operands); other few channels keep
-    float32's."""
+    """Few input channels take the bf16 weight gradient by a kernel row's (tap, channel)
+    values (checked against the reference in
+    test_weight_gradient_matches_reference_on_rounded_operands); with column dilation they
+    keep float32's."""
     plan = ConvPlan((16, 16, c), (kernel, kernel, c, 32), (1, 1), (1, 1, 1, 1),
                     (dilation, dilation), np.float32, bf16=True)
     assert plan.bf16_wgrad is expected
