@@ -23,8 +23,33 @@ cdef extern from "_conv_bf16_kernels.h" nogil:
     int fc_cpu_has_bf16()
     int FC_BF16_WGRAD_ROWS
 
-# the most (tap, channel) rows of a first layer's bf16 weight-gradient tile
-BF16_WGRAD_ROWS = FC_BF16_WGRAD_ROWS
+
+cdef struct _WgradLayout:
+    # conv2d_backward_weights_bf16's tasks over one kernel row: its taps taken one at a
+    # time (task_w = S) or all together (task_w = 1, whole_rows), and each in n_ctiles
+    # tiles of up to `rows` of its n_values (channel, or (tap, channel)) rows
+    bint whole_rows
+    int task_w, rows
+    Py_ssize_t n_values, n_ctiles
+
+
+cdef inline _WgradLayout _wgrad_layout(Py_ssize_t C, int kernel_w,
+                                       int dilation_w) noexcept nogil:
+    cdef _WgradLayout a
+    a.whole_rows = dilation_w == 1 and C < FC_TILE_CHANNELS
+    a.task_w = 1 if a.whole_rows else kernel_w
+    a.rows = FC_BF16_WGRAD_ROWS if a.whole_rows else FC_TILE_CHANNELS
+    a.n_values = kernel_w * C if a.whole_rows else C
+    a.n_ctiles = (a.n_values + a.rows - 1) // a.rows
+    return a
+
+
+def bf16_wgrad_layout(Py_ssize_t C, int kernel_w, int dilation_w):
+    """(whole_rows, tiles per kernel row and output block) of
+    conv2d_backward_weights_bf16 for C input channels: whole_rows where a task takes a
+    kernel row's (tap, channel) values rather than one tap's channels."""
+    cdef _WgradLayout a = _wgrad_layout(C, kernel_w, dilation_w)
+    return bool(a.whole_rows), int(a.task_w * a.n_ctiles)
 
 
 def bf16_available():
@@ -314,11 +339,9 @@ def conv2d_backward_weights_bf16(
         Py_ssize_t n_chunks = partial.shape[0]
         int kernel_h = partial.shape[1], kernel_w = partial.shape[2]
         int block = 16 * nv
-        bint whole_rows = dilation_w == 1 and C < FC_TILE_CHANNELS
-        int task_w = 1 if whole_rows else kernel_w
-        int rows = FC_BF16_WGRAD_ROWS if whole_rows else FC_TILE_CHANNELS
-        Py_ssize_t n_values = kernel_w * C if whole_rows else C
-        Py_ssize_t n_ctiles = (n_values + rows - 1) // rows
+        _WgradLayout layout = _wgrad_layout(C, kernel_w, dilation_w)
+        int task_w = layout.task_w, rows = layout.rows
+        Py_ssize_t n_values = layout.n_values, n_ctiles = layout.n_ctiles
         Py_ssize_t n_kblocks = Kp // block
         Py_ssize_t chunk_len = (n_images + n_chunks - 1) // n_chunks
         Py_ssize_t tiles_per_chunk = kernel_h * task_w * n_ctiles * n_kblocks

@@ -314,9 +314,10 @@ static void FC_NAME(fc_pool_global_avg_backward_row)(const FC_T *restrict dy, Py
  * overlap), every element written once: the pixel at flat in-image index base + iw (its
  * row's first, base = ih * W, plus its column) gets its window's dy where it is the
  * argmax and, with `pooled` (the pooled output, for a relu before the pooling), where the
- * window's maximum is above zero (NaN is not); elsewhere zero. The columns past the last
- * window are zeroed too. The gradient is added to zero, as the scattering kernel adds it
- * to its zeroed dx (-0 becomes +0): the same bits, at every width. */
+ * window's maximum is above zero (NaN is not); elsewhere zero (the Wo * pool_w columns
+ * under windows; the driver zeroes the rest). The gradient is added to zero, as the
+ * scattering kernel adds it to its zeroed dx (-0 becomes +0): the same bits, at every
+ * width. */
 static void FC_NAME(fc_pool_max_backward_tiled_row)(FC_T *restrict dx,
                                                     const FC_T *restrict dy,
                                                     const int64_t *restrict argmax,

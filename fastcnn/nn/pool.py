@@ -147,7 +147,8 @@ class MaxPool2DLayer(Layer):
 
     @property
     def takes_relu(self):
-        return self._mode == "max" and getattr(self._plan, "tiled", False) and self.need_dx
+        # (PoolPlan.tiled: max pooling whose windows tile the image; L2 plans have none)
+        return self.need_dx and getattr(self._plan, "tiled", False)
 
     def _make_plan(self, pool, stride):
         return PoolPlan(self.input_shape, pool, stride, self._mode, self.dtype)

@@ -103,12 +103,11 @@ class ConvPlan:
             self.bf16_dx_nv = _bf16.nv_for(self.c)
             self.bf16_dx_block = self.bf16_dx_nv * _bf16.LANES
             # bf16 weight gradients: a tile of channels, or a first layer's kernel rows
-            rows = dilation[1] == 1 and self.c < _conv.TILE_CHANNELS
+            rows, row_tiles = _conv.bf16_wgrad_layout(self.c, self.kw, dilation[1])
             self.bf16_wgrad = self.c >= _conv.TILE_CHANNELS or rows
             self.bf16_k_padded = -(-self.k // self.bf16_block) * self.bf16_block
-            tiles = (-(-self.kw * self.c // _conv.BF16_WGRAD_ROWS) if rows
-                     else self.kw * -(-self.c // _conv.TILE_CHANNELS))
-            self.bf16_wgrad_tiles = self.kh * tiles * (self.bf16_k_padded // self.bf16_block)
+            self.bf16_wgrad_tiles = (self.kh * row_tiles
+                                     * (self.bf16_k_padded // self.bf16_block))
 
         self.dx_isa, self.dx_nv = vector_plan(isa, itemsize, self.c)
         self.dx_block = self.dx_nv * _conv.vector_length(self.dx_isa, itemsize)
