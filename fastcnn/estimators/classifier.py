@@ -265,6 +265,10 @@ class CNNClassifier(ClassifierMixin, TransformerMixin, ClassNamePrefixFeaturesOu
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over (X, y), continuing from the current weights.
 
+        The buffers the network reuses from batch to batch stay allocated for the next
+        call (a loop over partial_fit reuses them); :meth:`fit`, pickling and
+        :func:`~sklearn.base.clone` release them.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features), (n, H, W) or (n, H, W, C)

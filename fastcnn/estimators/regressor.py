@@ -105,6 +105,10 @@ class CNNRegressor(RegressorMixin, TransformerMixin, ClassNamePrefixFeaturesOutM
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y), continuing from the current weights.
 
+        The buffers the network reuses from batch to batch stay allocated for the next
+        call (a loop over partial_fit reuses them); :meth:`fit`, pickling and
+        :func:`~sklearn.base.clone` release them.
+
         The target scaling comes from the first call's targets and is kept after it.
 
         Parameters

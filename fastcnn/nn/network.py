@@ -264,11 +264,14 @@ class Network:
                            n_layers=len(self.root.children) - 1)
         return out.reshape(out.shape[0], -1)
 
-    def clear_cache(self):
-        """Drop the arrays kept from the last training batch and every reused buffer."""
+    def clear_cache(self, keep_buffers=False):
+        """Drop the arrays kept from the last training batch and (unless
+        ``keep_buffers``: a partial_fit, which a loop calls again at once) every reused
+        buffer."""
         for layer in self.root.walk():
             layer.clear_cache()
-        self.release_buffers()
+        if not keep_buffers:
+            self.release_buffers()
 
     def release_buffers(self):
         """Free the buffers reused from batch to batch (a loop over batches keeps them

@@ -128,3 +128,34 @@ def test_workspace_reuses_an_array_only_for_the_same_shape_and_dtype():
     b[:2] = 1
     assert ws.zeros("b", (4,), np.float64) is b   # zero-filled only when (re)allocated
     assert ws.zeros("b", (4,), np.float32).dtype == np.float32
+
+
+def test_partial_fit_keeps_its_buffers_for_the_next_call_and_fit_releases_them():
+    from fastcnn import CNNClassifier
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((24, 12, 12, 1)).astype(np.float32)
+    y = np.arange(24) % 3
+
+    def training_arrays(clf):
+        spaces = clf.network_._workspaces.get(training=True).values()
+        return {(id(ws), name): a for ws in spaces for name, a in ws._arrays.items()}
+
+    clf = CNNClassifier(layers=LAYERS, batch_size=8, max_iter=2, random_state=0)
+    clf.partial_fit(x, y, classes=[0, 1, 2])
+    kept = training_arrays(clf)
+    assert kept
+    clf.partial_fit(x, y)
+    again = training_arrays(clf)
+    assert again.keys() == kept.keys()
+    assert all(again[key] is kept[key] for key in kept)
+    assert not training_arrays(pickle.loads(pickle.dumps(clf)))
+    # the same weights as two epochs of partial_fit on a model that released its buffers
+    fresh = CNNClassifier(layers=LAYERS, batch_size=8, max_iter=2, random_state=0)
+    fresh.partial_fit(x, y, classes=[0, 1, 2])
+    fresh.network_.release_buffers()
+    fresh.partial_fit(x, y)
+    for got, want in zip(clf.network_.params, fresh.network_.params):
+        assert np.array_equal(got, want)
+    clf.fit(x, y)
+    assert not training_arrays(clf)
