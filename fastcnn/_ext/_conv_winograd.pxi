@@ -5,8 +5,8 @@ cdef extern from "_wino_kernels.h" nogil:
     ctypedef struct fc_wino_table_f32:
         int lanes
         int rows[2]
-        void (*input)(const float *d, long ld_row, long C, int alpha, float *tmp, float *v,
-                      long ldv) noexcept nogil
+        void (*input)(const float **rows, int q0, int q1, const float *zeros, long C,
+                      int alpha, float *tmp, float *v, long ldv) noexcept nogil
         void (*output)(const float *m, long ldm, long K, const float *bias, int relu,
                        int tile, int alpha, float *tmp, float *out, long ld_row, int rows,
                        int cols) noexcept nogil
@@ -19,8 +19,8 @@ cdef extern from "_wino_kernels.h" nogil:
     ctypedef struct fc_wino_table_f64:
         int lanes
         int rows[2]
-        void (*input)(const double *d, long ld_row, long C, int alpha, double *tmp, double *v,
-                      long ldv) noexcept nogil
+        void (*input)(const double **rows, int q0, int q1, const double *zeros, long C,
+                      int alpha, double *tmp, double *v, long ldv) noexcept nogil
         void (*output)(const double *m, long ldm, long K, const double *bias, int relu,
                        int tile, int alpha, double *tmp, double *out, long ld_row, int rows,
                        int cols) noexcept nogil
@@ -86,6 +86,26 @@ def winograd_forward(
         raise MemoryError()
 
 
+cdef inline void _input_tile(const fc_wino_table_f32 *w32, const fc_wino_table_f64 *w64,
+                             const floating *image, Py_ssize_t H, Py_ssize_t W, long C,
+                             int row, int col, int alpha, const floating *zeros,
+                             floating *tmp, floating *v, long ldv) noexcept nogil:
+    """v = the input transform of the alpha x alpha patch of image (H, W, C) from (row,
+    col) on, zeros off the image, read in place (the table's input reads the zeros from
+    ``zeros``, C of them): the same bits as from a copy of the patch."""
+    cdef const floating *rows[8]
+    cdef int r, q0 = max(0, -col), q1 = <int> max(q0, min(alpha, W - col))
+    for r in range(alpha):
+        if 0 <= row + r < H and q1 > q0:
+            rows[r] = image + ((row + r) * W + col + q0) * C
+        else:
+            rows[r] = NULL
+    if floating is float:
+        w32.input(rows, q0, q1, zeros, C, alpha, tmp, v, ldv)
+    else:
+        w64.input(rows, q0, q1, zeros, C, alpha, tmp, v, ldv)
+
+
 cdef inline void _patch_copy(floating *patch, const floating *image, Py_ssize_t H,
                              Py_ssize_t W, long C, int row, int col, int rows,
                              int cols) noexcept nogil:
@@ -128,13 +148,11 @@ cdef int _winograd_run(const _ConvArgs *a, const floating *xbase, const floating
         Py_ssize_t g, t, t0, count, i, n, ti, tj, kb, p0
         int p, r, q, tp, row, col, rows, cols
         int positions = alpha * alpha
-        long patch_len = positions * C, tmp_len = positions * max(C, K)
-        Py_ssize_t thread_len
+        long tmp_len = positions * max(C, K)
+        Py_ssize_t thread_len, zeros_len = per_thread(C, sizeof(floating))
         floating *memory = NULL
         floating *mine
-        floating *patch
-        const floating *source
-        long ld_row
+        const floating *zeros
         floating *tmp
         floating *v
         floating *m
@@ -153,18 +171,19 @@ cdef int _winograd_run(const _ConvArgs *a, const floating *xbase, const floating
         w64 = fc_wino_table_f64_for(isa)
         p64 = fc_pool_table_f64_for(isa)
     _window_2x2(&window, tile, K)   # in a tile of the scratch (tile pixels a row)
-    # each thread: a patch, the transforms' scratch, the group's transformed patches
-    # (positions x group x C) and products (positions x group x Kp); pooled, a tile's
-    # pixels and the max pool's scratch
-    thread_len = per_thread(patch_len + tmp_len + positions * group * (C + Kp)
+    # C zeros (the padding the input transform reads), then each thread's: the
+    # transforms' scratch, the group's transformed patches (positions x group x C) and
+    # products (positions x group x Kp); pooled, a tile's pixels and the max pool's scratch
+    thread_len = per_thread(tmp_len + positions * group * (C + Kp)
                             + (tile_len + tile * K if pool else 0), sizeof(floating))
-    memory = <floating *> malloc(n_threads * thread_len * sizeof(floating))
+    memory = <floating *> malloc((zeros_len + n_threads * thread_len) * sizeof(floating))
     if memory == NULL:
         return -1
+    memset(memory, 0, C * sizeof(floating))
+    zeros = memory
     for g in prange(n_groups, schedule="static", nogil=True, num_threads=n_threads):
-        mine = memory + threadid() * thread_len
-        patch = mine
-        tmp = patch + patch_len
+        mine = memory + zeros_len + threadid() * thread_len
+        tmp = mine
         v = tmp + tmp_len
         m = v + positions * group * C
         pconv = m + positions * group * Kp
@@ -178,18 +197,8 @@ cdef int _winograd_run(const _ConvArgs *a, const floating *xbase, const floating
             tj = t % tiles_w
             row = <int> (tile * ti - pad_top)
             col = <int> (tile * tj - pad_left)
-            if 0 <= row and row + alpha <= H and 0 <= col and col + alpha <= W:
-                # inside the image: read in place
-                source = xbase + ((n * H + row) * W + col) * C
-                ld_row = W * C
-            else:
-                _patch_copy(patch, xbase + n * H * W * C, H, W, C, row, col, alpha, alpha)
-                source = patch
-                ld_row = alpha * C
-            if floating is float:
-                w32.input(source, ld_row, C, alpha, tmp, v + i * C, group * C)
-            else:
-                w64.input(source, ld_row, C, alpha, tmp, v + i * C, group * C)
+            _input_tile(w32, w64, xbase + n * H * W * C, H, W, C, row, col, alpha, zeros,
+                        tmp, v + i * C, group * C)
         # 2. per position p: m[p] (count, Kp) = v[p] (count, C) @ u[p] (C, Kp)
         for p in range(positions):
             for kb in range(n_kblocks):

@@ -64,12 +64,12 @@ cdef int _winograd_wgrad_run(const _ConvArgs *a, Py_ssize_t span, const floating
         Py_ssize_t n_tasks = 36 * n_kblocks * n_rows
         Py_ssize_t s0, count, l, t, n, ti, tj, j, tc, task, rb, kb, c0
         int p, r, q, tp, row, col, g_rows, g_cols
-        long thread_len = per_thread(36 * C + 36 * max(C, K) + 16 * K, sizeof(floating))
+        long thread_len = per_thread(36 * max(C, K) + 16 * K, sizeof(floating))
         floating *memory = NULL
         floating *xs
         floating *gs
         floating *mine
-        floating *patch
+        floating *zeros
         floating *tmp
         floating *gpatch
         const floating *source
@@ -84,20 +84,23 @@ cdef int _winograd_wgrad_run(const _ConvArgs *a, Py_ssize_t span, const floating
     else:
         w64 = fc_wino_table_f64_for(a.isa)
     span = min(span, (n_tiles + chunk - 1) // chunk * chunk)
-    memory = <floating *> malloc((36 * span * (C + Kp) + n_threads * thread_len)
+    # the span's transformed patches and gradients, each thread's scratch, C zeros (the
+    # padding the input transform reads)
+    memory = <floating *> malloc((36 * span * (C + Kp) + n_threads * thread_len + C)
                                  * sizeof(floating))
     if memory == NULL:
         return -1
     xs = memory
     gs = xs + 36 * span * C
+    zeros = gs + 36 * span * Kp + n_threads * thread_len
+    memset(zeros, 0, C * sizeof(floating))
     s0 = 0
     while s0 < n_tiles:
         count = min(span, n_tiles - s0)
         # 1. the span's tiles: transformed patches and output gradients, chunk by chunk
         for l in prange(count, schedule="static", nogil=True, num_threads=n_threads):
             mine = gs + 36 * span * Kp + threadid() * thread_len
-            patch = mine
-            tmp = patch + 36 * C
+            tmp = mine
             gpatch = tmp + 36 * max(C, K)
             j = l // chunk
             tc = min(chunk, count - j * chunk)
@@ -109,17 +112,8 @@ cdef int _winograd_wgrad_run(const _ConvArgs *a, Py_ssize_t span, const floating
             tj = t % tiles_w
             row = <int> (4 * ti - pad_top)
             col = <int> (4 * tj - pad_left)
-            if 0 <= row and row + 6 <= H and 0 <= col and col + 6 <= W:
-                source = xbase + ((n * H + row) * W + col) * C
-                ld_row = W * C
-            else:
-                _patch_copy(patch, xbase + n * H * W * C, H, W, C, row, col, 6, 6)
-                source = patch
-                ld_row = 6 * C
-            if floating is float:
-                w32.input(source, ld_row, C, 6, tmp, xj, tc * C)
-            else:
-                w64.input(source, ld_row, C, 6, tmp, xj, tc * C)
+            _input_tile(w32, w64, xbase + n * H * W * C, H, W, C, row, col, 6, zeros, tmp,
+                        xj, tc * C)
             g_rows = <int> min(4, Ho - 4 * ti)
             g_cols = <int> min(4, Wo - 4 * tj)
             if g_rows == 4 and g_cols == 4:

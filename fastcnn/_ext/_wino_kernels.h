@@ -26,10 +26,12 @@
     typedef struct {                                                                     \
         int lanes;    /* elements per vector */                                          \
         int rows[2];  /* most rows per gemm call at nv = 1 and nv = 2 vectors */         \
-        /* v[p * ldv + c], p < alpha^2 (alpha 6 or 8): B^T d B of the patch            \
-         * d[i * ld_row + j * C + c]; tmp holds alpha^2 * C values */                   \
-        void (*input)(const T *d, long ld_row, long C, int alpha, T *tmp, T *v,          \
-                      long ldv);                                                         \
+        /* v[p * ldv + c], p < alpha^2 (alpha 6 or 8): B^T d B of the patch d whose     \
+         * row i has its pixels q0 <= j < q1 at rows[i][(j - q0) * C + c] (rows[i] NULL: \
+         * none) and zeros elsewhere (read from zeros, C of them); tmp holds alpha^2 * C \
+         * values */                                                                     \
+        void (*input)(const T *const *rows, int q0, int q1, const T *zeros, long C,      \
+                      int alpha, T *tmp, T *v, long ldv);                                \
         /* out[r * ld_row + q * K + k] for r < rows, q < cols (<= tile, 4 or 2): A^T m A  \
          * of m[p * ldm + k] plus bias[k], then relu if asked; tmp holds 36 * K values */ \
         void (*output)(const T *m, long ldm, long K, const T *bias, int relu, int tile,  \
