@@ -18,7 +18,7 @@ from libc.stdint cimport INT32_MAX
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
-from ._dispatch cimport fc_cpu_isa
+from ._dispatch cimport fc_cpu_isa, resolve_isa
 from ._openmp cimport per_thread
 
 # One file per kernel family's drivers; they share this module's namespace, so that the

@@ -16,6 +16,9 @@ cdef extern from "_wino_kernels.h" nogil:
                             long ldv) noexcept nogil
         void (*outer)(int nv, int tp, const float *v, long ldv, const float *u, long ldu, long n,
                       int acc, float *m, long ldm) noexcept nogil
+        void (*filter)(const float *w, long CK, long K, int r, int alpha, const double *g,
+                       long c, long k0, int width, int block, float *out,
+                       long ld_pos) noexcept nogil
     ctypedef struct fc_wino_table_f64:
         int lanes
         int rows[2]
@@ -30,6 +33,9 @@ cdef extern from "_wino_kernels.h" nogil:
                             long ldv) noexcept nogil
         void (*outer)(int nv, int tp, const double *v, long ldv, const double *u, long ldu, long n,
                       int acc, double *m, long ldm) noexcept nogil
+        void (*filter)(const double *w, long CK, long K, int r, int alpha, const double *g,
+                       long c, long k0, int width, int block, double *out,
+                       long ld_pos) noexcept nogil
     const fc_wino_table_f32 *fc_wino_table_f32_for(int isa)
     const fc_wino_table_f64 *fc_wino_table_f64_for(int isa)
 
@@ -252,16 +258,24 @@ def winograd_filter(
     const floating[:, :, :, ::1] w,       # IN (R, R, C, K)
     const double[:, ::1] g,               # IN (alpha, R): the form's G
     floating[:, :, :, ::1] packed,        # OUT (alpha^2, K blocks, C, block)
-    int n_threads,
+    int n_threads, int isa=-1,
 ):
     """packed[alpha * p + q, j, c, b] = (G w[:, :, c, k] G^T)[p, q], k = j * block + b,
     computed in double and rounded once (zeros for k >= K): the transformed filter of
     ``fastcnn.ops._winograd.transformed_filter``, one task per (input channel, block of
-    output channels), every value written once."""
+    output channels), every value written once. The same bits at every ``isa`` (-1: the
+    best this CPU has): the table's filter does not contract multiply-adds."""
     cdef:
         int r = w.shape[0], alpha = g.shape[0], block = packed.shape[3]
         Py_ssize_t C = w.shape[2], K = w.shape[3], n_blocks = packed.shape[1]
         Py_ssize_t task, c, j
+        const fc_wino_table_f32 *w32 = NULL
+        const fc_wino_table_f64 *w64 = NULL
+    isa = resolve_isa(isa, fc_cpu_isa())
+    if floating is float:
+        w32 = fc_wino_table_f32_for(isa)
+    else:
+        w64 = fc_wino_table_f64_for(isa)
     if w.shape[1] != r or g.shape[1] != r or packed.shape[0] != alpha * alpha \
             or packed.shape[2] != C or n_blocks * block < K or r > 5 or alpha > 8 \
             or block > 64:
@@ -274,43 +288,11 @@ def winograd_filter(
     for task in prange(C * n_blocks, schedule="static", nogil=True, num_threads=n_threads):
         c = task // n_blocks
         j = task % n_blocks
-        _filter_block(&w[0, 0, 0, 0], C * K, K, r, alpha, &g[0, 0], c, j * block,
-                      <int> min(block, K - j * block), block,
-                      &packed[0, j, c, 0], n_blocks * C * block)
-
-
-cdef void _filter_block(const floating *w, long CK, long K, int r, int alpha,
-                        const double *g, long c, long k0, int width, int block,
-                        floating *out, long ld_pos) noexcept nogil:
-    """out[(alpha * p + q) * ld_pos + b], b < block: G w G^T of w[:, :, c, k0 + b] for
-    b < width, zeros after (G w first, then its product with G^T). The loops over b are
-    innermost, multiply-adds of whole rows: the block's channels go through as vectors."""
-    cdef double t[8 * 5 * 64]     # G w: alpha x R x block
-    cdef double row[64]
-    cdef double coef
-    cdef const floating *src
-    cdef double *dst
-    cdef int p, q, s, u, b
-    for p in range(alpha):
-        for s in range(r):
-            dst = t + (p * r + s) * block
-            for b in range(width):
-                dst[b] = 0
-            for u in range(r):
-                coef = g[p * r + u]
-                src = w + (u * r + s) * CK + c * K + k0
-                for b in range(width):
-                    dst[b] = dst[b] + coef * src[b]
-    for p in range(alpha):
-        for q in range(alpha):
-            for b in range(width):
-                row[b] = 0
-            for s in range(r):
-                coef = g[q * r + s]
-                dst = t + (p * r + s) * block
-                for b in range(width):
-                    row[b] = row[b] + coef * dst[b]
-            for b in range(width):
-                out[(p * alpha + q) * ld_pos + b] = <floating> row[b]
-            for b in range(width, block):
-                out[(p * alpha + q) * ld_pos + b] = 0
+        if floating is float:
+            w32.filter(&w[0, 0, 0, 0], C * K, K, r, alpha, &g[0, 0], c, j * block,
+                       <int> min(block, K - j * block), block, &packed[0, j, c, 0],
+                       n_blocks * C * block)
+        else:
+            w64.filter(&w[0, 0, 0, 0], C * K, K, r, alpha, &g[0, 0], c, j * block,
+                       <int> min(block, K - j * block), block, &packed[0, j, c, 0],
+                       n_blocks * C * block)

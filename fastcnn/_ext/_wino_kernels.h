@@ -46,6 +46,11 @@
          * i < tp, j < nv vectors, t < n */                                              \
         void (*outer)(int nv, int tp, const T *v, long ldv, const T *u, long ldu, long n, \
                       int acc, T *m, long ldm);                                          \
+        /* out[(alpha * p + q) * ld_pos + b] = (G w[:, :, c, k0 + b] G^T)[p, q], b <     \
+         * width, zeros to block, in double and rounded once (the same bits at every   \
+         * instruction set): w (r, r, C, K), CK = C * K, G (alpha, r) */                \
+        void (*filter)(const T *w, long CK, long K, int r, int alpha, const double *g,   \
+                       long c, long k0, int width, int block, T *out, long ld_pos);      \
     } fc_wino_table_##S;
 FC_WINO_TABLE_TYPE(f32, float)
 FC_WINO_TABLE_TYPE(f64, double)

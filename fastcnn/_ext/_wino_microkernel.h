@@ -470,6 +470,51 @@ static void FC_NAME(fc_wino_outer)(int nv, int tp, const FC_T *v, long ldv, cons
     }
 }
 
+/* The filter transform of one input channel c and block of output channels k0 ..
+ * k0 + width - 1: out[(alpha * p + q) * ld_pos + b] = (G w[:, :, c, k0 + b] G^T)[p, q]
+ * for b < width, zeros up to block (block <= 64, r <= 5, alpha <= 8), in double (G w
+ * first, then its product with G^T) and rounded once. The loops over b are innermost and
+ * vectorise; multiply-adds are not contracted, so every instance computes the same bits
+ * (those of plain double multiplies and adds in this order). */
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+static void FC_NAME(fc_wino_filter)(const FC_T *restrict w, long CK, long K, int r,
+                                    int alpha, const double *restrict g, long c, long k0,
+                                    int width, int block, FC_T *restrict out, long ld_pos)
+{
+    double t[8 * 5 * 64];   /* G w: alpha x r x block */
+    double row[64];
+    for (int p = 0; p < alpha; p++)
+        for (int s = 0; s < r; s++) {
+            double *restrict dst = t + (p * r + s) * block;
+            for (int b = 0; b < width; b++)
+                dst[b] = 0;
+            for (int u = 0; u < r; u++) {
+                const double coef = g[p * r + u];
+                const FC_T *restrict src = w + (u * r + s) * CK + c * K + k0;
+                for (int b = 0; b < width; b++)
+                    dst[b] = dst[b] + coef * (double)src[b];
+            }
+        }
+    for (int p = 0; p < alpha; p++)
+        for (int q = 0; q < alpha; q++) {
+            for (int b = 0; b < width; b++)
+                row[b] = 0;
+            for (int s = 0; s < r; s++) {
+                const double coef = g[q * r + s];
+                const double *restrict src = t + (p * r + s) * block;
+                for (int b = 0; b < width; b++)
+                    row[b] = row[b] + coef * src[b];
+            }
+            FC_T *restrict o = out + (p * alpha + q) * ld_pos;
+            for (int b = 0; b < width; b++)
+                o[b] = (FC_T)row[b];
+            for (int b = width; b < block; b++)
+                o[b] = 0;
+        }
+}
+#pragma GCC pop_options
+
 static const FC_TNAME(fc_wino_table) FC_NAME(fc_wino_table) = {
     FC_WV,
     {FC_WINO_ROWS1, FC_WINO_ROWS2},
@@ -478,6 +523,7 @@ static const FC_TNAME(fc_wino_table) FC_NAME(fc_wino_table) = {
     FC_NAME(fc_wino_gemm),
     FC_NAME(fc_wino_grad_output),
     FC_NAME(fc_wino_outer),
+    FC_NAME(fc_wino_filter),
 };
 
 #undef FC_WINO_CASE

@@ -223,6 +223,12 @@ def test_filter_transform_matches_its_numpy_form(form, c, k, block, dtype):
                                * np.abs(want).max())
     if k % block:
         assert not got[:, -1, :, k % block:].any()
+    # every instruction set computes the same bits (no contracted multiply-adds)
+    g = np.ascontiguousarray(_winograd.FORMS[form][0])
+    for isa in range(_conv.cpu_isa() + 1):
+        packed = np.full_like(got, np.nan)
+        _conv.winograd_filter(w, g, packed, 2, isa)
+        np.testing.assert_array_equal(packed.view(np.uint8), got.view(np.uint8))
     ws = Workspace()
     for n_threads in (1, 2, 3):
         again = _winograd.transformed_filter(w, block, dtype, tile, ws, "f", n_threads)
