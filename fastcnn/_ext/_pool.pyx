@@ -19,7 +19,7 @@ The arrays arrive validated by ``fastcnn.ops.pool``, ``.l2_pool`` and ``.pyramid
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.stdint cimport INT32_MAX, int32_t, int64_t
+from libc.stdint cimport INT32_MAX, int32_t, int64_t, uint8_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
@@ -187,17 +187,65 @@ def max_pool2d_backward(
                     c = 0
 
 
+def max_pool2d_forward_tiled(
+    const floating[:, :, :, ::1] x,       # IN (N, H, W, C)
+    floating[:, :, :, ::1] y,             # OUT (N, Ho, Wo, C), Ho = H // pool_h, ...
+    uint8_t[:, :, :, ::1] positions,      # OUT (N, Ho, Wo, C): i * pool_w + j
+    int pool_h, int pool_w, int n_threads, int isa=-1,
+):
+    """:func:`max_pool2d_forward` for windows that tile the image (stride == pool size,
+    pool_h * pool_w <= 256): the same y, and each maximum's position in its window, (i, j)
+    as i * pool_w + j in one byte (an eighth of the flat int64 index), for
+    :func:`max_pool2d_backward_tiled`. Rows and columns past the last window are not
+    read."""
+    cdef:
+        Py_ssize_t n_images = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+        Py_ssize_t Ho = y.shape[1], Wo = y.shape[2], row, n, oh
+        const floating *xbase
+        floating *ybase
+        uint8_t *pbase
+        const fc_pool_table_f32 *k32 = NULL
+        const fc_pool_table_f64 *k64 = NULL
+
+    isa = resolve_isa(isa, _DETECTED_ISA)
+    if pool_h < 1 or pool_w < 1 or pool_h * pool_w > 256:
+        raise ValueError(f"a tiled max pooling's window holds 1 to 256 elements, not "
+                         f"{pool_h}x{pool_w}")
+    if (y.shape[0] != n_images or Ho != H // pool_h or Wo != W // pool_w or y.shape[3] != C
+            or tuple(positions.shape) != tuple(y.shape)):
+        raise ValueError("y and positions must be (N, H // pool_h, W // pool_w, C)")
+    if floating is float:
+        k32 = fc_pool_table_f32_for(isa)
+    else:
+        k64 = fc_pool_table_f64_for(isa)
+    if n_images * Ho * Wo * C == 0:
+        return
+    xbase = &x[0, 0, 0, 0]
+    ybase = &y[0, 0, 0, 0]
+    pbase = &positions[0, 0, 0, 0]
+    for row in prange(n_images * Ho, schedule="static", nogil=True, num_threads=n_threads):
+        n = row // Ho
+        oh = row % Ho
+        if floating is float:
+            k32.max_tiled_row(xbase + (n * H + oh * pool_h) * W * C, W * C, C, Wo, pool_h,
+                              pool_w, ybase + row * Wo * C, pbase + row * Wo * C)
+        else:
+            k64.max_tiled_row(xbase + (n * H + oh * pool_h) * W * C, W * C, C, Wo, pool_h,
+                              pool_w, ybase + row * Wo * C, pbase + row * Wo * C)
+
+
 def max_pool2d_backward_tiled(
     const floating[:, :, :, ::1] dy,      # IN (N, Ho, Wo, C)
-    const int64_t[:, :, :, ::1] argmax,   # IN (N, Ho, Wo, C), from stride == pool windows
+    const uint8_t[:, :, :, ::1] positions,  # IN (N, Ho, Wo, C): max_pool2d_forward_tiled's
     floating[:, :, :, ::1] dx,            # OUT (N, H, W, C), overwritten
     int pool_h, int pool_w, int n_threads, relu_y=None, int isa=-1,
 ):
     """:func:`max_pool2d_backward` for windows that tile the image (stride == pool size,
     so no two overlap), written row by row in one pass, with no zeroing pass first: the
-    same dx. With ``relu_y`` (the pooled output, (N, Ho, Wo, C)) the gradient of a relu
-    before the pooling is applied too (dy where the pooled value is above zero, else 0:
-    the relu's own output is above zero exactly where its window's maximum is)."""
+    same dx, from the maxima's window positions (:func:`max_pool2d_forward_tiled`'s). With
+    ``relu_y`` (the pooled output, (N, Ho, Wo, C)) the gradient of a relu before the
+    pooling is applied too (dy where the pooled value is above zero, else 0: the relu's
+    own output is above zero exactly where its window's maximum is)."""
     cdef:
         Py_ssize_t n_images = dx.shape[0], H = dx.shape[1], W = dx.shape[2], C = dx.shape[3]
         Py_ssize_t Ho = dy.shape[1], Wo = dy.shape[2]
@@ -207,11 +255,15 @@ def max_pool2d_backward_tiled(
         const floating *ryrow
         floating *dxbase
         const floating *dybase
-        const int64_t *abase
+        const uint8_t *abase
         const fc_pool_table_f32 *k32 = NULL
         const fc_pool_table_f64 *k64 = NULL
 
     isa = resolve_isa(isa, _DETECTED_ISA)
+    if tuple(positions.shape) != tuple(dy.shape) or pool_h * pool_w > 256 \
+            or Ho != H // pool_h or Wo != W // pool_w:
+        raise ValueError("positions must have dy's shape (N, H // pool_h, W // pool_w, C) "
+                         "and the window at most 256 elements")
     if floating is float:
         k32 = fc_pool_table_f32_for(isa)
     else:
@@ -227,7 +279,7 @@ def max_pool2d_backward_tiled(
         memset(dxbase, 0, n_images * H * W * C * sizeof(floating))
         return
     dybase = &dy[0, 0, 0, 0]
-    abase = &argmax[0, 0, 0, 0]
+    abase = &positions[0, 0, 0, 0]
     for row in prange(n_images * H, schedule="static", nogil=True, num_threads=n_threads):
         n = row // H
         ih = row % H
@@ -242,12 +294,12 @@ def max_pool2d_backward_tiled(
                 k32.max_backward_tiled_row(dxbase + row * W * C,
                                            dybase + (n * Ho + oh) * Wo * C,
                                            abase + (n * Ho + oh) * Wo * C, ryrow, Wo, C,
-                                           pool_w, ih * W)
+                                           pool_w, <int> (ih % pool_h) * pool_w)
             else:
                 k64.max_backward_tiled_row(dxbase + row * W * C,
                                            dybase + (n * Ho + oh) * Wo * C,
                                            abase + (n * Ho + oh) * Wo * C, ryrow, Wo, C,
-                                           pool_w, ih * W)
+                                           pool_w, <int> (ih % pool_h) * pool_w)
             memset(dxbase + row * W * C + Wo * pool_w * C, 0,
                    (W - Wo * pool_w) * C * sizeof(floating))
 

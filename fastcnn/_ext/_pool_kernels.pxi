@@ -1,6 +1,6 @@
 # The pooling kernels' tables (_pool_kernels.h), for _pool.pyx and for the pooled
 # convolution and the inference program of _conv.pyx, with the drivers both use.
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 
 
 cdef extern from "_pool_kernels.h" nogil:
@@ -32,9 +32,11 @@ cdef extern from "_pool_kernels.h" nogil:
                                 const float *dy) noexcept nogil
         void (*max_values_row)(const float *x, Py_ssize_t C, Py_ssize_t Wo, Py_ssize_t stride_w,
                                const fc_pool_window *w, float *scratch, float *y) noexcept nogil
-        void (*max_backward_tiled_row)(float *dx, const float *dy, const int64_t *argmax,
+        void (*max_backward_tiled_row)(float *dx, const float *dy, const uint8_t *pos,
                                        const float *pooled, Py_ssize_t Wo, Py_ssize_t C,
-                                       int pool_w, int64_t base) noexcept nogil
+                                       int pool_w, int first) noexcept nogil
+        void (*max_tiled_row)(const float *x, Py_ssize_t ld_row, Py_ssize_t C, Py_ssize_t Wo,
+                              int pool_h, int pool_w, float *y, uint8_t *pos) noexcept nogil
     ctypedef struct fc_pool_table_f64:
         int lanes
         int narrow_below
@@ -57,9 +59,11 @@ cdef extern from "_pool_kernels.h" nogil:
                                 const double *dy) noexcept nogil
         void (*max_values_row)(const double *x, Py_ssize_t C, Py_ssize_t Wo, Py_ssize_t stride_w,
                                const fc_pool_window *w, double *scratch, double *y) noexcept nogil
-        void (*max_backward_tiled_row)(double *dx, const double *dy, const int64_t *argmax,
+        void (*max_backward_tiled_row)(double *dx, const double *dy, const uint8_t *pos,
                                        const double *pooled, Py_ssize_t Wo, Py_ssize_t C,
-                                       int pool_w, int64_t base) noexcept nogil
+                                       int pool_w, int first) noexcept nogil
+        void (*max_tiled_row)(const double *x, Py_ssize_t ld_row, Py_ssize_t C, Py_ssize_t Wo,
+                              int pool_h, int pool_w, double *y, uint8_t *pos) noexcept nogil
     const fc_pool_table_f32 *fc_pool_table_f32_for(int isa)
     const fc_pool_table_f64 *fc_pool_table_f64_for(int isa)
 

@@ -310,35 +310,106 @@ static void FC_NAME(fc_pool_global_avg_backward_row)(const FC_T *restrict dy, Py
         __builtin_memcpy(dx + w * C, dx, C * sizeof(FC_T));
 }
 
-/* One row of dx for max pooling whose windows tile the image (stride == pool size, no
- * overlap), every element written once: the pixel at flat in-image index base + iw (its
- * row's first, base = ih * W, plus its column) gets its window's dy where it is the
- * argmax and, with `pooled` (the pooled output, for a relu before the pooling), where the
- * window's maximum is above zero (NaN is not); elsewhere zero (the Wo * pool_w columns
- * under windows; the driver zeroes the rest). The gradient is added to zero, as the
- * scattering kernel adds it to its zeroed dx (-0 becomes +0): the same bits, at every
- * width. */
+/* Vectors for the tiled max pooling's window positions: a byte per lane beside the
+ * values, and masks as wide as the values (GCC's C front end has no vector '?:', so
+ * selects go through the masks' bits). */
+typedef FC_T FC_NAME(fc_pool_tvec) __attribute__((vector_size(FC_VBYTES)));
+typedef __typeof__((FC_NAME(fc_pool_tvec)){0} < (FC_NAME(fc_pool_tvec)){0})
+    FC_NAME(fc_pool_tmask);
+typedef int8_t FC_NAME(fc_pool_tpos) __attribute__((vector_size(FC_L)));
+
+/* Max of each window of one output row of windows that tile the image (stride == pool
+ * size, pool_h * pool_w <= 256), and its window position k = i * pool_w + j (element (i,
+ * j) of the window, as one byte): the same values as max_row, by the same rule in the
+ * same order (the first of equal values; NaN wins and stays). x is the row's first
+ * window, ld_row the image's row length (W * C). Positions take an eighth of max_row's
+ * flat int64 indices; the one-pass backward (max_backward_tiled_row) reads them. */
+static void FC_NAME(fc_pool_max_tiled_row)(const FC_T *x, Py_ssize_t ld_row, Py_ssize_t C,
+                                           Py_ssize_t Wo, int pool_h, int pool_w,
+                                           FC_T *restrict y, uint8_t *restrict pos)
+{
+    typedef FC_NAME(fc_pool_tvec) vec;
+    typedef FC_NAME(fc_pool_tmask) mask;
+    typedef FC_NAME(fc_pool_tpos) bytes;
+    const int n = pool_h * pool_w;
+    for (Py_ssize_t ow = 0; ow < Wo; ow++) {
+        const FC_T *win = x + ow * pool_w * C;
+        FC_T *restrict best = y + ow * C;
+        uint8_t *restrict at = pos + ow * C;
+        Py_ssize_t c = 0;
+        for (; c + FC_L <= C; c += FC_L) {
+            vec b;
+            bytes a = (bytes){0};
+            __builtin_memcpy(&b, win + c, sizeof b);
+            for (int k = 1; k < n; k++) {
+                vec u;
+                __builtin_memcpy(&u, win + (k / pool_w) * ld_row + (k % pool_w) * C + c,
+                                 sizeof u);
+                const mask take = (b == b) & ((u > b) | (u != u));
+                b = (vec)(((mask)u & take) | ((mask)b & ~take));
+                const bytes t8 = __builtin_convertvector(take, bytes);
+                a = (a & ~t8) | (((bytes){0} + (int8_t)k) & t8);
+            }
+            __builtin_memcpy(best + c, &b, sizeof b);
+            __builtin_memcpy(at + c, &a, sizeof a);
+        }
+        for (; c < C; c++) {
+            FC_T b = win[c];
+            uint8_t a = 0;
+            for (int k = 1; k < n; k++) {
+                const FC_T u = win[(k / pool_w) * ld_row + (k % pool_w) * C + c];
+                if ((b == b) & ((u > b) | (u != u))) {
+                    b = u;
+                    a = (uint8_t)k;
+                }
+            }
+            best[c] = b;
+            at[c] = a;
+        }
+    }
+}
+
+/* One dx row of windows that tile the image: element (i, ds) of each window, i = the
+ * row's place in its windows (first = i * pool_w), gets dy where the window's maximum is
+ * there (pos, max_tiled_row's) and 0 elsewhere; with pooled (the pooling's output), also
+ * 0 where that maximum is not above zero (a relu's gradient; NaN is not). Every element
+ * is written once (the Wo * pool_w columns under windows; the driver zeroes the rest). dy
+ * is added to zero (-0 becomes +0), as the scattering kernel adds it to its zeroed dx:
+ * the same bits. */
 static void FC_NAME(fc_pool_max_backward_tiled_row)(FC_T *restrict dx,
                                                     const FC_T *restrict dy,
-                                                    const int64_t *restrict argmax,
+                                                    const uint8_t *restrict pos,
                                                     const FC_T *restrict pooled,
                                                     Py_ssize_t Wo, Py_ssize_t C, int pool_w,
-                                                    int64_t base)
+                                                    int first)
 {
+    typedef FC_NAME(fc_pool_tvec) vec;
+    typedef FC_NAME(fc_pool_tmask) mask;
+    typedef FC_NAME(fc_pool_tpos) bytes;
     for (Py_ssize_t ow = 0; ow < Wo; ow++) {
         const FC_T *restrict g = dy + ow * C;
-        const int64_t *restrict a = argmax + ow * C;
+        const uint8_t *restrict a = pos + ow * C;
+        const FC_T *restrict p = pooled ? pooled + ow * C : NULL;
         for (int ds = 0; ds < pool_w; ds++) {
-            const int64_t at = base + ow * pool_w + ds;
+            const uint8_t here = (uint8_t)(first + ds);
             FC_T *restrict o = dx + (ow * pool_w + ds) * C;
-            if (pooled) {
-                const FC_T *restrict p = pooled + ow * C;
-                for (Py_ssize_t c = 0; c < C; c++)
-                    o[c] = (a[c] == at && p[c] > 0) ? (FC_T)0 + g[c] : (FC_T)0;
-            } else {
-                for (Py_ssize_t c = 0; c < C; c++)
-                    o[c] = a[c] == at ? (FC_T)0 + g[c] : (FC_T)0;
+            Py_ssize_t c = 0;
+            for (; c + FC_L <= C; c += FC_L) {
+                bytes av;
+                vec gv;
+                __builtin_memcpy(&av, a + c, sizeof av);
+                __builtin_memcpy(&gv, g + c, sizeof gv);
+                mask keep = __builtin_convertvector(av == (bytes){0} + (int8_t)here, mask);
+                if (p) {
+                    vec pv;
+                    __builtin_memcpy(&pv, p + c, sizeof pv);
+                    keep &= pv > 0;
+                }
+                const vec out = (vec)((mask)((vec){0} + gv) & keep);
+                __builtin_memcpy(o + c, &out, sizeof out);
             }
+            for (; c < C; c++)
+                o[c] = (a[c] == here && (!p || p[c] > 0)) ? (FC_T)0 + g[c] : (FC_T)0;
         }
     }
 }
@@ -355,6 +426,7 @@ static const FC_TNAME(fc_pool_table) FC_NAME(fc_pool_table) = {
     FC_NAME(fc_pool_l2_backward_row),
     FC_NAME(fc_pool_max_values_row),
     FC_NAME(fc_pool_max_backward_tiled_row),
+    FC_NAME(fc_pool_max_tiled_row),
 };
 
 #undef FC_POOL_REL

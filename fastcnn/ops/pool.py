@@ -408,17 +408,24 @@ class PoolPlan:
         self.dtype = np.dtype(dtype)
         self.work = ho * wo * c * self.pool[0] * self.pool[1]  # per image
         # Windows that tile the image (no overlap), at least a vector of channels: the
-        # backward pass writes each dx element once, no zeroing pass first
+        # forward pass keeps each maximum's place in its window in a byte (not a flat
+        # int64 index), the backward pass writes each dx element once, no zeroing first
         self.tiled = (mode == "max" and self.pool == self.stride
+                      and self.pool[0] * self.pool[1] <= 256
                       and c >= _pool.vector_length(-1, self.dtype.itemsize))
 
     def forward(self, x, n_threads, ws=None):
-        """(y, argmax): argmax is None for average pooling."""
+        """(y, argmax): argmax is None for average pooling, and for a :attr:`tiled` one
+        each maximum's position in its window (uint8), else its flat index (int64)."""
         n_threads = resolve_threads(n_threads, x.shape[0] * self.work)
         y = empty(ws, "y", (x.shape[0], *self.output_shape), self.dtype)
         if self.mode == "avg":
             _pool.avg_pool2d_forward(x, y, *self.pool, *self.stride, n_threads)
             return y, None
+        if self.tiled:
+            positions = empty(ws, "positions", y.shape, np.uint8)
+            _pool.max_pool2d_forward_tiled(x, y, positions, *self.pool, n_threads)
+            return y, positions
         argmax = empty(ws, "argmax", y.shape, np.int64)
         _pool.max_pool2d_forward(x, y, argmax, *self.pool, *self.stride, n_threads)
         return y, argmax

@@ -212,7 +212,8 @@ def test_max_pool_values_kernel_matches_naive(case, dtype, isa):
     ((2, 7, 8, 1), (2, 3)), ((1, 2, 2, 40), (2, 2)), ((2, 5, 11, 24), (1, 2)),
     ((1, 3, 3, 8), (3, 3))])
 def test_tiled_max_pool_backward_matches_scatter(shape, pool, dtype, isa):
-    """The one-pass backward of windows that tile the image (stride == pool size; the
+    """The tiled forward gives the general one's maxima (bit for bit) and their window
+    positions; the one-pass backward of windows that tile the image (stride == pool size; the
     rows and columns past the last window get zeros) gives the scattering kernel's bits,
     with ties, NaN and signed zeros, for any thread count; with the pooled output it also
     applies a relu's gradient (zero where the window's maximum is not above zero)."""
@@ -221,6 +222,17 @@ def test_tiled_max_pool_backward_matches_scatter(shape, pool, dtype, isa):
     flat[3::11] = -0.0
     flat[5::23] = np.nan
     y, argmax = naive_max_pool(x, pool, pool)
+    # the tiled forward: the same maxima, and their places in the windows as bytes
+    n, ho, wo, c = y.shape
+    rows, cols = np.divmod(argmax, shape[2])
+    want = ((rows - np.arange(ho)[:, None, None] * pool[0]) * pool[1]
+            + cols - np.arange(wo)[:, None] * pool[1])
+    for n_threads in (1, 2, 3):
+        y_tiled = np.full(y.shape, 7, dtype)
+        positions = np.full(y.shape, 255, np.uint8)
+        _pool_ext.max_pool2d_forward_tiled(x, y_tiled, positions, *pool, n_threads, isa)
+        np.testing.assert_array_equal(y_tiled.view(np.uint8), y.view(np.uint8))
+        np.testing.assert_array_equal(positions, want)
     dy = _random(y.shape, dtype)
     dy.reshape(-1)[::5] = -0.0
     dy.reshape(-1)[2::13] = np.nan
@@ -232,11 +244,11 @@ def test_tiled_max_pool_backward_matches_scatter(shape, pool, dtype, isa):
     masked[:, :ho, :wo][ref_relu.astype(bool)] = 0
     for n_threads in (1, 2, 3):
         dx = np.full(shape, 7, dtype)   # every element is written
-        _pool_ext.max_pool2d_backward_tiled(dy, argmax, dx, *pool, n_threads, None, isa)
+        _pool_ext.max_pool2d_backward_tiled(dy, positions, dx, *pool, n_threads, None, isa)
         np.testing.assert_array_equal(dx, ref)
         assert np.array_equal(np.signbit(dx), np.signbit(ref))
         dx = np.full(shape, 7, dtype)
-        _pool_ext.max_pool2d_backward_tiled(dy, argmax, dx, *pool, n_threads, y, isa)
+        _pool_ext.max_pool2d_backward_tiled(dy, positions, dx, *pool, n_threads, y, isa)
         np.testing.assert_array_equal(dx, masked)
         assert np.array_equal(np.signbit(dx), np.signbit(masked))
 
@@ -716,3 +728,17 @@ GLOBAL_MAX_BAD_INPUTS = [
 def test_global_max_pool_bad_input_raises(func, kwargs, exception, message):
     with pytest.raises(exception, match=message):
         func(**kwargs)
+
+
+def test_tiled_max_pool_checks_its_arrays():
+    x = np.zeros((1, 4, 4, 8), np.float32)
+    y = np.zeros((1, 2, 2, 8), np.float32)
+    with pytest.raises(ValueError, match="positions"):
+        _pool_ext.max_pool2d_forward_tiled(x, y, np.zeros((1, 2, 1, 8), np.uint8), 2, 2, 1)
+    with pytest.raises(ValueError, match="256"):
+        _pool_ext.max_pool2d_forward_tiled(np.zeros((1, 17, 17, 8), np.float32),
+                                           np.zeros((1, 1, 1, 8), np.float32),
+                                           np.zeros((1, 1, 1, 8), np.uint8), 17, 17, 1)
+    with pytest.raises(ValueError, match="positions"):
+        _pool_ext.max_pool2d_backward_tiled(y, np.zeros((1, 2, 1, 8), np.uint8),
+                                            np.zeros_like(x), 2, 2, 1)
