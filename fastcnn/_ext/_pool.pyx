@@ -204,6 +204,7 @@ def max_pool2d_forward_tiled(
         const floating *xbase
         floating *ybase
         uint8_t *pbase
+        fc_pool_window window
         const fc_pool_table_f32 *k32 = NULL
         const fc_pool_table_f64 *k64 = NULL
 
@@ -223,15 +224,20 @@ def max_pool2d_forward_tiled(
     xbase = &x[0, 0, 0, 0]
     ybase = &y[0, 0, 0, 0]
     pbase = &positions[0, 0, 0, 0]
-    for row in prange(n_images * Ho, schedule="static", nogil=True, num_threads=n_threads):
-        n = row // Ho
-        oh = row % Ho
-        if floating is float:
-            k32.max_tiled_row(xbase + (n * H + oh * pool_h) * W * C, W * C, C, Wo, pool_h,
-                              pool_w, ybase + row * Wo * C, pbase + row * Wo * C)
-        else:
-            k64.max_tiled_row(xbase + (n * H + oh * pool_h) * W * C, W * C, C, Wo, pool_h,
-                              pool_w, ybase + row * Wo * C, pbase + row * Wo * C)
+    _window_init(&window, pool_h, pool_w, W, C)
+    try:
+        for row in prange(n_images * Ho, schedule="static", nogil=True,
+                          num_threads=n_threads):
+            n = row // Ho
+            oh = row % Ho
+            if floating is float:
+                k32.max_tiled_row(xbase + (n * H + oh * pool_h) * W * C, C, Wo, pool_w,
+                                  &window, ybase + row * Wo * C, pbase + row * Wo * C)
+            else:
+                k64.max_tiled_row(xbase + (n * H + oh * pool_h) * W * C, C, Wo, pool_w,
+                                  &window, ybase + row * Wo * C, pbase + row * Wo * C)
+    finally:
+        _window_free(&window)
 
 
 def max_pool2d_backward_tiled(

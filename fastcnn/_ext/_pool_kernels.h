@@ -42,8 +42,8 @@ typedef struct {
         void (*max_backward_tiled_row)(T *dx, const T *dy, const uint8_t *pos,            \
                                        const T *pooled, Py_ssize_t Wo, Py_ssize_t C,      \
                                        int pool_w, int first);                           \
-        void (*max_tiled_row)(const T *x, Py_ssize_t ld_row, Py_ssize_t C, Py_ssize_t Wo, \
-                              int pool_h, int pool_w, T *y, uint8_t *pos);               \
+        void (*max_tiled_row)(const T *x, Py_ssize_t C, Py_ssize_t Wo, int pool_w,        \
+                              const fc_pool_window *w, T *y, uint8_t *pos);              \
     } fc_pool_table_##S;
 FC_POOL_TABLE_TYPE(f32, float)
 FC_POOL_TABLE_TYPE(f64, double)

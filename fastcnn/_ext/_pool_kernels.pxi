@@ -35,8 +35,8 @@ cdef extern from "_pool_kernels.h" nogil:
         void (*max_backward_tiled_row)(float *dx, const float *dy, const uint8_t *pos,
                                        const float *pooled, Py_ssize_t Wo, Py_ssize_t C,
                                        int pool_w, int first) noexcept nogil
-        void (*max_tiled_row)(const float *x, Py_ssize_t ld_row, Py_ssize_t C, Py_ssize_t Wo,
-                              int pool_h, int pool_w, float *y, uint8_t *pos) noexcept nogil
+        void (*max_tiled_row)(const float *x, Py_ssize_t C, Py_ssize_t Wo, int pool_w,
+                              const fc_pool_window *w, float *y, uint8_t *pos) noexcept nogil
     ctypedef struct fc_pool_table_f64:
         int lanes
         int narrow_below
@@ -62,8 +62,8 @@ cdef extern from "_pool_kernels.h" nogil:
         void (*max_backward_tiled_row)(double *dx, const double *dy, const uint8_t *pos,
                                        const double *pooled, Py_ssize_t Wo, Py_ssize_t C,
                                        int pool_w, int first) noexcept nogil
-        void (*max_tiled_row)(const double *x, Py_ssize_t ld_row, Py_ssize_t C, Py_ssize_t Wo,
-                              int pool_h, int pool_w, double *y, uint8_t *pos) noexcept nogil
+        void (*max_tiled_row)(const double *x, Py_ssize_t C, Py_ssize_t Wo, int pool_w,
+                              const fc_pool_window *w, double *y, uint8_t *pos) noexcept nogil
     const fc_pool_table_f32 *fc_pool_table_f32_for(int isa)
     const fc_pool_table_f64 *fc_pool_table_f64_for(int isa)
 

@@ -322,16 +322,18 @@ typedef int8_t FC_NAME(fc_pool_tpos) __attribute__((vector_size(FC_L)));
  * size, pool_h * pool_w <= 256), and its window position k = i * pool_w + j (element (i,
  * j) of the window, as one byte): the same values as max_row, by the same rule in the
  * same order (the first of equal values; NaN wins and stays). x is the row's first
- * window, ld_row the image's row length (W * C). Positions take an eighth of max_row's
- * flat int64 indices; the one-pass backward (max_backward_tiled_row) reads them. */
-static void FC_NAME(fc_pool_max_tiled_row)(const FC_T *x, Py_ssize_t ld_row, Py_ssize_t C,
-                                           Py_ssize_t Wo, int pool_h, int pool_w,
+ * window, w the window's element offsets (pool_w wide, at most 256 elements). Positions
+ * take an eighth of max_row's flat int64 indices; the one-pass backward
+ * (max_backward_tiled_row) reads them. */
+static void FC_NAME(fc_pool_max_tiled_row)(const FC_T *x, Py_ssize_t C, Py_ssize_t Wo,
+                                           int pool_w, const fc_pool_window *w,
                                            FC_T *restrict y, uint8_t *restrict pos)
 {
     typedef FC_NAME(fc_pool_tvec) vec;
     typedef FC_NAME(fc_pool_tmask) mask;
     typedef FC_NAME(fc_pool_tpos) bytes;
-    const int n = pool_h * pool_w;
+    const int n = (int)w->n;
+    const Py_ssize_t *restrict offset = w->offset;
     for (Py_ssize_t ow = 0; ow < Wo; ow++) {
         const FC_T *win = x + ow * pool_w * C;
         FC_T *restrict best = y + ow * C;
@@ -343,8 +345,7 @@ static void FC_NAME(fc_pool_max_tiled_row)(const FC_T *x, Py_ssize_t ld_row, Py_
             __builtin_memcpy(&b, win + c, sizeof b);
             for (int k = 1; k < n; k++) {
                 vec u;
-                __builtin_memcpy(&u, win + (k / pool_w) * ld_row + (k % pool_w) * C + c,
-                                 sizeof u);
+                __builtin_memcpy(&u, win + offset[k] + c, sizeof u);
                 const mask take = (b == b) & ((u > b) | (u != u));
                 b = (vec)(((mask)u & take) | ((mask)b & ~take));
                 const bytes t8 = __builtin_convertvector(take, bytes);
@@ -357,7 +358,7 @@ static void FC_NAME(fc_pool_max_tiled_row)(const FC_T *x, Py_ssize_t ld_row, Py_
             FC_T b = win[c];
             uint8_t a = 0;
             for (int k = 1; k < n; k++) {
-                const FC_T u = win[(k / pool_w) * ld_row + (k % pool_w) * C + c];
+                const FC_T u = win[offset[k] + c];
                 if ((b == b) & ((u > b) | (u != u))) {
                     b = u;
                     a = (uint8_t)k;

@@ -61,27 +61,15 @@ typedef FC_T FC_NAME(fc_wino_vec) __attribute__((vector_size(FC_VBYTES), aligned
     const T a4 = *(const T *)((a) + 4 * (lda) + (i));                                   \
     const T a5 = *(const T *)((a) + 5 * (lda) + (i))
 
-/* ... or from p[j] + i */
+/* ... or from p[j] + i (the input transform's: a patch's rows, some of them zeros) */
 #define FC_WINO_LOAD6P(T, p, i)                                                         \
     const T a0 = *(const T *)((p)[0] + (i)), a1 = *(const T *)((p)[1] + (i));           \
     const T a2 = *(const T *)((p)[2] + (i)), a3 = *(const T *)((p)[3] + (i));           \
     const T a4 = *(const T *)((p)[4] + (i)), a5 = *(const T *)((p)[5] + (i))
 
-#define FC_WINO_IN_1D(T, a, lda, o, ldo, c)                                             \
-    do {                                                                                \
-        FC_WINO_LOAD6(T, a, lda, c);                                                    \
-        FC_WINO_IN_STORE(T, o, ldo, c);                                                 \
-    } while (0)
-
-#define FC_WINO_IN_1DP(T, p, o, ldo, c)                                                 \
+#define FC_WINO_IN_1D(T, p, o, ldo, c)                                                  \
     do {                                                                                \
         FC_WINO_LOAD6P(T, p, c);                                                        \
-        FC_WINO_IN_STORE(T, o, ldo, c);                                                 \
-    } while (0)
-
-/* B^T of a0..a5 into o[i * ldo + c] */
-#define FC_WINO_IN_STORE(T, o, ldo, c)                                                  \
-    do {                                                                                \
         *(T *)((o) + (c)) = 4 * a0 - 5 * a2 + a4;                                       \
         *(T *)((o) + (ldo) + (c)) = -4 * (a1 + a2) + (a3 + a4);                         \
         *(T *)((o) + 2 * (ldo) + (c)) = 4 * (a1 - a2) + (a4 - a3);                      \
@@ -100,9 +88,8 @@ typedef FC_T FC_NAME(fc_wino_vec) __attribute__((vector_size(FC_VBYTES), aligned
         *(T *)((o) + 3 * (ldo) + (k)) = d12 + 8 * d34 + a5;                             \
     } while (0)
 
-/* o[i * ldo + c] = (B^T a)[i] for the six vectors a[j * lda + c] (or p[j] + c) */
-FC_WINO_1D(fc_wino_in_1d, FC_WINO_IN_1D)
-FC_WINO_1DP(fc_wino_in_1dp, FC_WINO_IN_1DP)
+/* o[i * ldo + c] = (B^T a)[i] for the six vectors p[j] + c */
+FC_WINO_1DP(fc_wino_in_1d, FC_WINO_IN_1D)
 
 /* p[i], i < alpha: the pixel in column j of a patch's row i. The patch's row i has its
  * pixels from column q0 to q1 - 1 at rows[i] (NULL: the row is off the image) and zeros
@@ -115,20 +102,6 @@ static inline void FC_NAME(fc_wino_column)(const FC_T *const *rows, int q0, int 
     const int inside = q0 <= j && j < q1;
     for (int i = 0; i < alpha; i++)
         p[i] = inside && rows[i] ? rows[i] + (j - q0) * C : zeros;
-}
-
-static void FC_NAME(fc_wino_input)(const FC_T *const *rows, int q0, int q1,
-                                   const FC_T *zeros, long C, FC_T *tmp, FC_T *v, long ldv)
-{
-    const FC_T *p[6];
-    /* columns: tmp[(6 * i + j) * C] = (B^T d[:, j])[i] */
-    for (int j = 0; j < 6; j++) {
-        FC_NAME(fc_wino_column)(rows, q0, q1, zeros, C, 6, j, p);
-        FC_NAME(fc_wino_in_1dp)(p, tmp + j * C, 6 * C, C);
-    }
-    /* rows: v[6 * i + j] = (B^T tmp[i, :])[j] */
-    for (int i = 0; i < 6; i++)
-        FC_NAME(fc_wino_in_1d)(tmp + 6 * i * C, C, v + 6 * i * ldv, ldv, C);
 }
 
 /* o[i * ldo + k] = (A^T a)[i], i < 4, for the six vectors a[j * lda + k] */
@@ -164,21 +137,9 @@ FC_WINO_1D(fc_wino_out2_1d, FC_WINO_OUT2_1D)
     FC_WINO_LOAD6P(T, p, i);                                                            \
     const T a6 = *(const T *)((p)[6] + (i)), a7 = *(const T *)((p)[7] + (i))
 
-#define FC_WINO_IN8_1D(T, a, lda, o, ldo, c)                                            \
-    do {                                                                                \
-        FC_WINO_LOAD8(T, a, lda, c);                                                    \
-        FC_WINO_IN8_STORE(T, o, ldo, c);                                                \
-    } while (0)
-
-#define FC_WINO_IN8_1DP(T, p, o, ldo, c)                                                \
+#define FC_WINO_IN8_1D(T, p, o, ldo, c)                                                 \
     do {                                                                                \
         FC_WINO_LOAD8P(T, p, c);                                                        \
-        FC_WINO_IN8_STORE(T, o, ldo, c);                                                \
-    } while (0)
-
-/* B^T (eight points) of a0..a7 into o[i * ldo + c] */
-#define FC_WINO_IN8_STORE(T, o, ldo, c)                                                 \
-    do {                                                                                \
         const T e1 = a2 + a6 - (FC_T)4.25 * a4, o1 = a1 + a5 - (FC_T)4.25 * a3;         \
         const T e2 = (FC_T)0.25 * a2 - (FC_T)1.25 * a4 + a6;                            \
         const T o2 = (FC_T)0.5 * a1 - (FC_T)2.5 * a3 + 2 * a5;                          \
@@ -204,8 +165,7 @@ FC_WINO_1D(fc_wino_out2_1d, FC_WINO_OUT2_1D)
         *(T *)((o) + 3 * (ldo) + (k)) = d1 + 8 * d2 + (FC_T)0.125 * d3 + a7;            \
     } while (0)
 
-FC_WINO_1D(fc_wino_in8_1d, FC_WINO_IN8_1D)
-FC_WINO_1DP(fc_wino_in8_1dp, FC_WINO_IN8_1DP)
+FC_WINO_1DP(fc_wino_in8_1d, FC_WINO_IN8_1D)
 
 FC_WINO_1D(fc_wino_out8_1d, FC_WINO_OUT8_1D)
 
@@ -216,16 +176,23 @@ static void FC_NAME(fc_wino_input_any)(const FC_T *const *rows, int q0, int q1,
                                        FC_T *v, long ldv)
 {
     const FC_T *p[8];
-    if (alpha == 6) {
-        FC_NAME(fc_wino_input)(rows, q0, q1, zeros, C, tmp, v, ldv);
-        return;
+    /* columns: tmp[(alpha * i + j) * C] = (B^T d[:, j])[i] */
+    for (int j = 0; j < alpha; j++) {
+        FC_NAME(fc_wino_column)(rows, q0, q1, zeros, C, alpha, j, p);
+        if (alpha == 6)
+            FC_NAME(fc_wino_in_1d)(p, tmp + j * C, 6 * C, C);
+        else
+            FC_NAME(fc_wino_in8_1d)(p, tmp + j * C, 8 * C, C);
     }
-    for (int j = 0; j < 8; j++) {
-        FC_NAME(fc_wino_column)(rows, q0, q1, zeros, C, 8, j, p);
-        FC_NAME(fc_wino_in8_1dp)(p, tmp + j * C, 8 * C, C);
+    /* rows: v[alpha * i + j] = (B^T tmp[i, :])[j] */
+    for (int i = 0; i < alpha; i++) {
+        for (int j = 0; j < alpha; j++)
+            p[j] = tmp + (alpha * i + j) * C;
+        if (alpha == 6)
+            FC_NAME(fc_wino_in_1d)(p, v + 6 * i * ldv, ldv, C);
+        else
+            FC_NAME(fc_wino_in8_1d)(p, v + 8 * i * ldv, ldv, C);
     }
-    for (int i = 0; i < 8; i++)
-        FC_NAME(fc_wino_in8_1d)(tmp + 8 * i * C, C, v + 8 * i * ldv, ldv, C);
 }
 
 /* Bias, then relu if asked, on the q < cols pixels y[q * K] of one output row. */
@@ -534,16 +501,12 @@ static const FC_TNAME(fc_wino_table) FC_NAME(fc_wino_table) = {
 #undef FC_WV
 #undef FC_WINO_LOAD6
 #undef FC_WINO_IN_1D
-#undef FC_WINO_IN_1DP
-#undef FC_WINO_IN_STORE
 #undef FC_WINO_LOAD6P
 #undef FC_WINO_1DP
 #undef FC_WINO_OUT_1D
 #undef FC_WINO_OUT2_1D
 #undef FC_WINO_LOAD8
 #undef FC_WINO_IN8_1D
-#undef FC_WINO_IN8_1DP
-#undef FC_WINO_IN8_STORE
 #undef FC_WINO_LOAD8P
 #undef FC_WINO_OUT8_1D
 #undef FC_WINO_1D
