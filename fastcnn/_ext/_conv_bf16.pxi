@@ -19,9 +19,13 @@ cdef extern from "_conv_bf16_kernels.h" nogil:
                            const unsigned short *const *dyrows, const int *rowlen,
                            int nrows, long xstride, long dystride, float *tile,
                            long ldt) noexcept nogil
+        void (*patch_row)(const unsigned short *const *runs, int n_runs, int run,
+                          long step, long n, int ce, unsigned short *dst) noexcept nogil
     const fc_conv_bf16_table *fc_conv_bf16_table_get()
     int fc_cpu_has_bf16()
     int FC_BF16_WGRAD_ROWS
+    int FC_BF16_PATCH_RUNS
+    int FC_BF16_PATCH_VECTORS
 
 
 cdef struct _WgradLayout:
@@ -90,6 +94,200 @@ def to_bf16(
                     k.to_bf16(&x[n, h, j, 0], C, &out[n, h, j, 0])
                 if C2 > C:
                     memset(&out[n, h, j, C], 0, (C2 - C) * sizeof(unsigned short))
+
+
+cdef struct _Patches:
+    # expand_patches_bf16's geometry, and the image columns inside a patch row's span
+    Py_ssize_t H, W, C, Wo, CE, span, inside_lo, inside_hi, row_len
+    int kernel_h, kernel_w, stride_h, stride_w, pad_top, dilation_h, dilation_w
+    int n_runs, run
+
+
+cdef _Patches _patches(Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t Wo, Py_ssize_t CE,
+                       int kernel_h, int kernel_w, int stride_h, int stride_w, int pad_top,
+                       int pad_left, int dilation_h, int dilation_w) except *:
+    cdef _Patches a
+    cdef Py_ssize_t patch = kernel_h * kernel_w * C
+    if kernel_h < 1 or kernel_w < 1 or stride_h < 1 or stride_w < 1 or dilation_h < 1 \
+            or dilation_w < 1 or pad_top < 0 or pad_left < 0:
+        raise ValueError("expanded patches: kernel, stride and dilation are >= 1 and the "
+                         "paddings >= 0")
+    a.H, a.W, a.C, a.Wo, a.CE = H, W, C, Wo, CE
+    a.kernel_h, a.kernel_w, a.stride_h, a.stride_w = kernel_h, kernel_w, stride_h, stride_w
+    a.pad_top, a.dilation_h, a.dilation_w = pad_top, dilation_h, dilation_w
+    a.n_runs = kernel_h if dilation_w == 1 else kernel_h * kernel_w
+    a.run = <int> (kernel_w * C if dilation_w == 1 else C)
+    if CE < patch or CE % 2:
+        raise ValueError(f"an expanded patch holds an even count of at least {patch} values, "
+                         f"not {CE}")
+    if a.n_runs > FC_BF16_PATCH_RUNS or CE > 32 * FC_BF16_PATCH_VECTORS:
+        raise ValueError(f"expanded patches take at most {FC_BF16_PATCH_RUNS} runs (kernel "
+                         f"rows, or taps when dilated) and {32 * FC_BF16_PATCH_VECTORS} "
+                         f"values, not {a.n_runs} and {CE}")
+    # the padded columns a row's pixels read: 0 .. span-1, image column 0 at pad_left
+    a.span = (Wo - 1) * stride_w + (kernel_w - 1) * dilation_w + 1 if Wo else 0
+    a.inside_lo = min(pad_left, a.span)
+    a.inside_hi = min(pad_left + W, a.span)
+    a.row_len = a.span * C + 32
+    return a
+
+
+cdef inline void _patch_row(const fc_conv_bf16_table *k, const _Patches *a, const float *image,
+                            Py_ssize_t p, unsigned short *rows, const unsigned short **runs,
+                            unsigned short *dst) noexcept nogil:
+    """dst (Wo, CE) = the expanded patches of output row p of image (H, W, C): the input
+    rows under it rounded into ``rows`` (R of a.row_len, zero where nothing writes: the
+    columns either side of the image), then each pixel's runs of them gathered."""
+    cdef int i, j, per_row = a.n_runs // a.kernel_h
+    cdef Py_ssize_t h
+    for i in range(a.kernel_h):
+        h = p * a.stride_h + i * a.dilation_h - a.pad_top
+        if h < 0 or h >= a.H or a.inside_hi <= a.inside_lo:
+            for j in range(per_row):
+                runs[i * per_row + j] = NULL
+            continue
+        k.to_bf16(image + h * a.W * a.C, (a.inside_hi - a.inside_lo) * a.C,
+                  rows + i * a.row_len + a.inside_lo * a.C)
+        for j in range(per_row):
+            runs[i * per_row + j] = rows + i * a.row_len + j * a.dilation_w * a.C
+    k.patch_row(runs, a.n_runs, a.run, a.stride_w * a.C, a.Wo, <int> a.CE, dst)
+
+
+def expand_patches_bf16(
+    const float[:, :, :, ::1] x,          # IN (N, H, W, C)
+    unsigned short[:, :, :, ::1] out,     # OUT (N, Ho, Wo, CE) bf16, CE >= R * S * C, even
+    int kernel_h, int kernel_w, int stride_h, int stride_w, int pad_top, int pad_left,
+    int dilation_h, int dilation_w, int n_threads,
+):
+    """out[n, p, q, (i * S + j) * C + c] = bf16(x[n, p * stride_h + i * dilation_h -
+    pad_top, q * stride_w + j * dilation_w - pad_left, c]), zero off the image, and the
+    values past R * S * C zero: each output pixel's whole R x S patch as its channels,
+    what :func:`conv2d_forward_bf16_patches` multiplies (a convolution of few input
+    channels as a 1x1 one on them: one pair of the reduction per 32-bit word, no tap's
+    channels padded on their own). One output row per task: the R input rows under it
+    rounded into the thread's scratch, then each pixel's runs of them (a kernel row's
+    S * C values; dilated, each tap's C) gathered."""
+    cdef:
+        const fc_conv_bf16_table *k = _bf16_table()
+        Py_ssize_t N = x.shape[0], Ho = out.shape[1], task, n, p
+        _Patches a = _patches(x.shape[1], x.shape[2], x.shape[3], out.shape[2],
+                              out.shape[3], kernel_h, kernel_w, stride_h, stride_w, pad_top,
+                              pad_left, dilation_h, dilation_w)
+        unsigned short *memory = NULL
+        const unsigned short **run_memory = NULL
+    if out.shape[0] != N:
+        raise ValueError(f"out holds {out.shape[0]} images, x {N}")
+    if N * Ho * a.Wo == 0:
+        return
+    memory = <unsigned short *> calloc(n_threads * kernel_h * a.row_len,
+                                       sizeof(unsigned short))
+    run_memory = <const unsigned short **> malloc(n_threads * a.n_runs * sizeof(void *))
+    try:
+        if memory == NULL or run_memory == NULL:
+            raise MemoryError()
+        for task in prange(N * Ho, schedule="static", nogil=True, num_threads=n_threads):
+            n = task // Ho
+            p = task % Ho
+            _patch_row(k, &a, &x[n, 0, 0, 0], p, memory + threadid() * kernel_h * a.row_len,
+                       run_memory + threadid() * a.n_runs, &out[n, p, 0, 0])
+    finally:
+        free(memory)
+        free(run_memory)
+
+
+def conv2d_forward_bf16_patches(
+    const float[:, :, :, ::1] x,          # IN (N, H, W, C)
+    const unsigned short[:, :, :, ::1] wpack,   # IN (K blocks, 1, CE/2, 2 * block) bf16
+    const float[::1] bias,                # IN (K blocks * block,)
+    float[:, :, :, ::1] out,              # OUT (N, Ho, Wo, K)
+    int kernel_h, int kernel_w, int stride_h, int stride_w, int pad_top, int pad_left,
+    int dilation_h, int dilation_w, bint relu, int nv, int rows_per_task, int n_threads,
+):
+    """conv2d_forward_bf16 of x by w (R, S, C, K) packed as one tap of its R * S * C
+    values (CE of them: padded to even), on each output pixel's expanded patch
+    (:func:`expand_patches_bf16`): a task expands ``rows_per_task`` output rows of an
+    image into its thread's scratch, where they stay in cache, and runs the 1x1 tiles
+    over them. Each output pixel is one sum in a fixed order: the result does not depend
+    on the thread count, nor on the batch."""
+    cdef:
+        const fc_conv_bf16_table *k = _bf16_table()
+        Py_ssize_t N = x.shape[0], Ho = out.shape[1], Wo = out.shape[2], K = out.shape[3]
+        Py_ssize_t CE = 2 * wpack.shape[2], n_kblocks = wpack.shape[0]
+        _Patches a = _patches(x.shape[1], x.shape[2], x.shape[3], Wo, CE, kernel_h,
+                              kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h,
+                              dilation_w)
+        int block = 16 * nv, tp_max = k.tile_pixels[0 if nv == 1 else 1]
+        Py_ssize_t blocks_per_image, n_tasks, task, n, p0, p1, p, pixels, t0, n_tiles, t
+        Py_ssize_t thread_len, patch_len, rows_len, kblock, k0
+        int tp, i
+        unsigned short *memory = NULL
+        const unsigned short **run_memory = NULL
+        unsigned short *patches
+        unsigned short *rows
+        long *pix_off
+        int *pix_pos
+        float **outs
+        float *dest
+        long tap_off = 0
+        int tap_row = 0, tap_col = 0, tap_id = 0
+        fc_taps one_tap
+    if wpack.shape[1] != 1 or wpack.shape[3] != 2 * block or n_kblocks * block < K:
+        raise ValueError(f"wpack must be (K blocks, 1, CE/2, {2 * block}) with K blocks * "
+                         f"{block} >= {K}, not {tuple(wpack.shape)[:4]}")
+    if out.shape[0] != N or bias.shape[0] < n_kblocks * block or rows_per_task < 1:
+        raise ValueError("out must hold x's images, bias K blocks * block values and "
+                         "rows_per_task be >= 1")
+    if N * Ho * Wo * K == 0:
+        return
+    rows_per_task = <int> min(rows_per_task, Ho)
+    blocks_per_image = (Ho + rows_per_task - 1) // rows_per_task
+    n_tasks = N * blocks_per_image
+    one_tap.off, one_tap.row, one_tap.col, one_tap.ids = &tap_off, &tap_row, &tap_col, &tap_id
+    one_tap.ntaps, one_tap.rows, one_tap.cols = 1, 1, 1
+    # each thread's: the task's patches, the rows under a patch row, its runs, and a
+    # tile's pixel offsets, (zero) grid positions and output pointers
+    # (in uint16 values, each part at a multiple of 64 bytes)
+    patch_len = (rows_per_task * Wo * CE + 31) // 32 * 32
+    rows_len = (kernel_h * a.row_len + 31) // 32 * 32
+    thread_len = patch_len + rows_len + (tp_max * 24 + 63) // 64 * 32
+    memory = <unsigned short *> calloc(n_threads * thread_len, sizeof(unsigned short))
+    run_memory = <const unsigned short **> malloc(n_threads * a.n_runs * sizeof(void *))
+    try:
+        if memory == NULL or run_memory == NULL:
+            raise MemoryError()
+        for task in prange(n_tasks, schedule="static", nogil=True, num_threads=n_threads):
+            patches = memory + threadid() * thread_len
+            rows = patches + patch_len
+            pix_off = <long *> (rows + rows_len)
+            pix_pos = <int *> (pix_off + tp_max)
+            outs = <float **> (pix_pos + 2 * tp_max)
+            n = task // blocks_per_image
+            p0 = (task % blocks_per_image) * rows_per_task
+            p1 = min(p0 + rows_per_task, Ho)
+            for p in range(p0, p1):
+                _patch_row(k, &a, &x[n, 0, 0, 0], p, rows,
+                           run_memory + threadid() * a.n_runs, patches + (p - p0) * Wo * CE)
+            # the task's pixels in tiles of nearly equal size
+            pixels = (p1 - p0) * Wo
+            n_tiles = (pixels + tp_max - 1) // tp_max
+            dest = &out[n, p0, 0, 0]
+            for t in range(n_tiles):
+                t0 = t * pixels // n_tiles
+                tp = <int> ((t + 1) * pixels // n_tiles - t0)
+                for i in range(tp):
+                    pix_off[i] = (t0 + i) * CE
+                    pix_pos[i] = 0
+                    pix_pos[tp + i] = 0
+                for kblock in range(n_kblocks):
+                    k0 = kblock * block
+                    for i in range(tp):
+                        outs[i] = dest + (t0 + i) * K + k0
+                    k.tile(nv, tp, patches, pix_off, pix_pos, &one_tap, <int> CE, patches,
+                           &wpack[kblock, 0, 0, 0], block, &bias[k0], False, relu, outs,
+                           <int> min(block, K - k0))
+    finally:
+        free(memory)
+        free(run_memory)
 
 
 def conv2d_forward_bf16(

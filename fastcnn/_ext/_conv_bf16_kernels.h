@@ -26,6 +26,12 @@
  * layer's kernel row of (tap, channel) values (2 x 12 accumulators at nv = 2) */
 #define FC_BF16_WGRAD_ROWS 12
 
+/* The most runs of an expanded patch's row (fc_bf16_patch_row): kernel rows, or (row,
+ * column) taps of a dilated kernel */
+#define FC_BF16_PATCH_RUNS 64
+/* ... and the most vectors of 32 values of an expanded patch */
+#define FC_BF16_PATCH_VECTORS 8
+
 #define FC_CONV_BF16_TILE_PARAMS                                                         \
     const uint16_t *x, const long *pix_off, const int *pix_pos, const fc_taps *taps,     \
         int cin, const uint16_t *zeros, const uint16_t *w, long ldw, const float *bias,  \
@@ -50,6 +56,11 @@ typedef struct {
     void (*wgrad_tile)(int nv, int tc, const uint16_t *const *xrows,
                        const uint16_t *const *dyrows, const int *rowlen, int nrows,
                        long xstride, long dystride, float *tile, long ldt);
+    /* An output row of expanded patches: dst[q * ce + r * run + i] = runs[r][q * step +
+     * i] for q < n, r < n_runs (<= FC_BF16_PATCH_RUNS; runs[r] NULL: zeros), i < run, and
+     * zeros from n_runs * run to ce. */
+    void (*patch_row)(const uint16_t *const *runs, int n_runs, int run, long step, long n,
+                      int ce, uint16_t *dst);
 } fc_conv_bf16_table;
 
 #if FC_X86
@@ -204,6 +215,43 @@ static void fc_bf16_interleave(const float *a, const float *b, long n, uint16_t 
     }
 }
 
+static void fc_bf16_patch_row(const uint16_t *const *runs, int n_runs, int run, long step,
+                              long n, int ce, uint16_t *dst)
+{
+    /* a pixel's values in vectors of 32 (lanes 32 v .. 32 v + 31): from each run the
+     * lanes it covers, by a load masked to them (masked-off lanes are not read) */
+    __mmask32 mask[FC_BF16_PATCH_VECTORS][FC_BF16_PATCH_RUNS];
+    long off[FC_BF16_PATCH_VECTORS][FC_BF16_PATCH_RUNS];
+    const int nvec = (ce + 31) / 32, last = ce - 32 * (nvec - 1);
+    const __mmask32 tail = last == 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << last) - 1);
+    for (int v = 0; v < nvec; v++) {
+        for (int r = 0; r < n_runs; r++) {
+            const int lo = r * run - 32 * v, hi = lo + run;
+            const int a = lo < 0 ? 0 : lo, b = hi > 32 ? 32 : hi;
+            mask[v][r] = !runs[r] || a >= b
+                             ? 0
+                             : (__mmask32)(((b == 32 ? 0u : 1u << b) - 1) & ~((1u << a) - 1));
+            off[v][r] = -lo;
+        }
+    }
+    for (long q = 0; q < n; q++) {
+        uint16_t *o = dst + q * ce;
+        for (int v = 0; v < nvec; v++) {
+            __m512i x = _mm512_setzero_si512();
+            for (int r = 0; r < n_runs; r++)
+                if (mask[v][r])
+                    x = _mm512_or_si512(x, _mm512_maskz_loadu_epi16(
+                                               mask[v][r], runs[r] + q * step + off[v][r]));
+            /* lanes past the pixel belong to the pixels after it in the row, whose own
+             * stores come later and overwrite them; none past the row's end */
+            if (q * ce + 32 * (v + 1) <= n * ce)
+                _mm512_storeu_si512(o + 32 * v, x);
+            else
+                _mm512_mask_storeu_epi16(o + 32 * v, tail, x);
+        }
+    }
+}
+
 static inline __attribute__((always_inline)) void fc_bf16_wgrad_impl(
     const int nv, const int tc, const uint16_t *const *xrows, const uint16_t *const *dyrows,
     const int *rowlen, int nrows, long xstride, long dystride, float *tile, long ldt)
@@ -275,6 +323,7 @@ static const fc_conv_bf16_table fc_conv_bf16_table_avx512bf16 = {
     .to_bf16 = fc_bf16_convert,
     .interleave = fc_bf16_interleave,
     .wgrad_tile = fc_bf16_wgrad_tile,
+    .patch_row = fc_bf16_patch_row,
 };
 #pragma GCC pop_options
 #endif

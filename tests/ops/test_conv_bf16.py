@@ -140,6 +140,86 @@ def test_bitwise_identical_for_any_thread_count_and_batch_split(shape):
     assert np.array_equal(plan.forward(x[1:2], w, b, True, 2), y1[1:2])
 
 
+def _patches_reference(x, kernel, stride, pads, dilation, values):
+    """expand_patches_bf16 in NumPy: each output pixel's (R, S, C) patch of x's bf16 bits,
+    zeros off the image and past R * S * C."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    n, h, w, c = x.shape
+    ho = (h + pads[0] + pads[1] - (kh - 1) * dh - 1) // sh + 1
+    wo = (w + pads[2] + pads[3] - (kw - 1) * dw - 1) // sw + 1
+    padded = np.pad(_bf16.bits(x), ((0, 0), pads[:2], pads[2:], (0, 0)))
+    out = np.zeros((n, ho, wo, values), np.uint16)
+    for i in range(kh):
+        for j in range(kw):
+            tap = padded[:, i * dh:i * dh + (ho - 1) * sh + 1:sh,
+                         j * dw:j * dw + (wo - 1) * sw + 1:sw]
+            out[..., (i * kw + j) * c:(i * kw + j + 1) * c] = tap
+    return out
+
+
+@pytest.mark.parametrize("c, kernel, stride, pads, dilation, extra", [
+    (3, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 0), (3, (3, 3), (2, 2), (0, 1, 2, 0), (1, 1), 2),
+    (1, (5, 5), (1, 3), (2, 2, 2, 2), (1, 1), 1), (2, (5, 5), (1, 1), (0, 0, 0, 0), (2, 2), 0),
+    (3, (1, 7), (1, 2), (0, 0, 3, 3), (1, 2), 1), (7, (2, 4), (3, 1), (1, 0, 0, 2), (1, 1), 0),
+    (3, (9, 9), (4, 4), (4, 4, 4, 4), (1, 1), 1), (5, (3, 3), (1, 1), (4, 4, 4, 4), (1, 1), 1)],
+    ids=str)
+def test_expanded_patches_match_numpy(c, kernel, stride, pads, dilation, extra):
+    from fastcnn._ext import _conv
+    x = np.random.default_rng(3).standard_normal((3, 9, 11, c)).astype(np.float32)
+    patch = kernel[0] * kernel[1] * c
+    expected = _patches_reference(x, kernel, stride, pads, dilation, patch + patch % 2 + 2 * extra)
+    for n_threads in (1, 3):
+        out = np.full(expected.shape, 0xFFFF, np.uint16)
+        _conv.expand_patches_bf16(x, out, *kernel, *stride, pads[0], pads[2], *dilation,
+                                  n_threads)
+        assert np.array_equal(out, expected)
+
+
+def test_expanded_patches_reject_bad_shapes():
+    from fastcnn._ext import _conv
+    x = np.zeros((1, 5, 5, 3), np.float32)
+    for values in (26, 27):    # too few, odd
+        with pytest.raises(ValueError, match="even count of at least 27"):
+            _conv.expand_patches_bf16(x, np.zeros((1, 3, 3, values), np.uint16), 3, 3, 1, 1,
+                                      0, 0, 1, 1, 1)
+    with pytest.raises(ValueError, match="at most"):
+        _conv.expand_patches_bf16(np.zeros((1, 9, 9, 5), np.float32),
+                                  np.zeros((1, 1, 1, 406), np.uint16), 9, 9, 1, 1, 0, 0, 1, 1, 1)
+
+
+@pytest.mark.parametrize("c, kernel, expected", [
+    (3, 3, True), (3, (1, 3), True), (5, 2, True), (7, (3, 1), True), (3, 5, False),
+    (5, 3, False), (2, 3, False), (4, 3, False), (3, 1, False)])
+def test_odd_channel_counts_run_on_expanded_patches(c, kernel, expected):
+    """An odd channel count pads each tap's channels to even; a patch of up to 32 values
+    (3x3 on RGB) runs as a 1x1 convolution of the whole patch, padded once: the same
+    values as the taps, summed in another order."""
+    kernel = kernel if isinstance(kernel, tuple) else (kernel, kernel)
+    shape = (3, 11, 10, c, *kernel, 37, 1, "same", 1)
+    x, w, b = random_case(shape, np.float32)
+    plan = _plan(x, w, shape)
+    assert plan.bf16_patches is expected
+    y = plan.forward(x, w, b, True, 2)
+    plan.bf16_patches = not expected
+    _close(plan.forward(x, w, b, True, 2), y, np.prod(w.shape[:3]))
+
+
+def test_expanded_patches_keep_nan_and_inf_to_their_pixels():
+    shape = (2, 8, 9, 3, 3, 3, 20, 1, 1, 1)
+    x, w, b = random_case(shape, np.float32)
+    x[0, 2, 2, 1] = np.nan
+    x[1, 7, 8, 2] = np.inf
+    plan = _plan(x, w, shape)
+    assert plan.bf16_patches
+    y = plan.forward(x, w, b, False, 2)
+    bad = ~np.isfinite(y)
+    assert np.isnan(y[0, 1:4, 1:4]).all()
+    expected = np.zeros(bad.shape[:3], bool)
+    expected[0, 1:4, 1:4] = True
+    expected[1, 6:8, 7:9] = True
+    assert np.array_equal(bad.any(axis=-1), expected)
+
+
 def test_weights_outer_order_gives_the_same_results():
     shape = (3, 1, 1, 256, 1, 1, 600, 1, 0, 1)
     x, w, b = random_case(shape, np.float32)
@@ -149,8 +229,9 @@ def test_weights_outer_order_gives_the_same_results():
     assert np.array_equal(plan.forward(x, w, b, False, 2), y)
 
 
-def test_prepared_weights_give_the_forward_bits():
-    shape = (4, 10, 10, 16, 3, 3, 40, 1, 1, 1)
+@pytest.mark.parametrize("shape", [(4, 10, 10, 16, 3, 3, 40, 1, 1, 1),
+                                   (3, 9, 7, 3, 3, 3, 40, 2, "same", 1)], ids=str)
+def test_prepared_weights_give_the_forward_bits(shape):
     x, w, b = random_case(shape, np.float32)
     plan = _plan(x, w, shape)
     run = plan.compile_forward(w, b, True, winograd=True)
