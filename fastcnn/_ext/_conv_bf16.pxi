@@ -73,27 +73,52 @@ def to_bf16(
     unsigned short[:, :, :, ::1] out,     # OUT (N, H, W, C2), C2 >= C: channels past C zero
     int n_threads,
 ):
-    """out = x rounded to bf16 (to nearest, ties to even), one image row per task."""
+    """out = x rounded to bf16 (to nearest, ties to even), one image row per task; with
+    more channels out than in (an odd count padded), a row of contiguous pixels is
+    rounded into the thread's scratch and its pixels gathered from there."""
     cdef:
         const fc_conv_bf16_table *k = _bf16_table()
         Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
         Py_ssize_t C2 = out.shape[3], task, n, h, j
-        bint runs = x.strides[2] == C * sizeof(float) and C2 == C
+        bint pixels_contiguous = x.strides[2] == C * sizeof(float)
+        bint runs = pixels_contiguous and C2 == C
+        bint gather = (pixels_contiguous and not runs and C > 0
+                       and C2 <= 32 * FC_BF16_PATCH_VECTORS)
+        unsigned short *memory = NULL
+        const unsigned short **row_memory = NULL
+        unsigned short *row
     if N * H * W == 0:
         return
     if C and x.strides[3] != sizeof(float):
         raise ValueError("to_bf16 needs x's channels contiguous")
-    for task in prange(N * H, schedule="static", nogil=True, num_threads=n_threads):
-        n = task // H
-        h = task % H
-        if runs:
-            k.to_bf16(&x[n, h, 0, 0], W * C, &out[n, h, 0, 0])
-        else:
-            for j in range(W):
-                if C:
-                    k.to_bf16(&x[n, h, j, 0], C, &out[n, h, j, 0])
-                if C2 > C:
-                    memset(&out[n, h, j, C], 0, (C2 - C) * sizeof(unsigned short))
+    if gather:
+        memory = <unsigned short *> malloc(n_threads * (W * C + 32) * sizeof(unsigned short))
+        row_memory = <const unsigned short **> malloc(n_threads * sizeof(void *))
+        if memory == NULL or row_memory == NULL:
+            free(memory)
+            free(row_memory)
+            raise MemoryError()
+    try:
+        for task in prange(N * H, schedule="static", nogil=True, num_threads=n_threads):
+            n = task // H
+            h = task % H
+            if runs:
+                k.to_bf16(&x[n, h, 0, 0], W * C, &out[n, h, 0, 0])
+            elif gather:
+                row = memory + threadid() * (W * C + 32)
+                k.to_bf16(&x[n, h, 0, 0], W * C, row)
+                row_memory[threadid()] = row
+                k.patch_row(row_memory + threadid(), 1, <int> C, C, W, <int> C2,
+                            &out[n, h, 0, 0])
+            else:
+                for j in range(W):
+                    if C:
+                        k.to_bf16(&x[n, h, j, 0], C, &out[n, h, j, 0])
+                    if C2 > C:
+                        memset(&out[n, h, j, C], 0, (C2 - C) * sizeof(unsigned short))
+    finally:
+        free(memory)
+        free(row_memory)
 
 
 cdef struct _Patches:

@@ -140,6 +140,22 @@ def test_bitwise_identical_for_any_thread_count_and_batch_split(shape):
     assert np.array_equal(plan.forward(x[1:2], w, b, True, 2), y1[1:2])
 
 
+@pytest.mark.parametrize("c, padded", [(3, 4), (5, 6), (1, 2), (4, 4), (7, 10), (33, 34)])
+@pytest.mark.parametrize("strided", [False, True])
+def test_to_bf16_pads_the_channels_with_zeros(c, padded, strided):
+    """Activations as bf16 bits, each pixel's channels padded with zeros to ``padded``:
+    contiguous pixels through the row gather, strided ones one pixel at a time."""
+    from fastcnn._ext import _conv
+    x = np.random.default_rng(4).standard_normal((2, 5, 7 * (2 if strided else 1), c))
+    x = x.astype(np.float32)[:, :, ::2 if strided else 1]
+    expected = np.zeros(x.shape[:3] + (padded,), np.uint16)
+    expected[..., :c] = _bf16.bits(x)
+    for n_threads in (1, 3):
+        out = np.full(expected.shape, 0xFFFF, np.uint16)
+        _conv.to_bf16(x, out, n_threads)
+        assert np.array_equal(out, expected)
+
+
 def _patches_reference(x, kernel, stride, pads, dilation, values):
     """expand_patches_bf16 in NumPy: each output pixel's (R, S, C) patch of x's bf16 bits,
     zeros off the image and past R * S * C."""
