@@ -173,10 +173,15 @@ def test_every_data_gradient_path_matches_naive(shape, dtype):
     ((32, 32, 3), (3, 3, 3, 32), 1, 2, 2, np.float32, "columns"),   # dilated
     ((32, 32, 16), (3, 3, 16, 32), 1, 1, 1, np.float32, "phases"),
 ])
-def test_data_gradient_path_choice(image, weights, stride, pads, dilation, dtype, expected):
+@pytest.mark.parametrize("isa", ISAS)
+def test_data_gradient_path_choice(image, weights, stride, pads, dilation, dtype, expected,
+                                   isa):
     """Kernel rows for up to 4 input channels per padded-pixel ratio (the stride phases'
-    work on dy's padding), the phases from there on (benchmarks/dx_paths.py)."""
-    plan = ConvPlan(image, weights, (stride,) * 2, (pads,) * 4, (dilation,) * 2, dtype)
+    work on dy's padding), the phases from there on (benchmarks/dx_paths.py) and wherever
+    the channels fill a vector (``expected`` is AVX-512's: 16 float32 or 8 float64 lanes)."""
+    plan = ConvPlan(image, weights, (stride,) * 2, (pads,) * 4, (dilation,) * 2, dtype, isa)
+    if image[2] >= _conv.vector_length(isa, np.dtype(dtype).itemsize):
+        expected = "phases"
     assert plan.dx_path == expected
 
 
