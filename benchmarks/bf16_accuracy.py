@@ -7,6 +7,7 @@ Prints each fold's accuracy, the mean per seed and dtype, the bf16 - float32 dif
 of the means per seed and over all seeds, and the fit times.
 """
 import argparse
+import sys
 import time
 import warnings
 
@@ -22,6 +23,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
     args = parser.parse_args()
+    from fastcnn.ops import _bf16
+
+    if not _bf16.available():
+        sys.exit("this CPU has no AVX512_BF16: bfloat16 cannot be trained here")
     warnings.simplefilter("ignore", ConvergenceWarning)   # the default's fixed max_iter
     X, y = load_digits(return_X_y=True)
     X = X / 16.0

@@ -233,6 +233,27 @@ def test_a_bf16_model_loaded_without_bf16_predicts_in_float32(digits, monkeypatc
     np.testing.assert_array_equal(back.predict_proba(X_test), on_bf16)
 
 
+def test_a_bf16_marked_model_loads_on_any_cpu_without_bf16(digits, monkeypatch):
+    """The same load on any CPU (on one without AVX512_BF16 as it is, elsewhere with the
+    instructions hidden): a float32-trained model marked bfloat16, as its pickle would be
+    after bf16 training, warns, predicts as the float32 model and refuses to train."""
+    X_train, X_test, y_train, _ = digits
+    clf = _fit("float32", digits, max_iter=1)
+    expected = clf.predict_proba(X_test)
+    clf.set_params(dtype="bfloat16")
+    clf.network_.dtype_name = "bfloat16"
+    saved = pickle.dumps(clf)
+    if _bf16.available():
+        monkeypatch.setattr(_bf16, "available", lambda: False)
+    with pytest.warns(UserWarning, match="without the AVX512_BF16.*float32 kernels"):
+        loaded = pickle.loads(saved)
+    assert not loaded.network_.bf16_kernels
+    np.testing.assert_array_equal(loaded.predict_proba(X_test), expected)
+    with pytest.raises(RuntimeError, match=r"AVX512_BF16.*dtype='float32'"):
+        loaded.partial_fit(X_train[:64], y_train[:64])
+    np.testing.assert_array_equal(loaded.predict_proba(X_test), expected)
+
+
 def _has(module):
     try:
         __import__(module)
