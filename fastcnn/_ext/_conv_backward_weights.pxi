@@ -26,11 +26,10 @@ def conv2d_backward_weights(
         Py_ssize_t Ho = dy.shape[1], Wo = dy.shape[2], Kp = dy.shape[3]
         Py_ssize_t n_chunks = partial.shape[0]
         int kernel_h = partial.shape[1], kernel_w = partial.shape[2]
-        Py_ssize_t n_ctiles = (C + FC_TILE_CHANNELS - 1) // FC_TILE_CHANNELS
+        Py_ssize_t n_ctiles, tile_channels
         Py_ssize_t n_kblocks = Kp // block
         Py_ssize_t chunk_len = (n_images + n_chunks - 1) // n_chunks
-        Py_ssize_t tiles_per_chunk = kernel_h * kernel_w * n_ctiles * n_kblocks
-        Py_ssize_t n_tasks = n_chunks * tiles_per_chunk
+        Py_ssize_t tiles_per_chunk, n_tasks
         Py_ssize_t step, n_steps, task, rest, chunk, ctile, kblock, c, c0, k0
         Py_ssize_t n, n_first, n_end, oh, ih, ow_lo, ow_hi, num
         int r, s, tc, nrows
@@ -47,12 +46,19 @@ def conv2d_backward_weights(
         const fc_conv_wgrad_table_f32 *w32 = NULL
         const fc_conv_wgrad_table_f64 *w64 = NULL
 
-    if n_tasks == 0:
-        return
+    if nv != 1 and nv != 2:
+        raise ValueError(f"nv must be 1 or 2 vectors of output channels, got {nv}")
     if floating is float:
         w32 = fc_conv_wgrad_table_f32_for(isa)
+        tile_channels = w32.tile_channels[nv - 1]
     else:
         w64 = fc_conv_wgrad_table_f64_for(isa)
+        tile_channels = w64.tile_channels[nv - 1]
+    n_ctiles = (C + tile_channels - 1) // tile_channels
+    tiles_per_chunk = kernel_h * kernel_w * n_ctiles * n_kblocks
+    n_tasks = n_chunks * tiles_per_chunk
+    if n_tasks == 0:
+        return
     images_per_step = max(1, min(images_per_step, chunk_len))
     n_steps = (chunk_len + images_per_step - 1) // images_per_step
     all_xrows = <const floating **> malloc(
@@ -79,8 +85,8 @@ def conv2d_backward_weights(
                 rest = rest // kernel_w
                 r = rest % kernel_h
                 chunk = rest // kernel_h
-                c0 = ctile * FC_TILE_CHANNELS
-                tc = <int> min(FC_TILE_CHANNELS, C - c0)
+                c0 = ctile * tile_channels
+                tc = <int> min(tile_channels, C - c0)
                 k0 = kblock * block
                 tile = pbase + (((chunk * kernel_h + r) * kernel_w + s) * C + c0) * Kp + k0
                 if step == 0:

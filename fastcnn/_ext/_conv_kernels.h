@@ -69,6 +69,7 @@ typedef struct {
         int (*slide)(int kw, int tp, FC_CONV_TILE_PARAMS(T));                            \
     } fc_conv_forward_table_##S;                                                         \
     typedef struct {                                                                     \
+        int tile_channels[2]; /* input channels per tile at nv = 1 and nv = 2 vectors */ \
         void (*tile)(int nv, int tc, const T *const *xrows, const T *const *dyrows,      \
                      const int *rowlen, int nrows, long xstride, long dystride, T *tile, \
                      long ldt);                                                          \

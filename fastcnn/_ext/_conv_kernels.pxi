@@ -37,10 +37,12 @@ cdef extern from "_conv_kernels.h" nogil:
                      double *const *out, int kcount) noexcept nogil
 
     ctypedef struct fc_conv_wgrad_table_f32:
+        int tile_channels[2]
         void (*tile)(int nv, int tc, const float *const *xrows, const float *const *dyrows,
                      const int *rowlen, int nrows, long xstride, long dystride, float *tile,
                      long ldt) noexcept nogil
     ctypedef struct fc_conv_wgrad_table_f64:
+        int tile_channels[2]
         void (*tile)(int nv, int tc, const double *const *xrows, const double *const *dyrows,
                      const int *rowlen, int nrows, long xstride, long dystride, double *tile,
                      long ldt) noexcept nogil

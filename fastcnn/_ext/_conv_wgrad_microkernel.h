@@ -100,6 +100,11 @@ static void FC_NAME(weight_grad_tile)(int nv, int tc, const FC_T *const *xrows,
 
 #undef FC_WGRAD_CASE
 
+/* With 16 vector registers (x86's SSE and AVX2) an 8-channel tile of two vectors needs 16
+ * accumulators and the two dy vectors and the broadcast beside them: GCC keeps three
+ * accumulators on the stack, a load and a store per pixel each on the FMA's chain. Six
+ * channels (12 accumulators) fit; one vector of channels and AVX-512's 32 registers keep 8. */
 static const FC_TNAME(fc_conv_wgrad_table) FC_NAME(fc_conv_wgrad_table) = {
+    .tile_channels = {FC_TILE_CHANNELS, FC_X86 && FC_VBYTES < 64 ? 6 : FC_TILE_CHANNELS},
     .tile = FC_NAME(weight_grad_tile),
 };

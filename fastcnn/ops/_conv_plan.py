@@ -95,7 +95,8 @@ class ConvPlan:
         self.fwd_isa, self.fwd_nv = vector_plan(isa, itemsize, self.k)
         self.fwd_block = self.fwd_nv * _conv.vector_length(self.fwd_isa, itemsize)
         self.k_padded = -(-self.k // self.fwd_block) * self.fwd_block
-        self.wgrad_tiles = (self.kh * self.kw * -(-self.c // _conv.TILE_CHANNELS)
+        tile_channels = _conv.wgrad_tile_channels(self.fwd_isa, itemsize, self.fwd_nv)
+        self.wgrad_tiles = (self.kh * self.kw * -(-self.c // tile_channels)
                             * (self.k_padded // self.fwd_block))
 
         # Mixed precision: bf16 operands, float32 sums, for the forward pass and the stride

@@ -1,4 +1,6 @@
 """conv2d and conv2d_backward against naive NumPy references, on every SIMD path."""
+import platform
+
 import numpy as np
 import pytest
 from fastcnn._ext._openmp import openmp_enabled
@@ -183,6 +185,19 @@ def test_data_gradient_path_choice(image, weights, stride, pads, dilation, dtype
     if image[2] >= _conv.vector_length(isa, np.dtype(dtype).itemsize):
         expected = "phases"
     assert plan.dx_path == expected
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("itemsize", [4, 8])
+def test_weight_gradient_tile_channels_fit_the_registers(isa, itemsize):
+    """8 input channels per weight-gradient tile, 6 where two vectors of outputs would
+    need more accumulators than 16 registers hold (baseline and AVX2 on x86)."""
+    narrow = isa < 2 and platform.machine().lower() in ("x86_64", "amd64")
+    assert _conv.wgrad_tile_channels(isa, itemsize, 1) == 8
+    assert _conv.wgrad_tile_channels(isa, itemsize, 2) == (6 if narrow else 8)
+    for nv in (0, 3):
+        with pytest.raises(ValueError, match="nv must be 1 or 2"):
+            _conv.wgrad_tile_channels(isa, itemsize, nv)
 
 
 # Shapes whose row strips run the sliding tile (AVX-512, one vector of output channels:
@@ -510,7 +525,8 @@ def test_conv2d_gradients_match_finite_differences(shape):
 @pytest.mark.parametrize("shape", [(5, 12, 12, 7, 3, 3, 20, 1, 1, 1),
                                    (3, 9, 9, 1, 5, 5, 6, 2, "same", 1),
                                    (6, 14, 14, 1, 5, 5, 6, 1, 0, 1),
-                                   (16, 6, 6, 3, 1, 1, 4, 1, 0, 1)], ids=str)
+                                   (16, 6, 6, 3, 1, 1, 4, 1, 0, 1),
+                                   (4, 8, 8, 13, 3, 3, 20, 1, 1, 1)], ids=str)
 def test_results_are_bitwise_identical_for_any_thread_count(shape, dtype):
     stride, padding, dilation = shape[7:]
     x, w, b = random_case(shape, dtype)
