@@ -252,6 +252,19 @@ def test_a_bf16_marked_model_loads_on_any_cpu_without_bf16(digits, monkeypatch):
     with pytest.raises(RuntimeError, match=r"AVX512_BF16.*dtype='float32'"):
         loaded.partial_fit(X_train[:64], y_train[:64])
     np.testing.assert_array_equal(loaded.predict_proba(X_test), expected)
+    if _has("skl2onnx") and _has("onnxruntime"):   # and it exports with float32 weights
+        import onnx
+        import onnxruntime as ort
+
+        from fastcnn import export
+        X = X_test.astype(np.float32)
+        model = export.to_onnx(loaded, X[:1], options={"zipmap": False})
+        assert all(init.data_type == onnx.TensorProto.FLOAT
+                   for init in model.graph.initializer if len(init.dims) > 1)
+        session = ort.InferenceSession(model.SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        _, proba = session.run(None, {session.get_inputs()[0].name: X})
+        np.testing.assert_allclose(proba, expected, atol=1e-5)
 
 
 def _has(module):
