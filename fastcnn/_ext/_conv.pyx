@@ -35,15 +35,6 @@ def cpu_isa():
     return fc_cpu_isa()
 
 
-def wgrad_tile_channels(int isa, int itemsize, int nv):
-    """Input channels per weight-gradient tile at ``isa`` with ``nv`` vectors of outputs."""
-    if nv != 1 and nv != 2:
-        raise ValueError(f"nv must be 1 or 2, got {nv}")
-    if itemsize == sizeof(float):
-        return fc_conv_wgrad_table_f32_for(isa).tile_channels[nv - 1]
-    return fc_conv_wgrad_table_f64_for(isa).tile_channels[nv - 1]
-
-
 def vector_length(int isa, int itemsize):
     """Elements per SIMD vector at ``isa`` for elements of ``itemsize`` bytes."""
     return fc_conv_forward_table_f32_for(isa).lanes * <int> sizeof(float) // itemsize

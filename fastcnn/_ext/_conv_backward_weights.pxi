@@ -2,6 +2,21 @@
 # gradient (with the relu's backward pass fused).
 
 
+cdef int _wgrad_tile_channels(int isa, int itemsize, int nv) except -1:
+    """Input channels per weight-gradient tile at ``isa`` with ``nv`` vectors of outputs
+    (the tables' tile_channels, indexed by nv: checked here for every caller)."""
+    if nv != 1 and nv != 2:
+        raise ValueError(f"nv must be 1 or 2 vectors of output channels, got {nv}")
+    if itemsize == sizeof(float):
+        return fc_conv_wgrad_table_f32_for(isa).tile_channels[nv - 1]
+    return fc_conv_wgrad_table_f64_for(isa).tile_channels[nv - 1]
+
+
+def wgrad_tile_channels(int isa, int itemsize, int nv):
+    """Input channels per weight-gradient tile (the plan counts its tasks by them)."""
+    return _wgrad_tile_channels(isa, itemsize, nv)
+
+
 def conv2d_backward_weights(
     const floating[:, :, :, ::1] x,       # IN (N, H, W, C)
     const floating[:, :, :, ::1] dy,      # IN (N, Ho, Wo, Kp), Kp a multiple of the block
@@ -46,14 +61,11 @@ def conv2d_backward_weights(
         const fc_conv_wgrad_table_f32 *w32 = NULL
         const fc_conv_wgrad_table_f64 *w64 = NULL
 
-    if nv != 1 and nv != 2:
-        raise ValueError(f"nv must be 1 or 2 vectors of output channels, got {nv}")
+    tile_channels = _wgrad_tile_channels(isa, sizeof(floating), nv)
     if floating is float:
         w32 = fc_conv_wgrad_table_f32_for(isa)
-        tile_channels = w32.tile_channels[nv - 1]
     else:
         w64 = fc_conv_wgrad_table_f64_for(isa)
-        tile_channels = w64.tile_channels[nv - 1]
     n_ctiles = (C + tile_channels - 1) // tile_channels
     tiles_per_chunk = kernel_h * kernel_w * n_ctiles * n_kblocks
     n_tasks = n_chunks * tiles_per_chunk

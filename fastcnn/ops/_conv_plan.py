@@ -13,21 +13,15 @@ import numpy as np
 
 from .._ext import _conv
 from . import _bf16, _winograd
+from ._conv_wgrad import WeightGradients
 from ._isa import resolve_isa, vector_plan
 from ._program import conv_op, direct_op, unpacked_op, winograd_op, with_op
 from .geometry import conv_output_hw, data_grad_phases
 from .threads import resolve_threads
-from .workspace import empty, zeros
+from .workspace import empty
 
-# Fewer weight-gradient tiles than this and the batch is split into chunks with private
-# partial sums (added in chunk order), so small layers still use every core. Fixed, so
-# the arithmetic does not depend on the thread count.
-_MIN_WEIGHT_GRAD_TASKS = 64
 # The bias gradient sums this many fixed chunks of pixels in parallel, then adds them in order.
 _BIAS_GRAD_CHUNKS = 64
-# The weight gradient walks the batch in steps of about this many bytes of x and dy, so
-# that each step stays in cache while every tile reads it.
-_WEIGHT_GRAD_STEP_BYTES = 256 * 1024
 # The column data gradient works through the batch in chunks of about this many bytes of
 # columns, so they stay in cache between being written and added up.
 _COLUMN_CHUNK_BYTES = 1024 * 1024
@@ -57,7 +51,7 @@ def _pack_blocks(w, taps, block, transpose, ws, name, n_threads):
     return packed
 
 
-class ConvPlan:
+class ConvPlan(WeightGradients):
     """One convolution geometry: image (H, W, C), weights (R, S, C, K), stride, padding
     (top, bottom, left, right), dilation, dtype and SIMD path."""
 
@@ -553,76 +547,3 @@ class ConvPlan:
             _conv.col2im_add(cols, dx[chunk], self.kh, self.kw, *self.stride, self.pads[0],
                              self.pads[2], *self.dilation, self._columns.fwd_isa, n_threads)
         return dx
-
-    def _weight_grad(self, x, dy, n_threads, ws, dw_out=None):
-        """dw by the register-tiled kernel: (channel tile x output-channel block) per task."""
-        n = x.shape[0]
-        if self.k_padded != self.k:
-            # the padding channels stay zero when the array is reused
-            dy_padded = zeros(ws, "dy_padded", (n, self.ho, self.wo, self.k_padded), self.dtype)
-            dy_padded[..., :self.k] = dy
-        else:
-            dy_padded = dy
-        n_chunks = max(1, min(n, -(-_MIN_WEIGHT_GRAD_TASKS // self.wgrad_tiles)))
-        direct = n_chunks == 1 and self.k_padded == self.k and dw_out is not None
-        if direct:
-            partial = dw_out.reshape((1,) + dw_out.shape)   # the kernel writes in place
-        else:
-            partial = empty(ws, "partial",
-                            (n_chunks, self.kh, self.kw, self.c, self.k_padded), self.dtype)
-        images_per_step = max(1, _WEIGHT_GRAD_STEP_BYTES // (dy_padded[0].nbytes + x[0].nbytes))
-        _conv.conv2d_backward_weights(x, dy_padded, partial, self.stride[0], self.stride[1],
-                                      self.pads[0], self.pads[2], self.dilation[0],
-                                      self.dilation[1], self.fwd_block, images_per_step,
-                                      self.fwd_isa, self.fwd_nv, n_threads)
-        if direct:
-            return dw_out
-        partial = partial[..., :self.k]
-        if n_chunks == 1:
-            return partial[0]
-        return np.sum(partial, axis=0, out=dw_out)
-
-    def _weight_grad_bf16(self, x, dy, n_threads, ws, dw_out=None):
-        """dw on bf16 operands, the reduction over pairs of output pixels along each row:
-        x and dy are first laid out as those pairs (see conv2d_backward_weights_bf16)."""
-        n = x.shape[0]
-        (sh, sw), (dh, dw) = self.stride, self.dilation
-        kp, wq = self.bf16_k_padded, -(-self.wo // 2)
-        width = 2 * (wq - 1) * sw + (self.kw - 1) * dw + 1
-        xpairs = empty(ws, "x_pairs", (n, self.h, width, 2 * self.c), np.uint16)
-        _conv.pair_columns_bf16(x, xpairs, 1, self.pads[2], sw, n_threads)
-        # the padding channels stay zero when the array is reused
-        dypairs = (zeros if kp != self.k else empty)(ws, "dy_pairs",
-                                                     (n, self.ho, wq, 2 * kp), np.uint16)
-        _conv.pair_columns_bf16(dy, dypairs, 2, 0, 1, n_threads)
-        n_chunks = max(1, min(n, -(-_MIN_WEIGHT_GRAD_TASKS // self.bf16_wgrad_tiles)))
-        direct = n_chunks == 1 and kp == self.k and dw_out is not None
-        if direct:
-            partial = dw_out.reshape((1,) + dw_out.shape)
-        else:
-            partial = empty(ws, "partial", (n_chunks, self.kh, self.kw, self.c, kp),
-                            np.float32)
-        images_per_step = max(1, _WEIGHT_GRAD_STEP_BYTES // (xpairs[0].nbytes
-                                                             + dypairs[0].nbytes))
-        _conv.conv2d_backward_weights_bf16(xpairs, dypairs, partial, sh, sw, self.pads[0], dh,
-                                           dw, self.bf16_nv, images_per_step, n_threads)
-        if direct:
-            return dw_out
-        partial = partial[..., :self.k]
-        if n_chunks == 1:
-            return partial[0]
-        return np.sum(partial, axis=0, out=dw_out)
-
-    def _single_channel_weight_grad(self, expanded, dy, n_threads, ws):
-        """dw of a single-channel, width-stride-1 convolution, vectorised along rows."""
-        n = expanded.shape[0]
-        n_chunks = max(1, min(n, -(-_MIN_WEIGHT_GRAD_TASKS // (self.kh * self.kw))))
-        sums = empty(ws, "partial", (n_chunks, self.kh, self.kw, self.row_vector_values),
-                     self.dtype)
-        _conv.conv2d_backward_weights_c1(expanded, dy, sums,
-                                         self.stride[0], self.dilation[0], self.dilation[1],
-                                         self.isa, n_threads)
-        # chunks in order, then the output columns of each channel
-        sums = sums[0] if n_chunks == 1 else sums.sum(axis=0)
-        dw = sums[..., :self.wo * self.k].reshape(self.kh, self.kw, self.wo, self.k).sum(axis=2)
-        return dw.reshape(self.kh, self.kw, 1, self.k)
